@@ -1,0 +1,403 @@
+"""The JobActor: one per job definition; owns its definition, schedule and active runs.
+
+Its loop waits for *the next fire time or a message*, whichever comes first; it never
+polls. Messages are handled one at a time, so decisions that depend on the job's state
+(the concurrency limit, the schedule) cannot race. Active runs live in the actor's run
+nursery (``termjobs.actors.runs``) and keep going while the actor handles messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import assert_never
+
+import trio
+
+from termjobs import jobspec
+from termjobs.actors.mailbox import MAILBOX_SIZE, Reply
+from termjobs.actors.runs import RunEnv, RunHandle, RunTask
+from termjobs.clock import deadline_or_inf
+from termjobs.errors import Conflict, JobNotFound, RunNotFound, TermjobsError, Unavailable
+from termjobs.model import (
+    ConcurrencyPolicy,
+    Job,
+    MisfirePolicy,
+    Run,
+    RunStatus,
+    RunTrigger,
+    TriggerType,
+    format_ts,
+)
+from termjobs.runners.base import StopReason
+from termjobs.schedule import (
+    DueFires,
+    ManualTrigger,
+    Trigger,
+    TriggerError,
+    due_fires,
+    initial_next_run,
+    parse_trigger,
+)
+from termjobs.storage import runops, store
+
+logger = logging.getLogger(__name__)
+
+#: How long ``cancel``/``delete`` wait for runs to record their final state.
+RUN_STOP_WAIT_S = 60.0
+#: At most this many runs of a ``queue``-policy job wait at once; more are skipped.
+QUEUE_LIMIT = 100
+
+
+# ------------------------------------------------------------------------ messages
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerNow:
+    """Queue a manual run now."""
+
+    reply: Reply[Run] = field(default_factory=Reply)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateJob:
+    """Apply a PATCH body (pause and resume are ``{"enabled": false|true}``)."""
+
+    body: dict[str, object]
+    reply: Reply[Job] = field(default_factory=Reply)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteJob:
+    """Delete the job (and its history); with ``cancel_active``, stop its runs first."""
+
+    cancel_active: bool
+    reply: Reply[None] = field(default_factory=Reply)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRun:
+    """Cancel one of the job's runs."""
+
+    run_id: str
+    reply: Reply[Run] = field(default_factory=Reply)
+
+
+JobMessage = TriggerNow | UpdateJob | DeleteJob | CancelRun
+
+
+class _Deleted(Exception):
+    """Internal: the job was deleted, the actor's loop ends."""
+
+
+class JobActor:
+    """Owns one job (see the module docstring)."""
+
+    def __init__(self, job: Job, env: RunEnv, *, runs: Sequence[Run] = ()) -> None:
+        self._job = job
+        self._trigger: Trigger
+        try:
+            self._trigger = parse_trigger(job.trigger_type, job.trigger_config, job.schedule_timezone)
+        except TriggerError as exc:
+            # Stored before a rule changed (or its zone left tzdata): keep the job
+            # reachable so it can be fixed with PATCH, but never fire it as it is.
+            logger.error("job %s (%s) will not fire until its trigger is fixed: %s", job.id, job.name, exc)
+            self._trigger, self._job = ManualTrigger(), replace(job, next_run_at=None)
+        self._env = env
+        self._initial_runs = list(runs)
+        self.mailbox, self._inbox = trio.open_memory_channel[JobMessage](MAILBOX_SIZE)
+        self._runs: dict[str, RunHandle] = {}
+        self._job_slot = trio.CapacityLimiter(job.run_limit)
+        self._loop_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self._stopping = False
+        self.deleted = False
+
+    @property
+    def job(self) -> Job:
+        return self._job
+
+    @property
+    def active_runs(self) -> list[RunHandle]:
+        return list(self._runs.values())
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until the job is deleted or the service stops (then until its runs end)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for run in self._initial_runs:
+                self._spawn(run)
+            task_status.started()
+            with self._loop_scope:
+                try:
+                    await self._loop()
+                except _Deleted:
+                    self.deleted = True
+            self._close_mailbox()
+
+    # ------------------------------------------------------------- shutdown API
+
+    def stop_firing(self) -> None:
+        """Stop handling messages and firing; queued runs that have not started are
+        left queued (they run after the next start). Running runs carry on."""
+        self._stopping = True
+        self._loop_scope.cancel()
+        for handle in self.active_runs:
+            if not handle.started:
+                handle.cancel(StopReason.SHUTDOWN)
+
+    def stop_runs(self, reason: StopReason) -> None:
+        """Ask every active run to stop."""
+        for handle in self.active_runs:
+            handle.cancel(reason)
+
+    # ---------------------------------------------------------------------- loop
+
+    async def _loop(self) -> None:
+        while True:
+            wake = deadline_or_inf(self._env.clock, self._job.next_run_at if self._job.enabled else None)
+            with trio.move_on_at(wake):
+                try:
+                    message = await self._inbox.receive()
+                except trio.EndOfChannel:
+                    return
+                await self._handle(message)
+                continue
+            await self._fire_due()
+
+    async def _handle(self, message: JobMessage) -> None:
+        try:
+            match message:
+                case TriggerNow():
+                    message.reply.send(await self._trigger_now())
+                case UpdateJob():
+                    message.reply.send(await self._update(message.body))
+                case CancelRun():
+                    message.reply.send(await self._cancel_run(message.run_id))
+                case DeleteJob():
+                    await self._delete(message.cancel_active)
+                    message.reply.send(None)
+                    raise _Deleted
+                case _:
+                    assert_never(message)
+        except TermjobsError as exc:
+            message.reply.fail(exc)
+        except Exception as exc:
+            logger.exception("job %s: failed to handle %s", self._job.id, type(message).__name__)
+            message.reply.fail(TermjobsError(f"internal error: {exc}"))
+
+    def _close_mailbox(self) -> None:
+        self._inbox.close()
+        self.mailbox.close()
+
+    # ------------------------------------------------------------------- firing
+
+    async def _fire_due(self) -> None:
+        job, now = self._job, self._env.clock.now()
+        if not job.enabled or job.next_run_at is None or now < job.next_run_at:
+            return  # woken early (a capped real-clock sleep): nothing due yet
+        grace = dt.timedelta(seconds=job.misfire_grace_seconds)
+        due = due_fires(self._trigger, job.next_run_at, now, grace)
+        decisions = self._decide_fires(due, now)
+        last = due.on_time[-1] if due.on_time else due.missed_last
+        advanced = replace(
+            job,
+            next_run_at=due.next_at,
+            last_fire_at=last,
+            enabled=job.enabled and job.trigger_type is not TriggerType.ONCE,
+            updated_at=now,
+        )
+        try:
+            queued = await self._env.gateway.write(
+                lambda tx: runops.record_fires(tx, advanced, decisions, now=now)
+            )
+        except Exception:
+            logger.exception("job %s: could not record scheduled fires; retrying shortly", job.id)
+            await trio.sleep(1.0)
+            return
+        self._job = advanced
+        self._replace_for(queued)
+        for run in queued:
+            self._spawn(run)
+
+    def _decide_fires(self, due: DueFires, now: dt.datetime) -> list[runops.Enqueue | runops.Skip]:
+        job = self._job
+        decisions: list[runops.Enqueue | runops.Skip] = []
+        if due.missed_count:
+            assert due.missed_first is not None and due.missed_last is not None
+            missed = {
+                "missed": due.missed_count,
+                "missed_capped": due.missed_capped,
+                "first_missed": format_ts(due.missed_first),
+                "last_missed": format_ts(due.missed_last),
+            }
+            run = self._new_run(due.missed_first, now)
+            if job.misfire_policy is MisfirePolicy.SKIP:
+                count = f"{due.missed_count}{'+' if due.missed_capped else ''}"
+                message = (
+                    f"skipped {count} missed fire(s): late by more than "
+                    f"misfire_grace_seconds={job.misfire_grace_seconds} (misfire_policy skip)"
+                )
+                decisions.append(runops.Skip(run, message, {"reason": "misfire", **missed}))
+            else:
+                decisions.append(self._admit(run, len(decisions), {"catch_up": True, **missed}))
+        for at in due.on_time:
+            decisions.append(self._admit(self._new_run(at, now), self._pending(decisions)))
+        return decisions
+
+    @staticmethod
+    def _pending(decisions: list[runops.Enqueue | runops.Skip]) -> int:
+        return sum(isinstance(d, runops.Enqueue) for d in decisions)
+
+    def _new_run(self, scheduled_for: dt.datetime, now: dt.datetime) -> Run:
+        return runops.new_run(self._job, trigger=RunTrigger.SCHEDULE, scheduled_for=scheduled_for, now=now)
+
+    def _admit(
+        self, run: Run, pending: int, data: dict[str, object] | None = None
+    ) -> runops.Enqueue | runops.Skip:
+        refusal = self._refusal(pending)
+        if refusal is None:
+            return runops.Enqueue(run, dict(data) if data else None)
+        return runops.Skip(
+            run,
+            f"skipped: {refusal}",
+            {
+                "reason": "concurrency",
+                "policy": self._job.concurrency_policy.value,
+                "active_runs": len(self._runs) + pending,
+            },
+        )
+
+    def _refusal(self, pending: int) -> str | None:
+        """Why the concurrency policy refuses one more run now, or ``None``."""
+        job = self._job
+        active = len(self._runs) + pending
+        if job.concurrency_policy is ConcurrencyPolicy.QUEUE:
+            waiting = active - job.run_limit
+            return (
+                f"{waiting} runs already waiting (queue limit {QUEUE_LIMIT})"
+                if waiting >= QUEUE_LIMIT
+                else None
+            )
+        if active < job.run_limit or job.concurrency_policy is ConcurrencyPolicy.REPLACE:
+            return None
+        if job.run_limit == 1:
+            return f"job already has an active run (concurrency_policy {job.concurrency_policy})"
+        return f"job already has {active} active runs (max {job.run_limit})"
+
+    def _replace_for(self, new_runs: Sequence[Run]) -> None:
+        """Under ``replace``, make room for ``new_runs`` by stopping the oldest runs."""
+        if self._job.concurrency_policy is not ConcurrencyPolicy.REPLACE:
+            return
+        old = sorted(
+            (h for h in self._runs.values() if not h.stop.requested),
+            key=lambda h: (h.run.created_at, h.run.id),
+        )
+        excess = len(old) + len(new_runs) - self._job.run_limit
+        for handle in old[: max(0, excess)]:
+            handle.cancel(StopReason.REPLACE)
+
+    # ---------------------------------------------------------------- messages
+
+    async def _trigger_now(self) -> Run:
+        job = self._job
+        if not job.enabled:
+            raise Conflict("job is disabled; resume it before triggering runs")
+        refusal = self._refusal(0)
+        if refusal is not None:
+            raise Conflict(refusal)
+        now = self._env.clock.now()
+        run = runops.new_run(job, trigger=RunTrigger.MANUAL, scheduled_for=now, now=now)
+        stored = await self._env.gateway.write(lambda tx: runops.create_run(tx, run, now=now))
+        self._replace_for([stored])
+        self._spawn(stored)
+        return stored
+
+    async def _update(self, body: dict[str, object]) -> Job:
+        job = self._job
+        valid = jobspec.definition_for_patch(job, body)
+        old = jobspec.definition_of(job)
+        now = self._env.clock.now()
+        next_run_at = job.next_run_at
+        if jobspec.schedule_changed(old, valid.definition):
+            next_run_at = initial_next_run(
+                valid.trigger, enabled=valid.definition.enabled, now=now, last_fire_at=job.last_fire_at
+            )
+        updated = jobspec.build_job(
+            valid.definition,
+            job_id=job.id,
+            created_at=job.created_at,
+            updated_at=now,
+            next_run_at=next_run_at,
+            last_fire_at=job.last_fire_at,
+        )
+        await self._env.gateway.write(lambda tx: store.update_job(tx, updated))
+        self._job, self._trigger = updated, valid.trigger
+        self._job_slot.total_tokens = updated.run_limit
+        return updated
+
+    async def _cancel_run(self, run_id: str) -> Run:
+        handle = self._runs.get(run_id)
+        if handle is None:
+            return await self._stored_run(run_id)
+        if handle.started:
+            await self._request_cancel(handle.run, "cancellation requested")
+            handle.cancel(StopReason.CANCEL)
+            return await self._stored_run(run_id)
+        handle.cancel(StopReason.CANCEL)
+        with trio.move_on_after(RUN_STOP_WAIT_S):
+            await handle.done.wait()
+        return await self._stored_run(run_id)
+
+    async def _request_cancel(self, run: Run, message: str) -> None:
+        now = self._env.clock.now()
+        await self._env.gateway.write(lambda tx: runops.request_cancel(tx, run, now=now, message=message))
+
+    async def _stored_run(self, run_id: str) -> Run:
+        run = await self._env.gateway.read(lambda conn: store.get_run(conn, run_id))
+        if run is None or run.job_id != self._job.id:
+            raise RunNotFound()
+        return run
+
+    async def _delete(self, cancel_active: bool) -> None:
+        active = self.active_runs
+        if active and not cancel_active:
+            raise Conflict(
+                f"job has {len(active)} active run(s); cancel them first, or delete with "
+                "cancel_active=true to cancel them and delete the job"
+            )
+        for handle in active:
+            if handle.started and handle.run.status is RunStatus.RUNNING:
+                await self._request_cancel(handle.run, "cancellation requested: the job is being deleted")
+            handle.cancel(StopReason.DELETE)
+        with trio.move_on_after(RUN_STOP_WAIT_S):
+            for handle in active:
+                await handle.done.wait()
+        if not await self._env.gateway.write(lambda tx: store.delete_job(tx, self._job.id)):
+            raise JobNotFound()
+
+    # --------------------------------------------------------------------- runs
+
+    def _spawn(self, run: Run) -> None:
+        if self._nursery is None:
+            raise Unavailable("job actor is not running")
+        handle = RunHandle(run)
+        self._runs[run.id] = handle
+        if self._stopping:
+            handle.cancel(StopReason.SHUTDOWN)
+        task = RunTask(
+            handle,
+            self._env,
+            current_job=lambda: self._job,
+            job_slot=self._job_slot,
+            on_retry=self._spawn,
+        )
+        self._nursery.start_soon(self._run_then_forget, task, name=f"run:{run.id}")
+
+    async def _run_then_forget(self, task: RunTask) -> None:
+        try:
+            await task()
+        finally:
+            self._runs.pop(task.handle.run.id, None)

@@ -1,0 +1,1 @@
+"""The ``term-llm`` command line."""

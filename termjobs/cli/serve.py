@@ -1,0 +1,183 @@
+"""``term-llm serve jobs``: start the jobs server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import TypeVar
+
+import asyncclick as click
+import trio
+
+from termjobs.config import Settings, SettingsError, build_settings
+from termjobs.service import run_service
+from termjobs.storage.engine import redact
+
+logger = logging.getLogger("termjobs")
+
+PLATFORMS = ("web", "api", "jobs", "telegram")
+
+
+def _platforms(positional: tuple[str, ...], options: tuple[str, ...]) -> list[str]:
+    names: list[str] = []
+    for raw in (*positional, *options):
+        for part in raw.split(","):
+            name = part.strip().lower()
+            if name and name not in names:
+                names.append(name)
+    for name in names:
+        if name not in PLATFORMS:
+            raise click.UsageError(f"unknown platform {name!r} (valid: {', '.join(PLATFORMS)})")
+    if not names:
+        raise click.UsageError("no platforms specified: run `term-llm serve jobs`")
+    others = [name for name in names if name != "jobs"]
+    if others:
+        raise click.UsageError(f"platform {others[0]!r} is not part of termjobs; only 'jobs' can be served")
+    return names
+
+
+def banner(settings: Settings, url: str) -> str:
+    """The start-up banner printed on stderr."""
+    lines = [f"term-llm serve listening on {url}"]
+    if settings.auth == "none":
+        lines.append("auth: disabled")
+    else:
+        lines.append("auth: bearer required")
+        note = {
+            "flag": "(from --token)",
+            "env": "(from $TERM_LLM_SERVE_TOKEN)",
+            "generated": "(auto-generated; export TERM_LLM_SERVE_TOKEN to persist)",
+        }.get(settings.token_source, "")
+        lines.append(f"token: {settings.token} {note}".rstrip())
+    lines.append(f"jobs workers: {settings.jobs_workers}")
+    lines.append(f"database: {redact(settings.db_url)}")
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("platforms", nargs=-1)
+@click.option("--platform", "platform_options", multiple=True, help="Platform to serve (only: jobs).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
+@click.option("--token", default=None, help="Bearer token clients must send [env: TERM_LLM_SERVE_TOKEN].")
+@click.option("--auth", "auth_mode", default=None, help="bearer (default) or none.")
+@click.option(
+    "--no-auth",
+    "--allow-no-auth",
+    "no_auth",
+    is_flag=True,
+    default=None,
+    help="Disable authentication (loopback hosts only).",
+)
+@click.option(
+    "--jobs-workers", type=int, default=4, show_default=True, help="Maximum number of runs executing at once."
+)
+@click.option(
+    "--db",
+    envvar="TERM_LLM_JOBS_DB",
+    default=None,
+    help="Database: sqlite:///PATH, postgresql://..., or a file path "
+    "[env: TERM_LLM_JOBS_DB; default: $XDG_DATA_HOME/term-llm/jobs_v2.db].",
+)
+@click.option(
+    "--shutdown-grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds running runs get to finish on shutdown before they are stopped.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+async def serve(
+    platforms: tuple[str, ...],
+    platform_options: tuple[str, ...],
+    host: str,
+    port: int,
+    token: str | None,
+    auth_mode: str | None,
+    no_auth: bool | None,
+    jobs_workers: int,
+    db: str | None,
+    shutdown_grace: float,
+    log_level: str,
+) -> None:
+    """Start a server. PLATFORMS must be `jobs`: `term-llm serve jobs --port 8080`."""
+    _platforms(platforms, platform_options)
+    try:
+        settings = build_settings(
+            host=host,
+            port=port,
+            auth=auth_mode,
+            no_auth=no_auth,
+            token=token,
+            env_token=os.environ.get("TERM_LLM_SERVE_TOKEN"),
+            jobs_workers=jobs_workers,
+            db=db,
+            shutdown_grace=shutdown_grace,
+        )
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    await serve_until_signal(settings)
+
+
+async def serve_until_signal(settings: Settings) -> None:
+    """Run the server until SIGINT or SIGTERM, then shut down gracefully.
+
+    A second signal during shutdown exits at once; runs still in flight are then
+    recorded as lost by the next start's crash recovery.
+    """
+    stop = trio.Event()
+
+    async def watch_signals() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if stop.is_set():
+                    print("second signal: exiting immediately", file=sys.stderr, flush=True)
+                    os._exit(130)
+                logger.info("%s received: shutting down gracefully", signal.Signals(signum).name)
+                stop.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals)
+        try:
+            async with trio.open_nursery() as server:
+                urls = await server.start(
+                    lambda task_status: run_service(
+                        settings, shutdown_trigger=stop.wait, task_status=task_status
+                    )
+                )
+                print(banner(settings, urls[0]), file=sys.stderr, flush=True)
+        except BaseExceptionGroup as group:
+            bind_error = _first(group, OSError)
+            if bind_error is None:
+                raise
+            raise click.ClickException(
+                f"cannot listen on {settings.host}:{settings.port}: {bind_error.strerror or bind_error}"
+            ) from None
+        nursery.cancel_scope.cancel()  # the server has stopped; so does the signal watcher
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _first(group: BaseExceptionGroup[BaseException], kind: type[E]) -> E | None:
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, kind)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,112 @@
+"""Server settings: validated once at start-up, then frozen."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy.engine import URL
+
+from termjobs.storage.engine import resolve_url
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+AuthMode = Literal["bearer", "none"]
+TokenSource = Literal["flag", "env", "generated", "none"]
+
+
+class SettingsError(ValueError):
+    """An invalid server option; the message names the flag and the fix."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything ``term-llm serve jobs`` was configured with."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    auth: AuthMode = "bearer"
+    token: str | None = None
+    token_source: TokenSource = "none"
+    jobs_workers: int = 4
+    db_url: URL
+    shutdown_grace: float = 10.0
+    request_timeout: float = 10.0
+    retention_days: int = 30
+    max_runs_per_job: int = 1000
+
+
+def generate_token() -> str:
+    """32 random bytes, base64url without padding (43 characters)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+
+
+def resolve_auth(
+    *, host: str, auth: str | None, no_auth: bool | None, flag_token: str | None, env_token: str | None
+) -> tuple[AuthMode, str | None, TokenSource]:
+    """Auth mode, token and where the token came from, per the serve flags."""
+    mode = (auth or "bearer").strip().lower() or "bearer"
+    if mode not in ("bearer", "none"):
+        raise SettingsError(f"invalid --auth {auth!r} (must be bearer or none)")
+    if no_auth is not None:
+        implied = "none" if no_auth else "bearer"
+        if auth is not None and implied != mode:
+            raise SettingsError(f"--auth {mode} conflicts with --no-auth={str(no_auth).lower()}")
+        mode = implied
+    if mode == "none":
+        if host.strip().lower() not in LOOPBACK_HOSTS:
+            raise SettingsError(f"--auth none is only allowed on loopback hosts (got {host!r})")
+        return "none", None, "none"
+    if flag_token and flag_token.strip():
+        return "bearer", flag_token.strip(), "flag"
+    if env_token and env_token.strip():
+        return "bearer", env_token.strip(), "env"
+    return "bearer", generate_token(), "generated"
+
+
+def build_settings(
+    *,
+    host: str,
+    port: int,
+    auth: str | None,
+    no_auth: bool | None,
+    token: str | None,
+    env_token: str | None,
+    jobs_workers: int,
+    db: str | None,
+    shutdown_grace: float,
+    retention_days: int = 30,
+    max_runs_per_job: int = 1000,
+) -> Settings:
+    """Validate the serve options into :class:`Settings`."""
+    if not 1 <= port <= 65535:
+        raise SettingsError(f"invalid --port {port} (must be 1-65535)")
+    if jobs_workers <= 0:
+        raise SettingsError(f"invalid --jobs-workers {jobs_workers} (must be > 0)")
+    if shutdown_grace < 0:
+        raise SettingsError(f"invalid --shutdown-grace {shutdown_grace:g} (must be >= 0)")
+    if retention_days <= 0:
+        raise SettingsError(f"invalid --retention-days {retention_days} (must be > 0)")
+    if max_runs_per_job <= 0:
+        raise SettingsError(f"invalid --max-runs-per-job {max_runs_per_job} (must be > 0)")
+    mode, resolved, source = resolve_auth(
+        host=host, auth=auth, no_auth=no_auth, flag_token=token, env_token=env_token
+    )
+    try:
+        url = resolve_url(db)
+    except ValueError as exc:
+        raise SettingsError(f"invalid --db: {exc}") from None
+    return Settings(
+        host=host,
+        port=port,
+        auth=mode,
+        token=resolved,
+        token_source=source,
+        jobs_workers=jobs_workers,
+        db_url=url,
+        shutdown_grace=shutdown_grace,
+        retention_days=retention_days,
+        max_runs_per_job=max_runs_per_job,
+    )

@@ -1,0 +1,250 @@
+"""Core value types: enums, identifiers, timestamps and the Job / Run / RunEvent values.
+
+Values are frozen dataclasses; components change state by building new values
+(``dataclasses.replace``), so a snapshot handed to the HTTP layer can never change
+underneath it. The JSON shapes of these values live in ``termjobs.wire``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+#: A decoded JSON value (object, array, string, number, bool or null).
+JSONValue = Any
+
+
+class RunnerType(enum.StrEnum):
+    """How a run is executed."""
+
+    LLM = "llm"
+    PROGRAM = "program"
+
+
+class TriggerType(enum.StrEnum):
+    """What creates scheduled runs of a job."""
+
+    MANUAL = "manual"
+    ONCE = "once"
+    CRON = "cron"
+
+
+class ConcurrencyPolicy(enum.StrEnum):
+    """What happens when a run is due while others of the same job are active."""
+
+    FORBID = "forbid"
+    ALLOW = "allow"
+    REPLACE = "replace"
+    QUEUE = "queue"
+
+
+class MisfirePolicy(enum.StrEnum):
+    """What happens to scheduled fires that were missed by more than the grace."""
+
+    SKIP = "skip"
+    RUN = "run"
+
+
+class RunTrigger(enum.StrEnum):
+    """Why a run exists."""
+
+    MANUAL = "manual"
+    SCHEDULE = "schedule"
+    RETRY = "retry"
+
+
+class RunStatus(enum.StrEnum):
+    """Run statuses; the allowed moves between them are in ``termjobs.lifecycle``."""
+
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    RUNNING = "running"
+    CANCEL_REQUESTED = "cancel_requested"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.TIMED_OUT,
+        RunStatus.CANCELLED,
+        RunStatus.SKIPPED,
+    }
+)
+ACTIVE_STATUSES = frozenset(set(RunStatus) - TERMINAL_STATUSES)
+
+
+class EventType(enum.StrEnum):
+    """Entries of a run's timeline."""
+
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    RUNNING = "running"
+    REQUEUED = "requeued"
+    CANCELLED = "cancelled"
+    CANCEL_REQUESTED = "cancel_requested"
+    OUTPUT = "output"
+    TOOL_START = "tool_start"
+    TOOL_END = "tool_end"
+    PHASE = "phase"
+    TURN_COMPLETE = "turn_complete"
+    PROGRESS_UPDATE = "progress_update"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"
+    RETRY_SCHEDULED = "retry_scheduled"
+    NOTIFY_FAILED = "notify_failed"
+
+
+class ExitReason(enum.StrEnum):
+    """Why a run ended, in more detail than its status."""
+
+    NATURAL_COMPLETION = "natural_completion"
+    MAX_TURNS_EXCEEDED = "max_turns_exceeded"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    EXCEPTION = "exception"
+    EMPTY_RESPONSE = "empty_response"
+    WORKER_LOST = "worker_lost"
+
+
+# ---------------------------------------------------------------------------- ids
+
+
+def _new_id(prefix: str) -> str:
+    # 9 random bytes -> 12 base64url characters, as in the reference system.
+    return prefix + secrets.token_urlsafe(9)
+
+
+def new_job_id() -> str:
+    """A fresh ``job_`` identifier."""
+    return _new_id("job_")
+
+
+def new_run_id() -> str:
+    """A fresh ``run_`` identifier."""
+    return _new_id("run_")
+
+
+def new_worker_id() -> str:
+    """A fresh ``worker_`` identifier (one per server process)."""
+    return _new_id("worker_")
+
+
+# --------------------------------------------------------------------- timestamps
+
+
+def format_ts(value: dt.datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix; fractional seconds only when non-zero."""
+    utc = value.astimezone(dt.UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def parse_ts(text: str) -> dt.datetime | None:
+    """Parse an RFC 3339 timestamp that carries an offset; ``None`` if it does not."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        return None
+    return value.astimezone(dt.UTC)
+
+
+# -------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """A stored job definition.
+
+    ``last_fire_at`` is the nominal time of the most recent scheduled fire (internal:
+    it is how a fired ``once`` job knows not to re-arm, and where misfire catch-up
+    starts counting).
+    """
+
+    id: str
+    name: str
+    enabled: bool
+    runner_type: RunnerType
+    runner_config: JSONValue
+    trigger_type: TriggerType
+    trigger_config: JSONValue
+    schedule_timezone: str | None
+    concurrency_policy: ConcurrencyPolicy
+    max_concurrent_runs: int
+    retry_policy: JSONValue | None
+    timeout_seconds: int
+    misfire_policy: MisfirePolicy
+    misfire_grace_seconds: int
+    labels: JSONValue | None
+    next_run_at: dt.datetime | None
+    last_fire_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def run_limit(self) -> int:
+        """How many runs of this job may be active at once."""
+        if self.concurrency_policy is ConcurrencyPolicy.FORBID:
+            return 1
+        return self.max_concurrent_runs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """One execution attempt of a job."""
+
+    id: str
+    job_id: str
+    attempt: int
+    trigger: RunTrigger
+    scheduled_for: dt.datetime
+    status: RunStatus
+    worker_id: str | None = None
+    session_id: str | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    thinking: str | None = None
+    response: str | None = None
+    exit_reason: ExitReason | None = None
+    truncated: bool = False
+    turn_count: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    retry_of: str | None = None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunEvent:
+    """One entry of a run's timeline. ``id`` increases strictly across all runs."""
+
+    id: int
+    run_id: str
+    job_id: str
+    event_type: EventType
+    message: str | None
+    data: JSONValue | None
+    created_at: dt.datetime

@@ -1,0 +1,1 @@
+"""Runners execute one run: ``program`` (an OS process) and ``llm`` (an agent)."""

@@ -1,0 +1,98 @@
+"""The runner protocol: what the run owner gives a runner and what it gets back.
+
+A runner never decides a run's status. It executes, reports live events through
+``RunContext.emit``, watches ``RunContext.stop`` (set on timeout, cancel, shutdown,
+delete or replace) and returns a :class:`RunResult` describing what happened; the run
+owner (``termjobs.actors.runs``) turns that into the final status.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from termjobs.model import EventType, ExitReason, Job, JSONValue, Run
+
+Emit = Callable[[EventType, str | None, JSONValue | None], Awaitable[None]]
+
+
+class StopReason(enum.Enum):
+    """Why a run is being stopped before it finished on its own."""
+
+    TIMEOUT = "timeout"
+    CANCEL = "cancel"
+    SHUTDOWN = "shutdown"
+    DELETE = "delete"
+    REPLACE = "replace"
+
+
+class StopSignal:
+    """A one-shot request to stop, with the first reason given."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self.reason: StopReason | None = None
+
+    def request(self, reason: StopReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """Everything a runner may use for one run."""
+
+    job: Job
+    run: Run
+    stop: StopSignal
+    emit: Emit
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a runner observed. ``error`` set means the run failed."""
+
+    exit_code: int | None = None
+    error: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    thinking: str | None = None
+    response: str | None = None
+    session_id: str | None = None
+    exit_reason: ExitReason | None = None
+    truncated: bool = False
+    turn_count: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Runner(Protocol):
+    """Executes runs of one runner type."""
+
+    async def run(self, ctx: RunContext) -> RunResult:
+        """Execute ``ctx.run`` and return what happened; must return soon after
+        ``ctx.stop`` is requested."""
+        ...
+
+
+class UnconfiguredLLMRunner:
+    """Stands in for the LLM runner when the server has no LLM executor configured."""
+
+    async def run(self, ctx: RunContext) -> RunResult:
+        await trio.lowlevel.checkpoint()
+        return RunResult(
+            error="llm runner is not configured on this server",
+            exit_reason=ExitReason.EXCEPTION,
+        )

@@ -1,0 +1,242 @@
+"""The ``program`` runner: one OS process per run.
+
+* ``command`` is executed directly (PATH lookup) with ``args``, or with
+  ``shell: true`` as ``/bin/sh -c <command> -- <args...>`` (args become ``$1``...).
+* The child gets its own session and process group, stdin ``/dev/null``, the server's
+  environment minus its API tokens, ``TERM_LLM_JOB_ID``/``_JOB_NAME``/``_RUN_ID``/
+  ``_RUN_ATTEMPT``, ``PYTHONUNBUFFERED=1``, then the job's ``env``.
+* On a stop request the group gets SIGTERM, and SIGKILL after ``kill_grace_seconds``.
+  When the main process has exited (in every outcome) the rest of its group is
+  killed, and so is any descendant that left the group but still carries the run's
+  marker variable (found through ``/proc``), so nothing a run started outlives it.
+* stdout/stderr are captured head+tail (``HeadTail``) and streamed live
+  (``LiveOutput``). ``exit_code`` is the real status, 128+N when killed by signal N.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import signal
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import trio
+
+from termjobs.model import EventType, ExitReason
+from termjobs.runners.base import RunContext, RunResult
+from termjobs.runners.config import ProgramConfig, parse_program_config
+from termjobs.runners.output import HeadTail, LiveOutput
+
+logger = logging.getLogger(__name__)
+
+#: Variables of the server that a job must never see.
+SECRET_ENV = frozenset({"TERM_LLM_SERVE_TOKEN", "TERM_LLM_JOBS_TOKEN"})
+MARKER_ENV = "TERMJOBS_RUN_MARKER"
+SHELL = "/bin/sh"
+PIPE_DRAIN_S = 1.0
+_READ_SIZE = 65536
+
+
+class ProgramRunner:
+    """Runs ``program`` jobs."""
+
+    def __init__(self, *, base_env: Mapping[str, str], sweep_proc: bool = True) -> None:
+        self._base_env = {k: v for k, v in base_env.items() if k not in SECRET_ENV}
+        self._sweep_proc = sweep_proc and Path("/proc/self/environ").exists()
+
+    async def run(self, ctx: RunContext) -> RunResult:
+        try:
+            config = parse_program_config(ctx.job.runner_config)
+        except ValueError as exc:
+            return RunResult(error=f"invalid program runner config: {exc}", exit_reason=ExitReason.EXCEPTION)
+        marker = f"{ctx.run.id}-{secrets.token_hex(8)}"
+        try:
+            proc = await self._spawn(config, self._env(ctx, config, marker))
+        except OSError as exc:
+            return RunResult(
+                error=f"program could not start: {_describe_spawn_error(exc, config)}",
+                exit_reason=ExitReason.EXCEPTION,
+            )
+        return await _Execution(ctx, config, proc, marker, self._sweep_proc).run()
+
+    def _env(self, ctx: RunContext, config: ProgramConfig, marker: str) -> dict[str, str]:
+        env = dict(self._base_env)
+        env.update(
+            TERM_LLM_JOB_ID=ctx.job.id,
+            TERM_LLM_JOB_NAME=ctx.job.name,
+            TERM_LLM_RUN_ID=ctx.run.id,
+            TERM_LLM_RUN_ATTEMPT=str(ctx.run.attempt),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(config.env)
+        env[MARKER_ENV] = marker
+        return env
+
+    async def _spawn(self, config: ProgramConfig, env: dict[str, str]) -> trio.Process:
+        if config.cwd is not None and not await trio.Path(config.cwd).is_dir():
+            raise FileNotFoundError(errno.ENOENT, "working directory does not exist", config.cwd)
+        argv = (
+            [SHELL, "-c", config.command, "--", *config.args]
+            if config.shell
+            else [config.command, *config.args]
+        )
+        return await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=config.cwd,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def _describe_spawn_error(exc: OSError, config: ProgramConfig) -> str:
+    if exc.filename == config.cwd and config.cwd is not None:
+        return f"working directory {config.cwd!r} does not exist"
+    if isinstance(exc, FileNotFoundError):
+        return f"command not found: {config.command!r}"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {config.command!r} (is it executable?)"
+    return str(exc)
+
+
+class _Execution:
+    """One running process: its output pumps, its stop handling and its cleanup."""
+
+    def __init__(
+        self, ctx: RunContext, config: ProgramConfig, proc: trio.Process, marker: str, sweep: bool
+    ) -> None:
+        self.ctx, self.config, self.proc, self.marker, self.sweep = ctx, config, proc, marker, sweep
+        self.captured = {"stdout": HeadTail(), "stderr": HeadTail()}
+        self.live = LiveOutput(self._publish)
+        self._pumps_left = 2
+        self._pumps_done = trio.Event()
+
+    async def _publish(self, stream: str, text: str) -> None:
+        await self.ctx.emit(EventType.OUTPUT, None, {"stream": stream, "text": text})
+
+    async def run(self) -> RunResult:
+        try:
+            async with trio.open_nursery() as nursery:
+                assert self.proc.stdout is not None and self.proc.stderr is not None
+                nursery.start_soon(self._pump, "stdout", self.proc.stdout)
+                nursery.start_soon(self._pump, "stderr", self.proc.stderr)
+                nursery.start_soon(self.live.run_flusher)
+                await self._wait_or_stop()
+                await self._reap_descendants()
+                # Descendants that escaped may still hold the pipes open: stop
+                # reading after a short drain instead of waiting for them.
+                with trio.move_on_after(PIPE_DRAIN_S):
+                    await self._pumps_done.wait()
+                nursery.cancel_scope.cancel()
+            await self.live.flush(final=True)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._hard_cleanup()
+        return self._result()
+
+    async def _pump(self, name: str, stream: trio.abc.ReceiveStream) -> None:
+        try:
+            while chunk := await stream.receive_some(_READ_SIZE):
+                self.captured[name].feed(chunk)
+                await self.live.feed(name, chunk)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+        finally:
+            self._pumps_left -= 1
+            if not self._pumps_left:
+                self._pumps_done.set()
+
+    async def _wait_or_stop(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._terminate_on_stop)
+            await self.proc.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _terminate_on_stop(self) -> None:
+        await self.ctx.stop.wait()
+        _signal_group(self.proc.pid, signal.SIGTERM)
+        await trio.sleep(self.config.kill_grace_seconds)
+        _signal_group(self.proc.pid, signal.SIGKILL)
+
+    async def _reap_descendants(self) -> None:
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        if self.sweep:
+            await trio.to_thread.run_sync(kill_marked_processes, self.marker)
+
+    async def _hard_cleanup(self) -> None:
+        """Last line of defence when the run itself was cancelled mid-flight."""
+        if self.proc.returncode is None:
+            _signal_group(self.proc.pid, signal.SIGKILL)
+            with trio.move_on_after(5):
+                await self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                await stream.aclose()
+
+    def _result(self) -> RunResult:
+        code = _exit_code(self.proc.returncode)
+        out, err = self.captured["stdout"], self.captured["stderr"]
+        error = None
+        if code != 0 and not self.ctx.stop.requested:
+            error = _exit_error(self.proc.returncode)
+        return RunResult(
+            exit_code=code,
+            error=error,
+            stdout=out.text() or None,
+            stderr=err.text() or None,
+            truncated=out.truncated or err.truncated,
+            exit_reason=ExitReason.EXCEPTION if error else None,
+        )
+
+
+def _exit_code(returncode: int | None) -> int | None:
+    if returncode is None:
+        return None
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _exit_error(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else "?"
+        return f"program was killed by signal {-returncode} ({name}), exit code {128 - returncode}"
+    return f"program exited with code {returncode}"
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def kill_marked_processes(marker: str) -> int:
+    """SIGKILL every process whose environment carries ``MARKER_ENV=marker``.
+
+    Catches descendants that started their own session (daemons) and so escaped the
+    process-group kill. Linux only; returns how many processes were signalled.
+    """
+    needle = f"{MARKER_ENV}={marker}".encode()
+    killed = 0
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    if killed:
+        logger.info("killed %d escaped process(es) of run marker %s", killed, marker)
+    return killed

@@ -1,0 +1,129 @@
+"""The composition root: builds every component and decides start and stop order.
+
+Start order (each component is ready before the next starts): event hub, storage
+gateway (migrations, writer task), supervisor (crash recovery, one actor per job),
+then the HTTP server. Stop order is the reverse: stop accepting HTTP, close live
+streams, stop firing schedules, give running runs ``shutdown_grace`` seconds, stop the
+rest and record their final state, then close storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from termjobs import __version__
+from termjobs.actors.hub import Hub
+from termjobs.actors.runs import RunEnv
+from termjobs.actors.supervisor import Supervisor
+from termjobs.clock import Clock, SystemClock
+from termjobs.config import Settings
+from termjobs.model import RunnerType, new_worker_id
+from termjobs.runners.base import Runner, UnconfiguredLLMRunner
+from termjobs.runners.program import ProgramRunner
+from termjobs.storage.gateway import Gateway, open_gateway
+
+logger = logging.getLogger(__name__)
+
+#: Upper bound on graceful shutdown beyond ``shutdown_grace``: the kill grace of the
+#: stopped runs plus the time to record their final state.
+SHUTDOWN_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The running components, as the HTTP layer and tests see them."""
+
+    settings: Settings
+    clock: Clock
+    gateway: Gateway
+    hub: Hub
+    supervisor: Supervisor
+    version: str = __version__
+
+
+def default_runners(base_env: Mapping[str, str]) -> dict[RunnerType, Runner]:
+    """The runners of a server started from the CLI."""
+    return {RunnerType.PROGRAM: ProgramRunner(base_env=base_env), RunnerType.LLM: UnconfiguredLLMRunner()}
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    runners: Mapping[RunnerType, Runner] | None = None,
+    base_env: Mapping[str, str] | None = None,
+    inline_db: bool = False,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Services]:
+    """Start everything but HTTP; on exit, shut down gracefully (see module doc)."""
+    clock = clock or SystemClock()
+    hub = Hub()
+    async with open_gateway(settings.db_url, inline=inline_db, on_commit=hub.publish) as gateway:
+        env = RunEnv(
+            gateway=gateway,
+            clock=clock,
+            runners=runners or default_runners(base_env if base_env is not None else os.environ),
+            slots=trio.CapacityLimiter(settings.jobs_workers),
+            worker_id=new_worker_id(),
+            rng=rng or random.Random(),
+        )
+        supervisor = Supervisor(env, request_timeout=settings.request_timeout)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            try:
+                yield Services(
+                    settings=settings, clock=clock, gateway=gateway, hub=hub, supervisor=supervisor
+                )
+            finally:
+                # Shielded: final states must be recorded even if we are being cancelled.
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + settings.shutdown_grace + SHUTDOWN_MARGIN_S
+                    hub.close_all()
+                    await supervisor.shutdown(settings.shutdown_grace)
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    """Hypercorn settings for the jobs server (loopback by default, no access log)."""
+    config = HypercornConfig()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 5.0
+    return config
+
+
+async def run_service(
+    settings: Settings,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    clock: Clock | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the jobs server until ``shutdown_trigger`` returns; reports the bound URLs."""
+    from termjobs.http.app import create_app
+
+    async with open_services(settings, clock=clock) as services:
+        app = create_app(services)
+
+        async def stop_http() -> None:
+            await shutdown_trigger()
+            logger.info("shutting down: no new requests; closing live streams")
+            services.hub.close_all()
+
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(
+                partial(serve, app, hypercorn_config(settings), shutdown_trigger=stop_http)
+            )
+            task_status.started(urls)

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables, a synchronous store and an async gateway."""

@@ -1,0 +1,224 @@
+"""Async access to the synchronous store.
+
+* **Writes** go through one writer task. It takes every request waiting in its queue,
+  runs them in a single transaction (each under its own SAVEPOINT, so one failing
+  request does not undo the others), commits once, and then answers each request:
+  *group commit*. The single writer also means SQLite never sees two writers.
+* **Reads** run on a small pool of reader connections.
+* Both run in worker threads (SQLAlchemy's async engine does not support trio). In
+  ``inline`` mode (tests under a virtual clock) they run on the trio thread instead,
+  so trio's ``MockClock`` never jumps while a query is in flight.
+* After a commit, the run events it inserted are handed to ``on_commit`` (the event
+  hub) in id order; subscribers never see an event that could still roll back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import outcome
+import sqlalchemy as sa
+import trio
+from sqlalchemy.engine import URL
+
+from termjobs.errors import Unavailable
+from termjobs.model import RunEvent
+from termjobs.storage import migrate
+from termjobs.storage.engine import Engines, create_engines
+from termjobs.storage.store import WriteTx
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ReadOp = Callable[[sa.Connection], T]
+WriteOp = Callable[[WriteTx], T]
+OnCommit = Callable[[Sequence[RunEvent]], None]
+
+MAX_BATCH = 500
+QUEUE_SIZE = 10_000
+_TRANSIENT_RETRIES = 5
+
+
+@dataclass(eq=False)
+class _Request(Generic[T]):
+    op: WriteOp[T]
+    done: trio.Event = field(default_factory=trio.Event)
+    result: outcome.Outcome[T] | None = None
+    events: list[RunEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStats:
+    """Counters for diagnostics and benchmarks."""
+
+    batches: int
+    writes: int
+    max_batch: int
+
+
+class Gateway:
+    """The async face of the store. Create it with :func:`open_gateway`."""
+
+    def __init__(self, engines: Engines, *, inline: bool, on_commit: OnCommit | None) -> None:
+        self.engines = engines
+        self._inline = inline
+        self._on_commit = on_commit
+        self._send, self._receive = trio.open_memory_channel[_Request[Any]](QUEUE_SIZE)
+        self._read_limiter = trio.CapacityLimiter(engines.readers)
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._batches = self._writes = self._max_batch = 0
+
+    def statistics(self) -> GatewayStats:
+        return GatewayStats(batches=self._batches, writes=self._writes, max_batch=self._max_batch)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any, limiter: trio.CapacityLimiter) -> T:
+        if self._inline:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    # -------------------------------------------------------------------- reads
+
+    async def read(self, op: ReadOp[T]) -> T:
+        """Run ``op`` on a reader connection inside one (read) transaction."""
+        return await self._in_thread(self._read, op, limiter=self._read_limiter)
+
+    def _read(self, op: ReadOp[T]) -> T:
+        with self.engines.reader.connect() as conn, conn.begin():
+            return op(conn)
+
+    # ------------------------------------------------------------------- writes
+
+    async def write(self, op: WriteOp[T]) -> T:
+        """Run ``op`` in the next group-committed transaction; its result once committed.
+
+        If the caller is cancelled while waiting, the write may still commit.
+        """
+        request: _Request[T] = _Request(op)
+        try:
+            self._send.send_nowait(request)
+        except trio.WouldBlock:
+            await self._send.send(request)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise Unavailable("storage is closed; the server is shutting down") from None
+        await request.done.wait()
+        assert request.result is not None
+        return request.result.unwrap()
+
+    async def _writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async with self._receive:
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._commit_with_retry(batch)
+
+    async def _commit_with_retry(self, batch: list[_Request[Any]]) -> None:
+        delay = 0.05
+        for attempt in range(1, _TRANSIENT_RETRIES + 1):
+            try:
+                await self._in_thread(self._commit, batch, limiter=self._write_limiter)
+                break
+            except sa.exc.OperationalError as exc:
+                if attempt == _TRANSIENT_RETRIES:
+                    self._fail(batch, exc)
+                    return
+                logger.warning("write transaction failed (%s); retrying in %.2fs", exc, delay)
+                await trio.sleep(delay)
+                delay *= 2
+            except Exception as exc:
+                self._fail(batch, exc)
+                return
+        self._batches += 1
+        self._writes += len(batch)
+        self._max_batch = max(self._max_batch, len(batch))
+        self._publish_and_answer(batch)
+
+    def _commit(self, batch: list[_Request[Any]]) -> None:
+        with self.engines.writer.begin() as conn:
+            if len(batch) == 1:
+                self._apply(conn, batch[0], savepoint=False)
+                return
+            for request in batch:
+                self._apply(conn, request, savepoint=True)
+
+    @staticmethod
+    def _apply(conn: sa.Connection, request: _Request[Any], *, savepoint: bool) -> None:
+        tx = WriteTx(conn)
+        if not savepoint:
+            # A lone request's failure rolls back the whole transaction; let the
+            # exception reach _commit_with_retry, which answers with it.
+            request.result = outcome.Value(request.op(tx))
+            request.events = tx.events
+            return
+        nested = conn.begin_nested()
+        try:
+            value = request.op(tx)
+        except Exception as exc:
+            nested.rollback()
+            request.result = outcome.Error(exc)
+            return
+        nested.commit()
+        request.result = outcome.Value(value)
+        request.events = tx.events
+
+    def _fail(self, batch: list[_Request[Any]], exc: Exception) -> None:
+        for request in batch:
+            request.result = outcome.Error(exc)
+            request.events = []
+            request.done.set()
+
+    def _publish_and_answer(self, batch: list[_Request[Any]]) -> None:
+        if self._on_commit is not None:
+            events = [event for request in batch for event in request.events]
+            if events:
+                self._on_commit(events)
+        for request in batch:
+            request.done.set()
+
+
+@asynccontextmanager
+async def open_gateway(
+    url: URL,
+    *,
+    inline: bool = False,
+    readers: int = 2,
+    on_commit: OnCommit | None = None,
+) -> AsyncIterator[Gateway]:
+    """Open the database at ``url``, apply migrations and run the writer task.
+
+    On exit, writes already queued are committed before the engines are closed.
+    """
+    engines = create_engines(url, readers=readers)
+    try:
+        gateway = Gateway(engines, inline=inline, on_commit=on_commit)
+        await gateway._in_thread(migrate.upgrade, engines.writer, limiter=gateway._write_limiter)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(gateway._writer)
+            try:
+                yield gateway
+            finally:
+                # Ends the writer once it has drained its queue.
+                gateway._send.close()
+    finally:
+        engines.dispose()
+
+
+async def run_with_timeout(fn: Callable[[], Awaitable[T]], seconds: float) -> T | None:
+    """``await fn()`` shielded from cancellation but bounded by ``seconds``.
+
+    Used for final-state writes, which must happen even when the caller is being
+    cancelled (a bare write after cancellation would never start).
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(seconds if seconds > 0 else math.inf):
+        return await fn()
+    return None

@@ -1,0 +1,129 @@
+"""SQLAlchemy Core tables. Migrations (``storage/migrations``) create and evolve them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from termjobs.model import RunStatus
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes with microsecond precision on every backend.
+
+    SQLite stores them as fixed-width ``YYYY-MM-DD HH:MM:SS.ffffff`` text (which sorts
+    correctly); PostgreSQL as ``timestamptz``.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime) or value.tzinfo is None:
+            raise ValueError(f"timestamps must be timezone-aware datetimes, got {value!r}")
+        utc = value.astimezone(dt.UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+# SQLite only gives AUTOINCREMENT (ids never reused) to an INTEGER PRIMARY KEY.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("runner_type", sa.String(16), nullable=False),
+    sa.Column("runner_config", sa.Text, nullable=False),
+    sa.Column("trigger_type", sa.String(16), nullable=False),
+    sa.Column("trigger_config", sa.Text, nullable=False),
+    sa.Column("schedule_timezone", sa.String(64)),
+    sa.Column("concurrency_policy", sa.String(16), nullable=False),
+    sa.Column("max_concurrent_runs", sa.Integer, nullable=False),
+    sa.Column("retry_policy", sa.Text),
+    sa.Column("timeout_seconds", sa.Integer, nullable=False),
+    sa.Column("misfire_policy", sa.String(16), nullable=False),
+    sa.Column("misfire_grace_seconds", sa.Integer, nullable=False),
+    sa.Column("labels", sa.Text),
+    sa.Column("next_run_at", UTCDateTime),
+    sa.Column("last_fire_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_jobs_created_at", "created_at", "id"),
+)
+
+_STATUS_VALUES = ", ".join(f"'{status.value}'" for status in RunStatus)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(32), nullable=False, unique=True),
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("scheduled_for", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("worker_id", sa.String(40)),
+    sa.Column("session_id", sa.String(64)),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("stdout", sa.Text),
+    sa.Column("stderr", sa.Text),
+    sa.Column("thinking", sa.Text),
+    sa.Column("response", sa.Text),
+    sa.Column("exit_reason", sa.String(32)),
+    sa.Column("truncated", sa.Boolean, nullable=False, default=False),
+    sa.Column("turn_count", sa.Integer, nullable=False, default=0),
+    sa.Column("input_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("output_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("retry_of", sa.String(32)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint(f"status IN ({_STATUS_VALUES})", name="ck_runs_status"),
+    sa.Index("ix_runs_job_created", "job_id", "created_at", "seq"),
+    sa.Index("ix_runs_created", "created_at", "seq"),
+    sa.Index("ix_runs_status", "status"),
+    # One scheduled run per job and nominal fire time: fires are idempotent.
+    sa.Index(
+        "ux_runs_job_schedule",
+        "job_id",
+        "scheduled_for",
+        unique=True,
+        sqlite_where=sa.text("\"trigger\" = 'schedule'"),
+        postgresql_where=sa.text("\"trigger\" = 'schedule'"),
+    ),
+)
+
+run_events = sa.Table(
+    "run_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text),
+    sa.Column("data", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_run_events_run", "run_id", "id"),
+    sa.Index("ix_run_events_job", "job_id", "id"),
+    sqlite_autoincrement=True,
+)
