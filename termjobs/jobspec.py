@@ -102,7 +102,7 @@ def decode_body(raw: bytes) -> dict[str, JSONValue]:
     if not raw.strip():
         raise InvalidRequest("request body is empty: send a JSON object describing the job")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidRequest("request body must be UTF-8 encoded JSON") from None
     except json.JSONDecodeError as exc:

@@ -88,10 +88,6 @@ class CancelRun:
 JobMessage = TriggerNow | UpdateJob | DeleteJob | CancelRun
 
 
-class _Deleted(Exception):
-    """Internal: the job was deleted, the actor's loop ends."""
-
-
 class JobActor:
     """Owns one job (see the module docstring)."""
 
@@ -131,10 +127,7 @@ class JobActor:
                 self._spawn(run)
             task_status.started()
             with self._loop_scope:
-                try:
-                    await self._loop()
-                except _Deleted:
-                    self.deleted = True
+                await self._loop()
             self._close_mailbox()
 
     # ------------------------------------------------------------- shutdown API
@@ -156,7 +149,7 @@ class JobActor:
     # ---------------------------------------------------------------------- loop
 
     async def _loop(self) -> None:
-        while True:
+        while not self.deleted:
             wake = deadline_or_inf(self._env.clock, self._job.next_run_at if self._job.enabled else None)
             with trio.move_on_at(wake):
                 try:
@@ -178,8 +171,8 @@ class JobActor:
                     message.reply.send(await self._cancel_run(message.run_id))
                 case DeleteJob():
                     await self._delete(message.cancel_active)
+                    self.deleted = True  # ends the loop
                     message.reply.send(None)
-                    raise _Deleted
                 case _:
                     assert_never(message)
         except TermjobsError as exc:
@@ -189,8 +182,15 @@ class JobActor:
             message.reply.fail(TermjobsError(f"internal error: {exc}"))
 
     def _close_mailbox(self) -> None:
-        self._inbox.close()
+        """Refuse new messages and answer those still waiting, so no caller hangs."""
         self.mailbox.close()
+        gone: TermjobsError = JobNotFound() if self.deleted else Unavailable("the server is shutting down")
+        while True:
+            try:
+                self._inbox.receive_nowait().reply.fail(gone)
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        self._inbox.close()
 
     # ------------------------------------------------------------------- firing
 

@@ -103,6 +103,8 @@ def _describe_spawn_error(exc: OSError, config: ProgramConfig) -> str:
         return f"command not found: {config.command!r}"
     if isinstance(exc, PermissionError):
         return f"permission denied: {config.command!r} (is it executable?)"
+    if exc.errno == errno.ENOEXEC:
+        return f"{config.command!r} is not an executable program (a script needs a #! line)"
     return str(exc)
 
 

@@ -182,7 +182,7 @@ def list_jobs(conn: sa.Connection, *, limit: int, offset: int, filters: JobFilte
     """Jobs, newest first."""
     conditions: list[sa.ColumnElement[bool]] = []
     if filters.name:
-        conditions.append(jobs.c.name.contains(filters.name, autoescape=True))
+        conditions.append(jobs.c.name.icontains(filters.name, autoescape=True))
     if filters.enabled is not None:
         conditions.append(jobs.c.enabled == filters.enabled)
     if filters.trigger_type is not None:

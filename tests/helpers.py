@@ -1,0 +1,167 @@
+"""Test helpers: a scripted runner, job bodies and a service under a virtual clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from sqlalchemy.engine import URL
+
+from termjobs.actors.job import DeleteJob, TriggerNow, UpdateJob
+from termjobs.clock import VirtualClock
+from termjobs.config import Settings
+from termjobs.jobspec import build_job, definition_for_create
+from termjobs.model import Job, Run, RunEvent, RunnerType, RunTrigger
+from termjobs.runners.base import RunContext, RunResult
+from termjobs.service import Services, open_services
+from termjobs.storage import runops, store
+
+EPOCH = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def at(text: str) -> dt.datetime:
+    """An aware UTC datetime from ISO text (``Z`` allowed)."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+@dataclass
+class FakeRunner:
+    """Runs "programs" in virtual time, scripted by their ``runner_config``:
+
+    ``seconds`` (how long the run takes, default 1), ``error`` (fail with this text),
+    ``exit_code`` (default 0, or 1 with ``error``), ``output`` (stdout text).
+    Records the virtual wall time at which each run started and stopped.
+    """
+
+    clock: VirtualClock
+    starts: list[tuple[str, dt.datetime]] = field(default_factory=list)
+    ends: list[tuple[str, dt.datetime]] = field(default_factory=list)
+
+    async def run(self, ctx: RunContext) -> RunResult:
+        config: dict[str, Any] = ctx.job.runner_config
+        self.starts.append((ctx.run.id, self.clock.now()))
+        with trio.move_on_after(float(config.get("seconds", 1))):
+            await ctx.stop.wait()
+        self.ends.append((ctx.run.id, self.clock.now()))
+        if ctx.stop.requested:
+            return RunResult(exit_code=143)
+        error = config.get("error")
+        if error:
+            return RunResult(exit_code=int(config.get("exit_code", 1)), error=str(error))
+        output = config.get("output")
+        return RunResult(exit_code=int(config.get("exit_code", 0)), stdout=output)
+
+
+def job_body(name: str = "job", **fields: Any) -> dict[str, Any]:
+    """A valid manual program job body, with overrides."""
+    body: dict[str, Any] = {
+        "name": name,
+        "runner_type": "program",
+        "runner_config": {"command": "true"},
+        "trigger_type": "manual",
+    }
+    body.update(fields)
+    return body
+
+
+def cron_body(name: str, expression: str, timezone: str = "UTC", **fields: Any) -> dict[str, Any]:
+    """A cron program job body."""
+    return job_body(
+        name, trigger_type="cron", trigger_config={"expression": expression, "timezone": timezone}, **fields
+    )
+
+
+def make_job(name: str, *, created: dt.datetime = EPOCH, **fields: object) -> Job:
+    valid = definition_for_create(job_body(name, **fields))
+    return build_job(
+        valid.definition,
+        job_id=f"job_{name}",
+        created_at=created,
+        updated_at=created,
+        next_run_at=None,
+        last_fire_at=None,
+    )
+
+
+def make_run(job: Job, *, created: dt.datetime = EPOCH, trigger: RunTrigger = RunTrigger.MANUAL) -> Run:
+    return runops.new_run(job, trigger=trigger, scheduled_for=created, now=created)
+
+
+@dataclass
+class Harness:
+    """A running service under a virtual clock with a :class:`FakeRunner`."""
+
+    services: Services
+    clock: VirtualClock
+    runner: FakeRunner
+
+    async def create(self, body: dict[str, Any]) -> Job:
+        return await self.services.supervisor.create_job(body)
+
+    async def trigger(self, job_id: str) -> Run:
+        message = TriggerNow()
+        return await self.services.supervisor.ask(job_id, message, message.reply)
+
+    async def update(self, job_id: str, body: dict[str, Any]) -> Job:
+        message = UpdateJob(body=body)
+        return await self.services.supervisor.ask(job_id, message, message.reply)
+
+    async def delete(self, job_id: str, *, cancel_active: bool = False) -> None:
+        message = DeleteJob(cancel_active=cancel_active)
+        await self.services.supervisor.ask(job_id, message, message.reply)
+
+    async def cancel(self, run_id: str) -> Run:
+        return await self.services.supervisor.cancel_run(run_id)
+
+    async def job(self, job_id: str) -> Job | None:
+        return await self.services.gateway.read(lambda conn: store.get_job(conn, job_id))
+
+    async def runs(self, job_id: str | None = None) -> list[Run]:
+        """All runs (oldest first)."""
+        page = await self.services.gateway.read(
+            lambda conn: store.list_runs(conn, limit=10_000, offset=0, job_id=job_id)
+        )
+        return list(reversed(page.items))
+
+    async def run(self, run_id: str) -> Run:
+        run = await self.services.gateway.read(lambda conn: store.get_run(conn, run_id))
+        assert run is not None
+        return run
+
+    async def events(self, run_id: str) -> list[RunEvent]:
+        page = await self.services.gateway.read(
+            lambda conn: store.list_events(conn, run_id, since_id=0, limit=10_000, offset=0)
+        )
+        return page.items
+
+    async def event_types(self, run_id: str) -> list[str]:
+        return [event.event_type.value for event in await self.events(run_id)]
+
+    async def wait_final(self, run_id: str) -> Run:
+        """Wait (in virtual time) until the run reaches a terminal status."""
+        while True:
+            run = await self.run(run_id)
+            if run.status.terminal:
+                return run
+            await trio.sleep(0.5)
+
+
+@asynccontextmanager
+async def harness(
+    url: URL, *, epoch: dt.datetime = EPOCH, workers: int = 4, grace: float = 10.0
+) -> AsyncIterator[Harness]:
+    """Start the service with a virtual clock at ``epoch`` and inline storage.
+
+    Use with trio's ``autojump_clock`` fixture so virtual time advances instantly.
+    """
+    clock = VirtualClock(epoch)
+    runner = FakeRunner(clock)
+    settings = Settings(db_url=url, jobs_workers=workers, shutdown_grace=grace)
+    async with open_services(
+        settings, clock=clock, runners={RunnerType.PROGRAM: runner}, inline_db=True
+    ) as services:
+        yield Harness(services=services, clock=clock, runner=runner)

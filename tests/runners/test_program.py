@@ -1,0 +1,196 @@
+"""The program runner against real processes (real time, each test bounded)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from termjobs.model import EventType, JSONValue, RunTrigger
+from termjobs.runners.base import RunContext, RunResult, StopReason, StopSignal
+from termjobs.runners.program import MARKER_ENV, ProgramRunner
+from termjobs.storage import runops
+from tests.helpers import EPOCH, make_job
+
+LIMIT_S = 20
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (non-zombie) process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class Call:
+    """One runner invocation with its live events."""
+
+    def __init__(self, config: dict[str, Any], *, env: dict[str, str] | None = None) -> None:
+        fields: dict[str, Any] = {"runner_config": config}
+        self.job = make_job("prog", **fields)
+        self.run = runops.new_run(self.job, trigger=RunTrigger.MANUAL, scheduled_for=EPOCH, now=EPOCH)
+        self.stop = StopSignal()
+        self.events: list[tuple[float, str, str]] = []
+        self.first_output = trio.Event()
+        self.runner = ProgramRunner(base_env=env if env is not None else dict(os.environ))
+
+    async def emit(self, event_type: EventType, message: str | None, data: JSONValue | None) -> None:
+        assert event_type is EventType.OUTPUT and isinstance(data, dict)
+        self.events.append((trio.current_time(), data["stream"], data["text"]))
+        self.first_output.set()
+
+    def live(self, stream: str = "stdout") -> str:
+        return "".join(text for _, s, text in self.events if s == stream)
+
+    async def __call__(self) -> RunResult:
+        ctx = RunContext(job=self.job, run=self.run, stop=self.stop, emit=self.emit)
+        with trio.fail_after(LIMIT_S):
+            return await self.runner.run(ctx)
+
+
+def sh(script: str, **config: Any) -> dict[str, Any]:
+    return {"command": script, "shell": True, **config}
+
+
+async def test_success_captures_and_streams_output() -> None:
+    call = Call({"command": "echo", "args": ["hello", "world"]})
+    result = await call()
+    assert (result.exit_code, result.error, result.stdout, result.stderr) == (0, None, "hello world\n", None)
+    assert call.live() == "hello world\n"
+
+
+async def test_non_zero_exit_fails_with_the_real_code() -> None:
+    call = Call(sh("echo oops >&2; exit 3"))
+    result = await call()
+    assert result.exit_code == 3 and result.error == "program exited with code 3"
+    assert result.stderr == "oops\n" and call.live("stderr") == "oops\n"
+
+
+async def test_shell_args_become_positional_parameters() -> None:
+    result = await Call(sh('printf \'%s %s\' "$1" "$2"', args=["alpha", "beta"]))()
+    assert result.stdout == "alpha beta"
+
+
+async def test_environment_cwd_and_stdin(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "TERM_LLM_SERVE_TOKEN": "secret", "KEEP": "base", "OVERRIDE": "base"}
+    script = (
+        'echo "$TERM_LLM_JOB_ID $TERM_LLM_JOB_NAME $TERM_LLM_RUN_ATTEMPT $PYTHONUNBUFFERED"; '
+        'echo "token=${TERM_LLM_SERVE_TOKEN:-none} $KEEP $OVERRIDE"; pwd; cat'
+    )
+    call = Call(sh(script, cwd=str(tmp_path), env=["OVERRIDE=job"]), env=env)
+    result = await call()
+    lines = (result.stdout or "").splitlines()
+    assert lines[0] == f"{call.job.id} prog 1 1"
+    assert lines[1] == "token=none base job"
+    assert lines[2] == str(tmp_path)
+    assert len(lines) == 3  # stdin is /dev/null, so cat printed nothing
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"command": "definitely-not-a-command-xyz"}, "program could not start: command not found"),
+        ({"command": "true", "cwd": "/no/such/dir"}, "working directory '/no/such/dir' does not exist"),
+        ({"command": "{tmp}/plain.txt"}, "permission denied: '{tmp}/plain.txt'"),
+        ({"command": "{tmp}/noshebang"}, "'{tmp}/noshebang' is not an executable program"),
+    ],
+)
+async def test_start_failures_have_no_exit_code(config: dict[str, Any], message: str, tmp_path: Path) -> None:
+    (tmp_path / "plain.txt").write_text("echo hi\n")
+    (tmp_path / "noshebang").write_bytes(b"\x00\x01binary")
+    (tmp_path / "noshebang").chmod(0o755)
+    config = {key: value.format(tmp=tmp_path) for key, value in config.items()}
+    result = await Call(config)()
+    assert result.exit_code is None and result.error is not None
+    assert message.format(tmp=tmp_path) in result.error
+
+
+async def test_stop_kills_the_whole_process_group_including_background_grandchildren() -> None:
+    call = Call(sh("sleep 1000 & echo $!; sleep 1000; wait"))
+    async with trio.open_nursery() as nursery:
+        result_box: list[RunResult] = []
+
+        async def run() -> None:
+            result_box.append(await call())
+
+        nursery.start_soon(run)
+        await call.first_output.wait()
+        grandchild = int(call.live().strip())
+        assert alive(grandchild)
+        started = trio.current_time()
+        call.stop.request(StopReason.CANCEL)
+    (result,) = result_box
+    assert trio.current_time() - started < 3
+    assert result.exit_code == 143  # SIGTERM
+    await trio.sleep(0.05)
+    assert not alive(grandchild)
+
+
+async def test_a_program_ignoring_sigterm_is_killed_after_the_grace() -> None:
+    call = Call(sh("trap '' TERM; echo ready; while :; do sleep 0.05; done", kill_grace_seconds=0.3))
+    async with trio.open_nursery() as nursery:
+        results: list[RunResult] = []
+
+        async def run() -> None:
+            results.append(await call())
+
+        nursery.start_soon(run)
+        await call.first_output.wait()
+        started = trio.current_time()
+        call.stop.request(StopReason.TIMEOUT)
+    assert results[0].exit_code == 137  # SIGKILL
+    assert 0.3 <= trio.current_time() - started < 3
+
+
+async def test_background_children_of_a_successful_run_do_not_outlive_it() -> None:
+    result = await Call(sh("sleep 1000 >/dev/null 2>&1 & echo $!"))()
+    assert result.exit_code == 0
+    await trio.sleep(0.05)
+    assert not alive(int((result.stdout or "").strip()))
+
+
+async def test_descendants_that_left_the_group_are_found_by_their_marker() -> None:
+    script = "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!"
+    result = await Call(sh(script))()
+    pid = int((result.stdout or "").strip())
+    await trio.sleep(0.05)
+    assert not alive(pid)
+
+
+async def test_killed_by_a_foreign_signal_reports_128_plus_n() -> None:
+    result = await Call(sh("kill -9 $$"))()
+    assert result.exit_code == 137
+    assert result.error == "program was killed by signal 9 (SIGKILL), exit code 137"
+
+
+async def test_large_output_keeps_the_first_and_last_32_kib_exactly() -> None:
+    result = await Call({"command": "seq", "args": ["1", "100000"]})()
+    full = "".join(f"{i}\n" for i in range(1, 100_001)).encode()
+    assert len(full) > 64 * 1024 and result.truncated
+    head, marker, tail = (result.stdout or "").partition("\n[... termjobs: ")
+    assert head.encode() == full[: 32 * 1024]
+    dropped = len(full) - 64 * 1024
+    assert marker and tail == f"{dropped} bytes of output omitted ...]\n" + full[-32 * 1024 :].decode()
+
+
+async def test_output_streams_live_before_the_program_ends() -> None:
+    program = "import time\nfor i in range(4):\n    print(i)\n    time.sleep(0.2)\n"
+    call = Call({"command": sys.executable, "args": ["-c", program]})
+    start = trio.current_time()
+    await call()
+    end = trio.current_time()
+    stdout = [(t, text) for t, s, text in call.events if s == "stdout"]
+    assert "".join(text for _, text in stdout) == "0\n1\n2\n3\n"
+    assert len(stdout) == 4  # one event per line, as printed (PYTHONUNBUFFERED)
+    assert stdout[0][0] - start < end - start - 0.4  # the first line arrived well before the end
+
+
+async def test_marker_is_set_for_children() -> None:
+    result = await Call(sh(f'echo "${MARKER_ENV}"'))()
+    assert (result.stdout or "").startswith("run_")

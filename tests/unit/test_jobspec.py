@@ -1,0 +1,183 @@
+"""Job definition validation: defaults, messages, PATCH merge rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from termjobs.errors import InvalidRequest
+from termjobs.jobspec import (
+    build_job,
+    decode_body,
+    definition_for_create,
+    definition_for_patch,
+    schedule_changed,
+)
+from termjobs.model import ConcurrencyPolicy, Job, MisfirePolicy, RunnerType, TriggerType
+from tests.helpers import EPOCH, job_body
+
+
+def create_error(body: dict[str, Any]) -> str:
+    with pytest.raises(InvalidRequest) as info:
+        definition_for_create(body)
+    return info.value.message
+
+
+def stored(body: dict[str, Any]) -> Job:
+    valid = definition_for_create(body)
+    return build_job(
+        valid.definition,
+        job_id="job_x",
+        created_at=EPOCH,
+        updated_at=EPOCH,
+        next_run_at=None,
+        last_fire_at=None,
+    )
+
+
+def test_defaults() -> None:
+    defn = definition_for_create(job_body()).definition
+    assert defn.enabled is True
+    assert defn.concurrency_policy is ConcurrencyPolicy.FORBID
+    assert defn.max_concurrent_runs == 1
+    assert defn.timeout_seconds == 300
+    assert defn.misfire_policy is MisfirePolicy.SKIP
+    assert defn.misfire_grace_seconds == 60
+    assert defn.retry_policy is None and defn.labels is None and defn.schedule_timezone is None
+
+
+def test_explicit_disabled_and_null_enabled() -> None:
+    assert definition_for_create(job_body(enabled=False)).definition.enabled is False
+    assert definition_for_create(job_body(enabled=None)).definition.enabled is True
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "  "}, "name is required"),
+        ({"name": "a/b"}, "name must not contain '/'"),
+        ({"name": "x" * 201}, "name must be at most 200 characters"),
+        ({"runner_type": "docker"}, "runner_type must be one of: llm, program (got 'docker')"),
+        ({"trigger_type": "interval"}, "trigger_type must be one of: manual, once, cron (got 'interval')"),
+        (
+            {"concurrency_policy": "sometimes"},
+            "concurrency_policy must be one of: forbid, allow, replace, queue",
+        ),
+        ({"misfire_policy": "later"}, "misfire_policy must be one of: skip, run"),
+        ({"timeout_seconds": -5}, "timeout_seconds must be a whole number from 1 to 2592000 (got -5)"),
+        ({"timeout_seconds": 0}, "timeout_seconds must be a whole number from 1"),
+        ({"timeout_seconds": "300"}, "timeout_seconds must be a whole number (got string)"),
+        ({"timeout_seconds": 1.5}, "timeout_seconds must be a whole number (got number)"),
+        ({"max_concurrent_runs": 0}, "max_concurrent_runs must be a whole number from 1 to 1000"),
+        ({"enabled": "yes"}, "enabled must be true or false (got string)"),
+        ({"name": 7}, "name must be a string (got number)"),
+        ({"timout_seconds": 5}, "unknown field 'timout_seconds'"),
+        ({"runner_config": {}}, "runner_config.command is required for program jobs"),
+        (
+            {"runner_config": {"command": "x", "args": "a b"}},
+            "runner_config.args must be an array of strings",
+        ),
+        (
+            {"runner_config": {"command": "x", "env": ["NOEQUALS"]}},
+            'runner_config.env entries must look like "KEY=VALUE"',
+        ),
+        ({"runner_config": {"command": "x", "shell": "yes"}}, "runner_config.shell must be true or false"),
+        ({"runner_config": "echo hi"}, "runner_config must be a JSON object for program jobs"),
+        ({"retry_policy": {"backoff": "sometimes"}}, "retry_policy.backoff must be one of"),
+        (
+            {"trigger_type": "cron", "trigger_config": {"expression": "bad expr"}},
+            "trigger_config.expression: cron expression must have 5 fields",
+        ),
+        (
+            {"trigger_type": "cron", "trigger_config": {"expression": "0 0 * * *", "timezone": "Moon/Base"}},
+            "unknown time zone 'Moon/Base'",
+        ),
+        (
+            {"trigger_type": "once", "trigger_config": {"run_at": "soon"}},
+            "trigger_config.run_at must be an RFC 3339 timestamp",
+        ),
+        ({"trigger_type": "once"}, "trigger_config.run_at is required for once trigger"),
+    ],
+)
+def test_create_errors_name_the_field_and_the_fix(fields: dict[str, Any], message: str) -> None:
+    assert message in create_error(job_body(**fields))
+
+
+def test_required_fields() -> None:
+    assert create_error({"runner_type": "program", "trigger_type": "manual"}) == "name is required"
+    assert "runner_type is required" in create_error({"name": "x", "trigger_type": "manual"})
+    assert "trigger_type is required" in create_error({"name": "x", "runner_type": "program"})
+
+
+def test_llm_jobs_need_agent_instructions_and_cwd() -> None:
+    body = job_body(runner_type="llm", runner_config={"agent_name": "a", "instructions": "do it"})
+    assert create_error(body) == "llm runner_config.cwd is required"
+    body["runner_config"]["cwd"] = "/tmp"
+    assert definition_for_create(body).definition.runner_type is RunnerType.LLM
+
+
+def test_read_only_fields_are_accepted_and_ignored() -> None:
+    body = job_body(id="job_other", created_at="x", updated_at="y", next_run_at=None, last_run={})
+    assert definition_for_create(body).definition.name == "job"
+
+
+def test_raw_json_fields_keep_unknown_keys_and_order() -> None:
+    config = {"command": "x", "zeta": 1, "alpha": {"nested": [1, 2]}}
+    assert list(definition_for_create(job_body(runner_config=config)).definition.runner_config) == [
+        "command",
+        "zeta",
+        "alpha",
+    ]
+
+
+def test_patch_keeps_absent_fields_and_null_restores_defaults() -> None:
+    job = stored(job_body(labels={"team": "a"}, timeout_seconds=60, schedule_timezone="Europe/Berlin"))
+    renamed = definition_for_patch(job, {"name": "renamed"}).definition
+    assert renamed.name == "renamed" and renamed.timeout_seconds == 60 and renamed.enabled is True
+    cleared = definition_for_patch(job, {"labels": None, "timeout_seconds": None, "schedule_timezone": None})
+    assert cleared.definition.labels is None
+    assert cleared.definition.timeout_seconds == 300
+    assert cleared.definition.schedule_timezone is None
+
+
+def test_patch_validates_the_merged_definition() -> None:
+    job = stored(job_body())
+    with pytest.raises(InvalidRequest, match="trigger_config.expression is required for cron trigger"):
+        definition_for_patch(job, {"trigger_type": "cron"})
+    with pytest.raises(InvalidRequest, match="name cannot be null"):
+        definition_for_patch(job, {"name": None})
+    with pytest.raises(InvalidRequest, match="misfire_policy must be one of: skip, run"):
+        definition_for_patch(job, {"misfire_policy": "later"})
+
+
+def test_schedule_changed_only_for_schedule_fields() -> None:
+    job = stored(job_body())
+    base = definition_for_create(job_body()).definition
+    assert not schedule_changed(base, definition_for_patch(job, {"name": "other"}).definition)
+    assert schedule_changed(base, definition_for_patch(job, {"enabled": False}).definition)
+    once = {"trigger_type": "once", "trigger_config": {"run_at": "2026-01-01T00:00:00Z"}}
+    assert schedule_changed(base, definition_for_patch(job, once).definition)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "request body is empty"),
+        (b"   ", "request body is empty"),
+        (b"{", "request body is not valid JSON"),
+        (b'{"a":1} {"b":2}', "request body is not valid JSON: Extra data"),
+        (b"[1,2]", "request body must be a JSON object, not array"),
+        (b"\xff\xfe", "request body must be UTF-8 encoded JSON"),
+    ],
+)
+def test_decode_body_errors(raw: bytes, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        decode_body(raw)
+
+
+def test_trigger_types_parse() -> None:
+    valid = definition_for_create(
+        job_body(trigger_type="once", trigger_config={"run_at": "2026-03-02T00:00:00+01:00"})
+    )
+    assert valid.definition.trigger_type is TriggerType.ONCE

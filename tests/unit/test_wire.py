@@ -1,0 +1,111 @@
+"""JSON shapes: omission rules and timestamp format."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from termjobs import wire
+from termjobs.model import (
+    ConcurrencyPolicy,
+    EventType,
+    ExitReason,
+    Job,
+    MisfirePolicy,
+    Run,
+    RunEvent,
+    RunnerType,
+    RunStatus,
+    RunTrigger,
+    TriggerType,
+    format_ts,
+    parse_ts,
+)
+from tests.helpers import EPOCH
+
+
+def test_timestamps_are_utc_z_with_trimmed_fractions() -> None:
+    assert format_ts(EPOCH) == "2026-03-01T12:00:00Z"
+    assert format_ts(EPOCH.replace(microsecond=123400)) == "2026-03-01T12:00:00.1234Z"
+    berlin = dt.datetime(2026, 3, 1, 13, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert format_ts(berlin) == "2026-03-01T12:00:00Z"
+    assert parse_ts("2026-03-01T13:00:00+01:00") == EPOCH
+    assert parse_ts("2026-03-01T12:00:00Z") == EPOCH
+    assert parse_ts("2026-03-01T12:00:00") is None
+
+
+def job(**changes: object) -> Job:
+    base = Job(
+        id="job_a",
+        name="a",
+        enabled=True,
+        runner_type=RunnerType.PROGRAM,
+        runner_config={"command": "true"},
+        trigger_type=TriggerType.MANUAL,
+        trigger_config={},
+        schedule_timezone=None,
+        concurrency_policy=ConcurrencyPolicy.FORBID,
+        max_concurrent_runs=1,
+        retry_policy=None,
+        timeout_seconds=300,
+        misfire_policy=MisfirePolicy.SKIP,
+        misfire_grace_seconds=60,
+        labels=None,
+        next_run_at=None,
+        last_fire_at=None,
+        created_at=EPOCH,
+        updated_at=EPOCH,
+    )
+    return Job(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, **changes})
+
+
+def test_job_omits_empty_optional_fields() -> None:
+    out = wire.job_json(job())
+    for absent in ("schedule_timezone", "retry_policy", "labels", "next_run_at", "last_run", "last_fire_at"):
+        assert absent not in out
+    assert out["runner_config"] == {"command": "true"}
+    full = wire.job_json(job(labels={"k": "v"}, retry_policy={"max_attempts": 2}, next_run_at=EPOCH))
+    assert full["labels"] == {"k": "v"} and full["next_run_at"] == "2026-03-01T12:00:00Z"
+
+
+def test_run_summary_drops_payloads_but_keeps_metadata() -> None:
+    run = Run(
+        id="run_a",
+        job_id="job_a",
+        attempt=1,
+        trigger=RunTrigger.MANUAL,
+        scheduled_for=EPOCH,
+        status=RunStatus.FAILED,
+        exit_code=0,
+        error="boom",
+        stdout="out",
+        stderr="err",
+        exit_reason=ExitReason.EXCEPTION,
+        created_at=EPOCH,
+        updated_at=EPOCH,
+    )
+    full, summary = wire.run_json(run), wire.run_json(run, full=False)
+    assert full["stdout"] == "out" and full["stderr"] == "err"
+    assert "stdout" not in summary and "stderr" not in summary
+    assert summary["error"] == "boom" and summary["exit_code"] == 0
+    for absent in ("worker_id", "started_at", "finished_at", "truncated", "turn_count", "retry_of"):
+        assert absent not in full
+
+
+def test_event_shape() -> None:
+    event = RunEvent(
+        id=7,
+        run_id="run_a",
+        job_id="job_a",
+        event_type=EventType.QUEUED,
+        message=None,
+        data=None,
+        created_at=EPOCH,
+    )
+    assert wire.event_json(event) == {
+        "id": 7,
+        "run_id": "run_a",
+        "event_type": "queued",
+        "created_at": "2026-03-01T12:00:00Z",
+    }
+    assert wire.event_json(event, with_job=True)["job_id"] == "job_a"
+    assert wire.dumps({"a": "é"}) == '{"a":"é"}\n'
