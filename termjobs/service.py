@@ -28,7 +28,7 @@ from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import Clock, SystemClock
 from termjobs.config import Settings
 from termjobs.model import RunnerType, new_worker_id
-from termjobs.runners.base import Runner, UnconfiguredLLMRunner
+from termjobs.runners.base import OrphanReaper, Runner, UnconfiguredLLMRunner
 from termjobs.runners.program import ProgramRunner
 from termjobs.storage.gateway import Gateway, open_gateway
 
@@ -69,14 +69,16 @@ async def open_services(
     """Start everything but HTTP; on exit, shut down gracefully (see module doc)."""
     clock = clock or SystemClock()
     hub = Hub()
+    runners = runners or default_runners(base_env if base_env is not None else os.environ)
     async with open_gateway(settings.db_url, inline=inline_db, on_commit=hub.publish) as gateway:
         env = RunEnv(
             gateway=gateway,
             clock=clock,
-            runners=runners or default_runners(base_env if base_env is not None else os.environ),
+            runners=runners,
             slots=trio.CapacityLimiter(settings.jobs_workers),
             worker_id=new_worker_id(),
             rng=rng or random.Random(),
+            reapers=tuple(r.reap_orphans for r in runners.values() if isinstance(r, OrphanReaper)),
         )
         supervisor = Supervisor(env, request_timeout=settings.request_timeout)
         async with trio.open_nursery() as nursery:
@@ -91,6 +93,8 @@ async def open_services(
                     scope.deadline = trio.current_time() + settings.shutdown_grace + SHUTDOWN_MARGIN_S
                     hub.close_all()
                     await supervisor.shutdown(settings.shutdown_grace)
+        logger.info("job actors stopped")
+    logger.info("storage closed")
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -100,7 +104,9 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 5.0
+    # In-flight requests get this long to finish on shutdown. hypercorn also holds idle
+    # keep-alive connections open until this deadline, so it is kept short.
+    config.graceful_timeout = 2.0
     return config
 
 
@@ -127,3 +133,4 @@ async def run_service(
                 partial(serve, app, hypercorn_config(settings), shutdown_trigger=stop_http)
             )
             task_status.started(urls)
+        logger.info("HTTP server stopped")

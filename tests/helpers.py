@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -54,6 +55,15 @@ class FakeRunner:
             return RunResult(exit_code=int(config.get("exit_code", 1)), error=str(error))
         output = config.get("output")
         return RunResult(exit_code=int(config.get("exit_code", 0)), stdout=output)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (non-zombie) process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def job_body(name: str = "job", **fields: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,8 @@ class RunEnv:
     finalize_timeout: float = 30.0
     #: after a stop request, how long past the kill grace a runner may take to return
     stop_backstop: float = 15.0
+    #: clean up processes left behind by runs of a server that died (crash recovery)
+    reapers: tuple[Callable[[Sequence[str]], int], ...] = ()
 
 
 @dataclass(eq=False)

@@ -203,6 +203,9 @@ class Supervisor:
         )
         if not interrupted:
             return
+        lost_ids = [run.id for run in interrupted]
+        for reap in self._env.reapers:
+            await trio.to_thread.run_sync(reap, lost_ids)
         now = self._env.clock.now()
         jobs = {
             job.id: job

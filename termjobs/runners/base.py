@@ -9,9 +9,9 @@ owner (``termjobs.actors.runs``) turns that into the final status.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -84,6 +84,15 @@ class Runner(Protocol):
     async def run(self, ctx: RunContext) -> RunResult:
         """Execute ``ctx.run`` and return what happened; must return soon after
         ``ctx.stop`` is requested."""
+        ...
+
+
+@runtime_checkable
+class OrphanReaper(Protocol):
+    """A runner that can clean up after runs of a server that died mid-run."""
+
+    def reap_orphans(self, run_ids: Iterable[str]) -> int:
+        """Stop whatever those runs left running; how many things were stopped."""
         ...
 
 

@@ -22,7 +22,7 @@ import os
 import secrets
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import trio
@@ -44,6 +44,11 @@ _READ_SIZE = 65536
 
 class ProgramRunner:
     """Runs ``program`` jobs."""
+
+    @staticmethod
+    def reap_orphans(run_ids: Iterable[str]) -> int:
+        """Kill what runs of a dead server left running (see :func:`kill_orphans`)."""
+        return kill_orphans(run_ids)
 
     def __init__(self, *, base_env: Mapping[str, str], sweep_proc: bool = True) -> None:
         self._base_env = {k: v for k, v in base_env.items() if k not in SECRET_ENV}
@@ -222,9 +227,25 @@ def kill_marked_processes(marker: str) -> int:
     Catches descendants that started their own session (daemons) and so escaped the
     process-group kill. Linux only; returns how many processes were signalled.
     """
-    needle = f"{MARKER_ENV}={marker}".encode()
-    killed = 0
-    me = os.getpid()
+    killed = _kill_matching(lambda entry: entry == f"{MARKER_ENV}={marker}".encode())
+    if killed:
+        logger.info("killed %d escaped process(es) of run marker %s", killed, marker)
+    return killed
+
+
+def kill_orphans(run_ids: Iterable[str]) -> int:
+    """SIGKILL processes left behind by runs of a server that died (crash recovery)."""
+    prefixes = tuple(f"{MARKER_ENV}={run_id}-".encode() for run_id in run_ids)
+    if not prefixes or not Path("/proc/self/environ").exists():
+        return 0
+    killed = _kill_matching(lambda entry: entry.startswith(prefixes))
+    if killed:
+        logger.warning("killed %d process(es) left running by runs of the previous server", killed)
+    return killed
+
+
+def _kill_matching(matches: Callable[[bytes], bool]) -> int:
+    killed, me = 0, os.getpid()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
@@ -233,12 +254,8 @@ def kill_marked_processes(marker: str) -> int:
                 environ = fh.read()
         except OSError:
             continue
-        if needle in environ.split(b"\0"):
-            try:
+        if any(matches(item) for item in environ.split(b"\0")):
+            with contextlib.suppress(OSError):
                 os.kill(int(entry.name), signal.SIGKILL)
                 killed += 1
-            except OSError:
-                pass
-    if killed:
-        logger.info("killed %d escaped process(es) of run marker %s", killed, marker)
     return killed

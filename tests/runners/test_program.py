@@ -14,18 +14,9 @@ from termjobs.model import EventType, JSONValue, RunTrigger
 from termjobs.runners.base import RunContext, RunResult, StopReason, StopSignal
 from termjobs.runners.program import MARKER_ENV, ProgramRunner
 from termjobs.storage import runops
-from tests.helpers import EPOCH, make_job
+from tests.helpers import EPOCH, alive, make_job
 
 LIMIT_S = 20
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a live (non-zombie) process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class Call:
