@@ -60,11 +60,18 @@ class VirtualClock:
     the clock is first used. Must be used inside ``trio.run``.
     """
 
-    def __init__(self, epoch: dt.datetime) -> None:
+    def __init__(self, epoch: dt.datetime, *, max_sleep: float = math.inf) -> None:
         if epoch.tzinfo is None:
             raise ValueError("VirtualClock epoch must be timezone-aware")
         self._epoch = epoch.astimezone(UTC)
         self._t0: float | None = None
+        self._max_sleep = max_sleep
+
+    def jump(self, delta: dt.timedelta) -> None:
+        """Step the wall clock by ``delta`` without trio time passing (an NTP step,
+        a suspended laptop waking up). Use ``max_sleep`` to model how soon the
+        service notices, as :class:`SystemClock` does."""
+        self._epoch += delta
 
     def _origin(self) -> float:
         if self._t0 is None:
@@ -77,7 +84,8 @@ class VirtualClock:
 
     def deadline_for(self, when: dt.datetime) -> float:
         offset = (when - self._epoch).total_seconds()
-        return self._origin() + offset
+        deadline = self._origin() + offset
+        return min(deadline, trio.current_time() + self._max_sleep)
 
 
 def deadline_or_inf(clock: Clock, when: dt.datetime | None) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Literal
@@ -85,7 +86,7 @@ def build_settings(
         raise SettingsError(f"invalid --port {port} (must be 1-65535)")
     if jobs_workers <= 0:
         raise SettingsError(f"invalid --jobs-workers {jobs_workers} (must be > 0)")
-    if shutdown_grace < 0:
+    if not math.isfinite(shutdown_grace) or shutdown_grace < 0:
         raise SettingsError(f"invalid --shutdown-grace {shutdown_grace:g} (must be >= 0)")
     if retention_days <= 0:
         raise SettingsError(f"invalid --retention-days {retention_days} (must be > 0)")

@@ -100,13 +100,18 @@ def parse_cron(text: str) -> CronExpr:
             f"day-of-week), got {len(parts)}{hint}: {source!r}"
         )
     values = tuple(_parse_field(part, field) for part, field in zip(parts, _FIELDS, strict=True))
+    fields = [_croniter_field(v, f) for v, f in zip(values, _FIELDS, strict=True)]
+    dom_restricted, dow_restricted = not parts[2].startswith("*"), not parts[4].startswith("*")
+    if dom_restricted and dow_restricted and "*" in (fields[2], fields[4]):
+        # OR-ed with a day field that lists every day: every day matches.
+        fields[2] = fields[4] = "*"
     expr = CronExpr(
         text=source,
         values=values,
-        dom_restricted=not parts[2].startswith("*"),
-        dow_restricted=not parts[4].startswith("*"),
+        dom_restricted=dom_restricted,
+        dow_restricted=dow_restricted,
         hour_wildcard=parts[1].startswith("*"),
-        croniter_text=" ".join(_croniter_field(v, f) for v, f in zip(values, _FIELDS, strict=True)),
+        croniter_text=" ".join(fields),
     )
     _check_can_fire(expr)
     return expr

@@ -102,16 +102,24 @@ def decode_body(raw: bytes) -> dict[str, JSONValue]:
     if not raw.strip():
         raise InvalidRequest("request body is empty: send a JSON object describing the job")
     try:
-        value = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidRequest("request body must be UTF-8 encoded JSON") from None
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        # Strings must survive storage: a lone surrogate (e.g. "\\ud800") cannot.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeError:
+        raise InvalidRequest("request body must be valid UTF-8 JSON (no lone surrogate escapes)") from None
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"request body must be a JSON object, not {json_type_name(value)}")
     return value
+
+
+def _reject_constant(name: str) -> JSONValue:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
 def json_type_name(value: JSONValue) -> str:
@@ -187,10 +195,10 @@ def definition_for_patch(job: Job, body: dict[str, JSONValue]) -> ValidJob:
 
     Absent fields keep their value; ``null`` resets a field to its default, which for
     ``schedule_timezone``, ``retry_policy`` and ``labels`` means removing it. ``name``,
-    ``runner_type`` and ``trigger_type`` cannot be null.
+    ``runner_type``, ``trigger_type`` and ``enabled`` cannot be null.
     """
     data = parse_input(body)
-    for key in ("name", "runner_type", "trigger_type"):
+    for key in ("name", "runner_type", "trigger_type", "enabled"):
         if key in data.model_fields_set and getattr(data, key) is None:
             raise InvalidRequest(f"{key} cannot be null")
     current = definition_of(job)

@@ -16,8 +16,9 @@ S = RunStatus
 
 #: status -> statuses it may move to
 TRANSITIONS: Final[Mapping[RunStatus, frozenset[RunStatus]]] = {
-    # waiting for its time, the job's concurrency policy, or a global run slot
-    S.QUEUED: frozenset({S.CLAIMED, S.CANCELLED}),
+    # waiting for its time, the job's concurrency policy, or a global run slot;
+    # a retry whose time comes while its job is paused or busy is skipped
+    S.QUEUED: frozenset({S.CLAIMED, S.CANCELLED, S.SKIPPED}),
     # holds a run slot; the runner is being started
     S.CLAIMED: frozenset({S.RUNNING, S.QUEUED, S.CANCELLED, S.FAILED}),
     # the runner is executing

@@ -160,11 +160,11 @@ def parse_ts(text: str) -> dt.datetime | None:
     """Parse an RFC 3339 timestamp that carries an offset; ``None`` if it does not."""
     try:
         value = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
+        if value.tzinfo is None:
+            return None
+        return value.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         return None
-    if value.tzinfo is None:
-        return None
-    return value.astimezone(dt.UTC)
 
 
 # -------------------------------------------------------------------------- values

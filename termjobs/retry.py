@@ -42,6 +42,8 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy()
+#: Longest accepted delay (keeps every computed retry time representable).
+MAX_DELAY = dt.timedelta(days=30)
 _DEFAULT_INITIAL_DELAY = NO_RETRY.initial_delay
 _DEFAULT_MAX_DELAY = NO_RETRY.max_delay
 _MAX_ATTEMPTS = 100
@@ -147,8 +149,12 @@ def _duration_field(obj: dict[str, JSONValue], key: str, default: dt.timedelta) 
         raise ValueError(
             f'retry_policy.{key} must be a duration such as "500ms", "30s", "1m30s" or "2h" (got {raw!r})'
         ) from None
+    except OverflowError:
+        value = MAX_DELAY * 2
     if value <= dt.timedelta(0):
         raise ValueError(f"retry_policy.{key} must be longer than zero")
+    if value > MAX_DELAY:
+        raise ValueError(f"retry_policy.{key} must be at most 720h (30 days)")
     return value
 
 

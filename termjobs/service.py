@@ -23,6 +23,7 @@ from hypercorn.trio import serve
 
 from termjobs import __version__
 from termjobs.actors.hub import Hub
+from termjobs.actors.retention import RetentionActor
 from termjobs.actors.runs import RunEnv
 from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import Clock, SystemClock
@@ -48,6 +49,7 @@ class Services:
     gateway: Gateway
     hub: Hub
     supervisor: Supervisor
+    retention: RetentionActor
     version: str = __version__
 
 
@@ -81,11 +83,23 @@ async def open_services(
             reapers=tuple(r.reap_orphans for r in runners.values() if isinstance(r, OrphanReaper)),
         )
         supervisor = Supervisor(env, request_timeout=settings.request_timeout)
+        retention = RetentionActor(
+            gateway,
+            clock,
+            retention_days=settings.retention_days,
+            max_runs_per_job=settings.max_runs_per_job,
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
+            await nursery.start(retention.run)
             try:
                 yield Services(
-                    settings=settings, clock=clock, gateway=gateway, hub=hub, supervisor=supervisor
+                    settings=settings,
+                    clock=clock,
+                    gateway=gateway,
+                    hub=hub,
+                    supervisor=supervisor,
+                    retention=retention,
                 )
             finally:
                 # Shielded: final states must be recorded even if we are being cancelled.
@@ -93,6 +107,7 @@ async def open_services(
                     scope.deadline = trio.current_time() + settings.shutdown_grace + SHUTDOWN_MARGIN_S
                     hub.close_all()
                     await supervisor.shutdown(settings.shutdown_grace)
+                retention.stop()
         logger.info("job actors stopped")
     logger.info("storage closed")
 

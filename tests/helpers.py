@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -162,16 +164,30 @@ class Harness:
 
 @asynccontextmanager
 async def harness(
-    url: URL, *, epoch: dt.datetime = EPOCH, workers: int = 4, grace: float = 10.0
+    url: URL,
+    *,
+    epoch: dt.datetime = EPOCH,
+    workers: int = 4,
+    grace: float = 10.0,
+    max_sleep: float = math.inf,
+    rng: random.Random | None = None,
+    retention_days: int = 30,
+    max_runs_per_job: int = 1000,
 ) -> AsyncIterator[Harness]:
     """Start the service with a virtual clock at ``epoch`` and inline storage.
 
     Use with trio's ``autojump_clock`` fixture so virtual time advances instantly.
     """
-    clock = VirtualClock(epoch)
+    clock = VirtualClock(epoch, max_sleep=max_sleep)
     runner = FakeRunner(clock)
-    settings = Settings(db_url=url, jobs_workers=workers, shutdown_grace=grace)
+    settings = Settings(
+        db_url=url,
+        jobs_workers=workers,
+        shutdown_grace=grace,
+        retention_days=retention_days,
+        max_runs_per_job=max_runs_per_job,
+    )
     async with open_services(
-        settings, clock=clock, runners={RunnerType.PROGRAM: runner}, inline_db=True
+        settings, clock=clock, runners={RunnerType.PROGRAM: runner}, inline_db=True, rng=rng
     ) as services:
         yield Harness(services=services, clock=clock, runner=runner)

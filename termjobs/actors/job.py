@@ -18,7 +18,7 @@ import trio
 
 from termjobs import jobspec
 from termjobs.actors.mailbox import MAILBOX_SIZE, Reply
-from termjobs.actors.runs import RunEnv, RunHandle, RunTask
+from termjobs.actors.runs import Refusal, RunEnv, RunHandle, RunTask
 from termjobs.clock import deadline_or_inf
 from termjobs.errors import Conflict, JobNotFound, RunNotFound, TermjobsError, Unavailable
 from termjobs.model import (
@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 RUN_STOP_WAIT_S = 60.0
 #: At most this many runs of a ``queue``-policy job wait at once; more are skipped.
 QUEUE_LIMIT = 100
+#: Longest wait between attempts to record scheduled fires while storage fails.
+FIRE_RETRY_MAX_S = 60.0
 
 
 # ------------------------------------------------------------------------ messages
@@ -109,6 +111,8 @@ class JobActor:
         self._loop_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._stopping = False
+        self._fire_retry_at: float | None = None
+        self._fire_backoff = 0.0
         self.deleted = False
 
     @property
@@ -126,9 +130,11 @@ class JobActor:
             for run in self._initial_runs:
                 self._spawn(run)
             task_status.started()
-            with self._loop_scope:
-                await self._loop()
-            self._close_mailbox()
+            try:
+                with self._loop_scope:
+                    await self._loop()
+            finally:
+                self._close_mailbox()
 
     # ------------------------------------------------------------- shutdown API
 
@@ -150,15 +156,26 @@ class JobActor:
 
     async def _loop(self) -> None:
         while not self.deleted:
-            wake = deadline_or_inf(self._env.clock, self._job.next_run_at if self._job.enabled else None)
-            with trio.move_on_at(wake):
-                try:
-                    message = await self._inbox.receive()
-                except trio.EndOfChannel:
-                    return
+            try:
+                message = await self._next_message()
+            except trio.EndOfChannel:
+                return
+            # Handled outside the deadline scope: a fire coming due must never cancel
+            # a request half-way (its reply would be lost and its effect undone).
+            if message is None:
+                await self._fire_due()
+            else:
                 await self._handle(message)
-                continue
-            await self._fire_due()
+
+    async def _next_message(self) -> JobMessage | None:
+        """The next message, or ``None`` when the next fire (or fire retry) is due."""
+        if self._fire_retry_at is not None:
+            wake = self._fire_retry_at
+        else:
+            wake = deadline_or_inf(self._env.clock, self._job.next_run_at if self._job.enabled else None)
+        with trio.move_on_at(wake):
+            return await self._inbox.receive()
+        return None
 
     async def _handle(self, message: JobMessage) -> None:
         try:
@@ -180,6 +197,9 @@ class JobActor:
         except Exception as exc:
             logger.exception("job %s: failed to handle %s", self._job.id, type(message).__name__)
             message.reply.fail(TermjobsError(f"internal error: {exc}"))
+        except trio.Cancelled:
+            message.reply.fail(Unavailable("the server is shutting down"))
+            raise
 
     def _close_mailbox(self) -> None:
         """Refuse new messages and answer those still waiting, so no caller hangs."""
@@ -195,6 +215,7 @@ class JobActor:
     # ------------------------------------------------------------------- firing
 
     async def _fire_due(self) -> None:
+        self._fire_retry_at = None
         job, now = self._job, self._env.clock.now()
         if not job.enabled or job.next_run_at is None or now < job.next_run_at:
             return  # woken early (a capped real-clock sleep): nothing due yet
@@ -214,9 +235,14 @@ class JobActor:
                 lambda tx: runops.record_fires(tx, advanced, decisions, now=now)
             )
         except Exception:
-            logger.exception("job %s: could not record scheduled fires; retrying shortly", job.id)
-            await trio.sleep(1.0)
+            # Messages keep being served meanwhile; the fire is retried with backoff.
+            self._fire_backoff = min(FIRE_RETRY_MAX_S, max(1.0, self._fire_backoff * 2))
+            self._fire_retry_at = trio.current_time() + self._fire_backoff
+            logger.exception(
+                "job %s: could not record scheduled fires; retrying in %gs", job.id, self._fire_backoff
+            )
             return
+        self._fire_retry_at, self._fire_backoff = None, 0.0
         self._job = advanced
         self._replace_for(queued)
         for run in queued:
@@ -260,20 +286,31 @@ class JobActor:
         refusal = self._refusal(pending)
         if refusal is None:
             return runops.Enqueue(run, dict(data) if data else None)
-        return runops.Skip(
-            run,
-            f"skipped: {refusal}",
-            {
-                "reason": "concurrency",
-                "policy": self._job.concurrency_policy.value,
-                "active_runs": len(self._runs) + pending,
-            },
-        )
+        return runops.Skip(run, f"skipped: {refusal}", self._concurrency_data(pending))
 
-    def _refusal(self, pending: int) -> str | None:
+    def _admit_due_retry(self, handle: RunHandle) -> Refusal | None:
+        """A retry came due: it obeys the pause state and the concurrency policy as a
+        scheduled fire would (synchronous, so the decision cannot race)."""
+        if not self._job.enabled:
+            return Refusal("skipped: the job is paused", {"reason": "paused"})
+        refusal = self._refusal(0, exclude=handle)
+        if refusal is not None:
+            return Refusal(f"skipped: {refusal}", self._concurrency_data(-1))
+        if self._job.concurrency_policy is ConcurrencyPolicy.REPLACE:
+            self._replace_for([handle.run], keep=handle)
+        return None
+
+    def _concurrency_data(self, pending: int) -> dict[str, object]:
+        return {
+            "reason": "concurrency",
+            "policy": self._job.concurrency_policy.value,
+            "active_runs": len(self._runs) + pending,
+        }
+
+    def _refusal(self, pending: int, *, exclude: RunHandle | None = None) -> str | None:
         """Why the concurrency policy refuses one more run now, or ``None``."""
         job = self._job
-        active = len(self._runs) + pending
+        active = len(self._runs) + pending - (1 if exclude is not None else 0)
         if job.concurrency_policy is ConcurrencyPolicy.QUEUE:
             waiting = active - job.run_limit
             return (
@@ -287,12 +324,12 @@ class JobActor:
             return f"job already has an active run (concurrency_policy {job.concurrency_policy})"
         return f"job already has {active} active runs (max {job.run_limit})"
 
-    def _replace_for(self, new_runs: Sequence[Run]) -> None:
+    def _replace_for(self, new_runs: Sequence[Run], *, keep: RunHandle | None = None) -> None:
         """Under ``replace``, make room for ``new_runs`` by stopping the oldest runs."""
         if self._job.concurrency_policy is not ConcurrencyPolicy.REPLACE:
             return
         old = sorted(
-            (h for h in self._runs.values() if not h.stop.requested),
+            (h for h in self._runs.values() if not h.stop.requested and h is not keep),
             key=lambda h: (h.run.created_at, h.run.id),
         )
         excess = len(old) + len(new_runs) - self._job.run_limit
@@ -341,6 +378,14 @@ class JobActor:
     async def _cancel_run(self, run_id: str) -> Run:
         handle = self._runs.get(run_id)
         if handle is None:
+            stored = await self._stored_run(run_id)
+            if stored.status is not RunStatus.QUEUED:
+                return stored
+            # Queued but owned by no task (its task died with an earlier actor).
+            now = self._env.clock.now()
+            await self._env.gateway.write(
+                lambda tx: runops.cancel_queued(tx, stored, now=now, message="run cancelled before start")
+            )
             return await self._stored_run(run_id)
         if handle.started:
             await self._request_cancel(handle.run, "cancellation requested")
@@ -393,6 +438,7 @@ class JobActor:
             current_job=lambda: self._job,
             job_slot=self._job_slot,
             on_retry=self._spawn,
+            admit=self._admit_due_retry,
         )
         self._nursery.start_soon(self._run_then_forget, task, name=f"run:{run.id}")
 

@@ -25,11 +25,12 @@ from typing import Any
 import trio
 
 from termjobs.clock import Clock, sleep_until
+from termjobs.errors import Unavailable
 from termjobs.model import EventType, ExitReason, Job, JSONValue, Run, RunnerType, RunStatus, RunTrigger
 from termjobs.retry import format_duration, parse_retry_policy, retry_delay
 from termjobs.runners.base import Emit, RunContext, Runner, RunResult, StopReason, StopSignal
 from termjobs.storage import runops, store
-from termjobs.storage.gateway import Gateway, run_with_timeout
+from termjobs.storage.gateway import Gateway, WriteOp
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,18 @@ class RunEnv:
     stop_backstop: float = 15.0
     #: clean up processes left behind by runs of a server that died (crash recovery)
     reapers: tuple[Callable[[Sequence[str]], int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a due run must not start, as recorded on its ``skipped`` event."""
+
+    message: str
+    data: dict[str, Any]
+
+
+#: Decides, when a retry comes due, whether it may start (``None``) or is skipped.
+Admit = Callable[["RunHandle"], Refusal | None]
 
 
 @dataclass(eq=False)
@@ -87,12 +100,14 @@ class RunTask:
         current_job: Callable[[], Job],
         job_slot: trio.CapacityLimiter,
         on_retry: Callable[[Run], None],
+        admit: Admit | None = None,
     ) -> None:
         self.handle = handle
         self.env = env
         self._current_job = current_job
         self._job_slot = job_slot
         self._on_retry = on_retry
+        self._admit = admit
 
     async def __call__(self) -> None:
         run = self.handle.run
@@ -100,6 +115,8 @@ class RunTask:
         try:
             with self.handle.wait_scope:
                 await sleep_until(self.env.clock, run.scheduled_for)
+                if run.trigger is RunTrigger.RETRY and await self._refused():
+                    return
                 for limiter in (self._job_slot, self.env.slots):
                     await limiter.acquire_on_behalf_of(run.id)
                     held.append(limiter)
@@ -114,9 +131,46 @@ class RunTask:
         finally:
             for limiter in held:
                 limiter.release_on_behalf_of(run.id)
-            if self.handle.started and self.handle.final is None:
-                await self._record_lost()
-            self.handle.done.set()
+            try:
+                if self.handle.started and self.handle.final is None:
+                    await self._record_lost()
+            finally:
+                self.handle.done.set()
+
+    async def _write_final(self, op: WriteOp[Run | None]) -> Run | None:
+        """Write a final state even while being cancelled: shielded, and retried with
+        backoff for up to ``finalize_timeout`` if storage fails. If it never succeeds the
+        run stays non-terminal in storage and the next start's crash recovery ends it."""
+        deadline = trio.current_time() + self.env.finalize_timeout
+        delay = 0.1
+        with trio.CancelScope(shield=True):
+            while True:
+                try:
+                    with trio.fail_after(max(0.0, deadline - trio.current_time())):
+                        return await self.env.gateway.write(op)
+                except (trio.TooSlowError, Unavailable):
+                    break
+                except Exception:
+                    logger.exception("run %s: could not record its final state", self.handle.run.id)
+                if trio.current_time() + delay > deadline:
+                    break
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        logger.error(
+            "run %s: final state not recorded; it will be recovered at the next start", self.handle.run.id
+        )
+        return None
+
+    async def _refused(self) -> bool:
+        """Apply the job's pause state and concurrency policy to a retry that came due."""
+        refusal = self._admit(self.handle) if self._admit else None
+        if refusal is None:
+            return False
+        now, run = self.env.clock.now(), self.handle.run
+        self.handle.final = await self._write_final(
+            lambda tx: runops.skip_queued(tx, run, now=now, message=refusal.message, data=refusal.data)
+        )
+        return True
 
     async def _never_started(self) -> None:
         reason = self.handle.stop.reason
@@ -127,11 +181,8 @@ class RunTask:
             message = f"run {_STOP_MESSAGES[reason]} before start"
         now = self.env.clock.now()
         run = self.handle.run
-        self.handle.final = await run_with_timeout(
-            lambda: self.env.gateway.write(
-                lambda tx: runops.cancel_queued(tx, run, now=now, message=message)
-            ),
-            self.env.finalize_timeout,
+        self.handle.final = await self._write_final(
+            lambda tx: runops.cancel_queued(tx, run, now=now, message=message)
         )
 
     async def _execute(self) -> None:
@@ -145,7 +196,8 @@ class RunTask:
             self.handle.final = await self.env.gateway.read(lambda conn: store.get_run(conn, queued.id))
             return
         self.handle.run = running
-        result = await self._invoke(job, running)
+        # A stop that arrived while the start was being written wins: do not spawn.
+        result = RunResult() if self.handle.stop.requested else await self._invoke(job, running)
         await self._finish(job, running, result)
 
     async def _invoke(self, job: Job, run: Run) -> RunResult:
@@ -191,12 +243,7 @@ class RunTask:
         outcome = decide(job, result, self.handle.stop.reason)
         now = self.env.clock.now()
         retry = plan_retry(self._current_job(), run, outcome.status, now, self.env.rng)
-        final = await run_with_timeout(
-            lambda: self.env.gateway.write(
-                lambda tx: runops.finish_run(tx, run, outcome, now=now, retry=retry)
-            ),
-            self.env.finalize_timeout,
-        )
+        final = await self._write_final(lambda tx: runops.finish_run(tx, run, outcome, now=now, retry=retry))
         self.handle.final = final or run
         if final is not None and retry is not None and final.status is not RunStatus.CANCELLED:
             self._on_retry(retry.run)
@@ -210,10 +257,7 @@ class RunTask:
             error="run interrupted: its job actor stopped unexpectedly",
         )
         now = self.env.clock.now()
-        self.handle.final = await run_with_timeout(
-            lambda: self.env.gateway.write(lambda tx: runops.finish_run(tx, run, outcome, now=now)),
-            self.env.finalize_timeout,
-        )
+        self.handle.final = await self._write_final(lambda tx: runops.finish_run(tx, run, outcome, now=now))
 
 
 def _kill_grace(job: Job) -> float:

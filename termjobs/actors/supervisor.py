@@ -16,7 +16,7 @@ import trio
 
 from termjobs import jobspec
 from termjobs.actors import mailbox
-from termjobs.actors.job import CancelRun, JobActor, JobMessage
+from termjobs.actors.job import RUN_STOP_WAIT_S, CancelRun, DeleteJob, JobActor, JobMessage
 from termjobs.actors.mailbox import Reply
 from termjobs.actors.runs import RunEnv, plan_retry
 from termjobs.errors import JobNotFound, RunNotFound, Unavailable
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: After shutdown has asked the remaining runs to stop, how long it waits for them.
+SHUTDOWN_DEADLINE_S = 60.0
 LOST_MESSAGE = "worker lost before run could finish: the server stopped while the run was in progress"
 INTERRUPTED_CANCEL = "cancelled: the server stopped before the cancellation completed"
 
@@ -54,6 +56,7 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._closed = trio.Event()
+        self._restarting: set[str] = set()
         self.recovered = 0
 
     @property
@@ -103,15 +106,34 @@ class Supervisor:
         """Send ``message`` to the job's actor and return its answer."""
         actor = self._actors.get(job_id)
         if actor is None:
-            if job_id in self.faulted:
-                raise Unavailable(f"job {job_id} is faulted: {self.faulted[job_id]}")
-            raise JobNotFound()
+            return await self._without_actor(job_id, message, reply)
+        # Deleting or cancelling may wait for runs to stop (up to their kill grace).
+        slow = isinstance(message, DeleteJob | CancelRun)
+        within = self._request_timeout + (RUN_STOP_WAIT_S if slow else 0.0)
         try:
-            return await mailbox.ask(actor.mailbox, message, reply, within=self._request_timeout)
+            return await mailbox.ask(actor.mailbox, message, reply, within=within)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if self._closing:
                 raise Unavailable("the server is shutting down") from None
+            if job_id in self._restarting:
+                raise Unavailable("the job's actor is restarting; retry shortly") from None
             raise JobNotFound() from None
+
+    async def _without_actor(self, job_id: str, message: JobMessage, reply: Reply[T]) -> T:
+        if job_id in self._restarting:
+            raise Unavailable("the job's actor is restarting; retry shortly")
+        if job_id not in self.faulted:
+            raise JobNotFound()
+        if not isinstance(message, DeleteJob):
+            raise Unavailable(
+                f"job {job_id} is faulted ({self.faulted[job_id]}); delete it or restart the server"
+            )
+        # A faulted job has no actor to stop its runs: end them as lost, then delete.
+        await self._finish_lost(await self._env.gateway.read(lambda conn: store.active_runs(conn, job_id)))
+        await self._env.gateway.write(lambda tx: store.delete_job(tx, job_id))
+        del self.faulted[job_id]
+        message.reply.send(None)
+        return await reply.wait()
 
     async def cancel_run(self, run_id: str) -> Run:
         """Cancel a run through the actor of its job."""
@@ -148,6 +170,10 @@ class Supervisor:
         for actor in left:
             actor.stop_runs(StopReason.SHUTDOWN)
         self._closed.set()
+        if self._nursery is not None:
+            # Runs now have their kill grace to stop; past this, actors are torn down
+            # and their runs recorded as lost rather than holding the shutdown forever.
+            self._nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_DEADLINE_S
 
     # -------------------------------------------------------------- supervision
 
@@ -170,8 +196,11 @@ class Supervisor:
                 if self._actors.get(job.id) is actor:
                     del self._actors[job.id]
             status = trio.TASK_STATUS_IGNORED
-            await trio.sleep(min(30.0, 0.5 * 2 ** (len(crashes) - 1)))
-            reloaded = await self._reload(job.id)
+            self._restarting.add(job.id)
+            try:
+                reloaded = await self._reload_after_crash(job.id, len(crashes))
+            finally:
+                self._restarting.discard(job.id)
             if reloaded is None:
                 return
             job, runs = reloaded
@@ -187,10 +216,29 @@ class Supervisor:
         logger.error("job %s is faulted and will not be restarted: %s", job.id, self.faulted[job.id])
         return False
 
+    async def _reload_after_crash(self, job_id: str, crashes: int) -> tuple[Job, list[Run]] | None:
+        """Back off, then reload the job and its runs (``None``: do not restart).
+
+        Runs the crashed actor left running are ended as lost (their processes were
+        killed when the actor's run tasks were torn down); storage errors are retried.
+        """
+        delay = min(30.0, 0.5 * 2 ** (crashes - 1))
+        while True:
+            await trio.sleep(delay)
+            if self._closing:
+                return None
+            try:
+                return await self._reload(job_id)
+            except Exception:
+                logger.exception("job %s: reloading after a crash failed; retrying", job_id)
+                delay = min(60.0, delay * 2)
+
     async def _reload(self, job_id: str) -> tuple[Job, list[Run]] | None:
         job = await self._env.gateway.read(lambda conn: store.get_job(conn, job_id))
         if job is None:
             return None
+        active = await self._env.gateway.read(lambda conn: store.active_runs(conn, job_id))
+        await self._finish_lost([run for run in active if run.status is not RunStatus.QUEUED])
         runs = await self._env.gateway.read(lambda conn: store.active_runs(conn, job_id))
         return job, [run for run in runs if run.status is RunStatus.QUEUED]
 
@@ -201,8 +249,17 @@ class Supervisor:
         interrupted = await self._env.gateway.read(
             lambda conn: [r for r in store.active_runs(conn) if r.status is not RunStatus.QUEUED]
         )
+        self.recovered = await self._finish_lost(interrupted)
+        if self.recovered:
+            logger.warning(
+                "recovered %d run(s) interrupted by the previous shutdown or crash", self.recovered
+            )
+
+    async def _finish_lost(self, interrupted: list[Run]) -> int:
+        """End runs whose owner is gone: ``failed``/``worker_lost`` (retried per policy),
+        or ``cancelled`` if a cancel was pending; kill what they left running."""
         if not interrupted:
-            return
+            return 0
         lost_ids = [run.id for run in interrupted]
         for reap in self._env.reapers:
             await trio.to_thread.run_sync(reap, lost_ids)
@@ -221,8 +278,7 @@ class Supervisor:
                 runops.finish_run(tx, run, outcome, now=now, retry=retry)
             return len(interrupted)
 
-        self.recovered = await self._env.gateway.write(recover)
-        logger.warning("recovered %d run(s) interrupted by the previous shutdown or crash", self.recovered)
+        return await self._env.gateway.write(recover)
 
 
 def _recovered_outcome(run: Run) -> runops.Outcome:

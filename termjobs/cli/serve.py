@@ -89,6 +89,20 @@ def banner(settings: Settings, url: str) -> str:
     help="Seconds running runs get to finish on shutdown before they are stopped.",
 )
 @click.option(
+    "--retention-days",
+    type=int,
+    default=30,
+    show_default=True,
+    help="Delete finished runs (and their events) older than this many days.",
+)
+@click.option(
+    "--max-runs-per-job",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Keep at most this many finished runs per job (the newest).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -105,6 +119,8 @@ async def serve(
     jobs_workers: int,
     db: str | None,
     shutdown_grace: float,
+    retention_days: int,
+    max_runs_per_job: int,
     log_level: str,
 ) -> None:
     """Start a server. PLATFORMS must be `jobs`: `term-llm serve jobs --port 8080`."""
@@ -120,6 +136,8 @@ async def serve(
             jobs_workers=jobs_workers,
             db=db,
             shutdown_grace=shutdown_grace,
+            retention_days=retention_days,
+            max_runs_per_job=max_runs_per_job,
         )
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from termjobs.errors import InvalidRequest
 
+MAX_QUERY_INT = 10**15 - 1
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
@@ -17,8 +18,10 @@ def non_negative_int(args: Mapping[str, str], name: str, default: int) -> int:
     if raw is None or raw.strip() == "":
         return default
     text = raw.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise InvalidRequest(f"{name} must be a non-negative integer (got {raw!r})")
+    if len(text) > 15:
+        raise InvalidRequest(f"{name} is too large (at most {MAX_QUERY_INT})")
     return int(text)
 
 

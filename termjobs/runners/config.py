@@ -6,7 +6,6 @@ these parsers check it at create/update time and give the runner typed values.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from termjobs.model import JSONValue, RunnerType
@@ -95,7 +94,7 @@ def parse_program_config(value: JSONValue) -> ProgramConfig:
     if (
         isinstance(grace, bool)
         or not isinstance(grace, int | float)
-        or not (math.isfinite(grace) and 0 <= grace <= 3600)
+        or not 0 <= grace <= 3600  # also false for NaN
     ):
         raise ValueError("runner_config.kill_grace_seconds must be a number from 0 to 3600")
     cwd = _string(obj, "cwd", prefix)

@@ -11,6 +11,7 @@ kept only in the run's captured output.
 from __future__ import annotations
 
 import codecs
+import logging
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -19,6 +20,8 @@ HEAD_TAIL_LIMIT = 32 * 1024
 FLUSH_BYTES = 4 * 1024
 FLUSH_INTERVAL_S = 0.1
 LIVE_LIMIT = 1024 * 1024
+
+logger = logging.getLogger(__name__)
 
 
 class HeadTail:
@@ -57,12 +60,18 @@ class HeadTail:
 
 Publish = Callable[[str, str], Awaitable[None]]
 
+#: Live text waiting to be written, per stream, before newer text is dropped.
+PENDING_LIMIT = 256 * 1024
+
 
 class LiveOutput:
     """Batches one run's stdout/stderr bytes into ``output`` events.
 
-    ``publish(stream, text)`` writes one event. Feeding and flushing are serialised by
-    a lock so events of a stream keep their order.
+    :meth:`feed` never blocks: the pipes are read at full speed whatever storage does.
+    One writer task (:meth:`run`) turns what was fed into events with ``publish``;
+    if it falls behind by more than ``PENDING_LIMIT`` the newest live text is dropped
+    (it is still in the run's captured output) and a note says how much. Publishing
+    is best effort: a failed event write is logged and never fails the run.
     """
 
     def __init__(self, publish: Publish, *, live_limit: int = LIVE_LIMIT) -> None:
@@ -71,47 +80,69 @@ class LiveOutput:
         self._limit_noted = False
         self._decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
         self._pending = {"stdout": "", "stderr": ""}
-        self._lock = trio.Lock()
-        self._has_partial = trio.Event()
+        self._dropped = 0
+        self._wake = trio.Event()  # something was fed
+        self._ready = trio.Event()  # a newline or a full batch was fed
+        self._failed = False
 
-    async def feed(self, stream: str, data: bytes | bytearray) -> None:
-        """Add bytes read from ``stream``; emits complete lines and full batches."""
-        async with self._lock:
-            buffered = self._pending[stream] + self._decoders[stream].decode(data)
-            cut = len(buffered) if len(buffered) >= FLUSH_BYTES else buffered.rfind("\n") + 1
-            self._pending[stream] = buffered[cut:]
-            if cut:
-                await self._emit(stream, buffered[:cut])
-            if self._pending[stream]:
-                self._has_partial.set()
+    def feed(self, stream: str, data: bytes | bytearray) -> None:
+        """Add bytes read from ``stream``."""
+        text = self._decoders[stream].decode(bytes(data))
+        if not text:
+            return
+        if len(self._pending[stream]) >= PENDING_LIMIT:
+            self._dropped += len(text.encode())
+            return
+        self._pending[stream] += text
+        if "\n" in text or len(self._pending[stream]) >= FLUSH_BYTES:
+            self._ready.set()
+        self._wake.set()
 
-    async def run_flusher(self) -> None:
-        """Flush partial lines ``FLUSH_INTERVAL_S`` after they arrive (run as a task)."""
+    async def run(self) -> None:
+        """Write batches: complete lines at once, a partial line after 100 ms."""
         while True:
-            await self._has_partial.wait()
-            await trio.sleep(FLUSH_INTERVAL_S)
-            self._has_partial = trio.Event()
-            await self.flush()
+            await self._wake.wait()
+            timed_out = False
+            if not self._ready.is_set():
+                with trio.move_on_after(FLUSH_INTERVAL_S) as scope:
+                    await self._ready.wait()
+                timed_out = scope.cancelled_caught
+            self._wake, self._ready = trio.Event(), trio.Event()
+            await self._write_pending(partial=timed_out)
+            if any(self._pending.values()):
+                self._wake.set()  # a partial line is left: its 100 ms start now
 
-    async def flush(self, *, final: bool = False) -> None:
-        """Emit everything buffered (``final`` also drains the UTF-8 decoders)."""
-        async with self._lock:
-            for stream, decoder in self._decoders.items():
-                text = self._pending[stream] + (decoder.decode(b"", final=True) if final else "")
-                self._pending[stream] = ""
-                if text:
-                    await self._emit(stream, text)
+    async def close(self) -> None:
+        """Write everything still buffered (call once the pipes are closed)."""
+        for stream, decoder in self._decoders.items():
+            self._pending[stream] += decoder.decode(b"", final=True)
+        await self._write_pending(partial=True)
+
+    async def _write_pending(self, *, partial: bool) -> None:
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            await self._emit(
+                "stderr",
+                f"[termjobs: {dropped} bytes of live output dropped because storage fell behind; "
+                "the run's stdout/stderr keep them]\n",
+            )
+        for stream, text in self._pending.items():
+            cut = len(text) if partial or len(text) >= FLUSH_BYTES else text.rfind("\n") + 1
+            if cut:
+                self._pending[stream] = text[cut:]
+                await self._emit(stream, text[:cut])
 
     async def _emit(self, stream: str, text: str) -> None:
         if self._live_left <= 0:
-            if not self._limit_noted:
-                self._limit_noted = True
-                await self._publish(
-                    stream,
-                    "[termjobs: live output limit reached; the rest is kept only in the "
-                    "run's stdout/stderr]\n",
-                )
-            return
-        size = len(text.encode("utf-8"))
-        self._live_left -= size
-        await self._publish(stream, text)
+            if self._limit_noted:
+                return
+            self._limit_noted = True
+            text = "[termjobs: live output limit reached; the rest is kept only in the run's stdout/stderr]\n"
+        else:
+            self._live_left -= len(text.encode("utf-8"))
+        try:
+            await self._publish(stream, text)
+        except Exception:
+            if not self._failed:
+                self._failed = True
+                logger.exception("could not store live output; the run continues")

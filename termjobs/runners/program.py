@@ -35,10 +35,12 @@ from termjobs.runners.output import HeadTail, LiveOutput
 logger = logging.getLogger(__name__)
 
 #: Variables of the server that a job must never see.
-SECRET_ENV = frozenset({"TERM_LLM_SERVE_TOKEN", "TERM_LLM_JOBS_TOKEN"})
+SECRET_ENV = frozenset({"TERM_LLM_SERVE_TOKEN", "TERM_LLM_JOBS_TOKEN", "TERM_LLM_JOBS_DB"})
 MARKER_ENV = "TERMJOBS_RUN_MARKER"
 SHELL = "/bin/sh"
 PIPE_DRAIN_S = 1.0
+#: How long the last live output may take to be written once the program has ended.
+LIVE_CLOSE_S = 5.0
 _READ_SIZE = 65536
 
 
@@ -130,19 +132,22 @@ class _Execution:
 
     async def run(self) -> RunResult:
         try:
-            async with trio.open_nursery() as nursery:
-                assert self.proc.stdout is not None and self.proc.stderr is not None
-                nursery.start_soon(self._pump, "stdout", self.proc.stdout)
-                nursery.start_soon(self._pump, "stderr", self.proc.stderr)
-                nursery.start_soon(self.live.run_flusher)
-                await self._wait_or_stop()
-                await self._reap_descendants()
-                # Descendants that escaped may still hold the pipes open: stop
-                # reading after a short drain instead of waiting for them.
-                with trio.move_on_after(PIPE_DRAIN_S):
-                    await self._pumps_done.wait()
-                nursery.cancel_scope.cancel()
-            await self.live.flush(final=True)
+            async with trio.open_nursery() as writer:
+                writer.start_soon(self.live.run)
+                async with trio.open_nursery() as readers:
+                    assert self.proc.stdout is not None and self.proc.stderr is not None
+                    readers.start_soon(self._pump, "stdout", self.proc.stdout)
+                    readers.start_soon(self._pump, "stderr", self.proc.stderr)
+                    await self._wait_or_stop()
+                    await self._reap_descendants()
+                    # Descendants that escaped may still hold the pipes open: stop
+                    # reading after a short drain instead of waiting for them.
+                    with trio.move_on_after(PIPE_DRAIN_S):
+                        await self._pumps_done.wait()
+                    readers.cancel_scope.cancel()
+                writer.cancel_scope.cancel()
+            with trio.move_on_after(LIVE_CLOSE_S):
+                await self.live.close()
         finally:
             with trio.CancelScope(shield=True):
                 await self._hard_cleanup()
@@ -152,7 +157,7 @@ class _Execution:
         try:
             while chunk := await stream.receive_some(_READ_SIZE):
                 self.captured[name].feed(chunk)
-                await self.live.feed(name, chunk)
+                self.live.feed(name, chunk)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
         finally:
@@ -183,6 +188,8 @@ class _Execution:
             _signal_group(self.proc.pid, signal.SIGKILL)
             with trio.move_on_after(5):
                 await self.proc.wait()
+            if self.sweep:
+                await trio.to_thread.run_sync(kill_marked_processes, self.marker)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 await stream.aclose()

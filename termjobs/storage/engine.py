@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
 SQLITE_BUSY_TIMEOUT_S = 5.0
+PG_CONNECT_TIMEOUT_S = 10
+PG_STATEMENT_TIMEOUT_S = 60.0
 
 
 class DatabaseURLError(ValueError):
@@ -91,10 +93,24 @@ def create_engines(url: URL, *, readers: int = 2) -> Engines:
         writer = _sqlite_engine(url, pool_size=1, begin="BEGIN IMMEDIATE")
         reader = _sqlite_engine(url, pool_size=readers, begin="BEGIN")
     else:
-        common: dict[str, Any] = {"pool_pre_ping": True, "max_overflow": 0}
+        common: dict[str, Any] = {
+            "pool_pre_ping": True,
+            "max_overflow": 0,
+            "connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT_S},
+        }
         writer = sa.create_engine(url, pool_size=1, **common)
         reader = sa.create_engine(url, pool_size=readers, isolation_level="AUTOCOMMIT", **common)
+        for engine in (writer, reader):
+            sa.event.listen(engine, "connect", _pg_session_settings)
     return Engines(url=url, writer=writer, reader=reader, readers=readers)
+
+
+def _pg_session_settings(dbapi_conn: Any, _record: Any) -> None:
+    # A hung statement must not hold the single writer (or a reader) forever.
+    autocommit = dbapi_conn.autocommit
+    dbapi_conn.autocommit = True
+    dbapi_conn.execute(f"SET statement_timeout = {int(PG_STATEMENT_TIMEOUT_S * 1000)}")
+    dbapi_conn.autocommit = autocommit
 
 
 def _sqlite_engine(url: URL, *, pool_size: int, begin: str) -> Engine:

@@ -15,8 +15,7 @@
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -101,8 +100,6 @@ class Gateway:
         """
         request: _Request[T] = _Request(op)
         try:
-            self._send.send_nowait(request)
-        except trio.WouldBlock:
             await self._send.send(request)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise Unavailable("storage is closed; the server is shutting down") from None
@@ -211,14 +208,3 @@ async def open_gateway(
                 gateway._send.close()
     finally:
         engines.dispose()
-
-
-async def run_with_timeout(fn: Callable[[], Awaitable[T]], seconds: float) -> T | None:
-    """``await fn()`` shielded from cancellation but bounded by ``seconds``.
-
-    Used for final-state writes, which must happen even when the caller is being
-    cancelled (a bare write after cancellation would never start).
-    """
-    with trio.CancelScope(shield=True), trio.move_on_after(seconds if seconds > 0 else math.inf):
-        return await fn()
-    return None

@@ -104,6 +104,14 @@ def cancel_queued(tx: WriteTx, run: Run, *, now: dt.datetime, message: str) -> R
     return cancelled
 
 
+def skip_queued(tx: WriteTx, run: Run, *, now: dt.datetime, message: str, data: dict[str, Any]) -> Run | None:
+    """``queued -> skipped`` (a retry that came due while its job was paused or busy)."""
+    skipped = store.update_run(tx, run.id, status=RunStatus.SKIPPED, now=now, finished_at=now, error=message)
+    if skipped is not None:
+        store.insert_event(tx, run=skipped, event_type=EventType.SKIPPED, message=message, now=now, data=data)
+    return skipped
+
+
 def request_cancel(tx: WriteTx, run: Run, *, now: dt.datetime, message: str) -> Run | None:
     """``running -> cancel_requested``; ``None`` if the run is not running."""
     updated = store.update_run(tx, run.id, status=RunStatus.CANCEL_REQUESTED, now=now)
@@ -277,6 +285,10 @@ def record_fires(tx: WriteTx, job: Job, decisions: list[Enqueue | Skip], *, now:
     atomically; returns the queued runs."""
     queued: list[Run] = []
     for decision in decisions:
+        if store.scheduled_run_exists(tx.conn, job.id, decision.run.scheduled_for):
+            # Already recorded (a once job re-armed to a time it fired at, or a clock
+            # that stepped back): fires are idempotent per nominal time.
+            continue
         if isinstance(decision, Skip):
             create_skipped_run(tx, decision.run, now=now, message=decision.message, data=decision.data)
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -292,6 +292,16 @@ def update_run(tx: WriteTx, run_id: str, *, status: RunStatus, now: dt.datetime,
     return None if row is None else _run_from_row(row)
 
 
+def scheduled_run_exists(conn: sa.Connection, job_id: str, scheduled_for: dt.datetime) -> bool:
+    """Whether a scheduled run of this job and nominal time is already stored."""
+    query = sa.select(runs.c.id).where(
+        runs.c.job_id == job_id,
+        runs.c.scheduled_for == scheduled_for,
+        runs.c.trigger == RunTrigger.SCHEDULE.value,
+    )
+    return conn.execute(query).first() is not None
+
+
 def get_run(conn: sa.Connection, run_id: str, *, full: bool = True) -> Run | None:
     """The run with this id (``full`` includes the output payloads)."""
     columns = list(runs.c) if full else _SUMMARY
@@ -423,3 +433,57 @@ def events_after(
         query = query.where(run_events.c.run_id == run_id)
     query = query.order_by(run_events.c.id).limit(limit)
     return [_event_from_row(row) for row in conn.execute(query).mappings()]
+
+
+# ---------------------------------------------------------------------- retention
+
+_TERMINAL_VALUES = [status.value for status in RunStatus if status.terminal]
+
+#: A read that returns run ids (retention's batch finders).
+ReadIds = Callable[[sa.Connection], list[str]]
+
+
+def _ended_at() -> sa.ColumnElement[dt.datetime]:
+    return sa.func.coalesce(runs.c.finished_at, runs.c.created_at)
+
+
+def expired_run_ids(conn: sa.Connection, *, before: dt.datetime, limit: int) -> list[str]:
+    """Up to ``limit`` terminal runs that ended before ``before``."""
+    query = (
+        sa.select(runs.c.id)
+        .where(runs.c.status.in_(_TERMINAL_VALUES), _ended_at() < before)
+        .order_by(runs.c.seq)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def jobs_over_run_cap(conn: sa.Connection, *, cap: int) -> list[str]:
+    """Jobs that keep more than ``cap`` terminal runs."""
+    query = (
+        sa.select(runs.c.job_id)
+        .where(runs.c.status.in_(_TERMINAL_VALUES))
+        .group_by(runs.c.job_id)
+        .having(sa.func.count() > cap)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def runs_beyond_cap(conn: sa.Connection, *, job_id: str, cap: int, limit: int) -> list[str]:
+    """Up to ``limit`` of the job's terminal runs older than its newest ``cap``."""
+    query = (
+        sa.select(runs.c.id)
+        .where(runs.c.job_id == job_id, runs.c.status.in_(_TERMINAL_VALUES))
+        .order_by(_ended_at().desc(), runs.c.seq.desc())
+        .offset(cap)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def delete_terminal_runs(tx: WriteTx, run_ids: Sequence[str]) -> int:
+    """Delete these runs (and, by cascade, their events) if they are terminal."""
+    if not run_ids:
+        return 0
+    query = runs.delete().where(runs.c.id.in_(list(run_ids)), runs.c.status.in_(_TERMINAL_VALUES))
+    return tx.conn.execute(query).rowcount

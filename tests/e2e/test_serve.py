@@ -47,6 +47,14 @@ async def wait_for_run(client: httpx.AsyncClient, path: str) -> dict[str, Any]:
         await trio.sleep(0.1)
 
 
+async def wait_for_status(client: httpx.AsyncClient, run_id: str, status: str) -> None:
+    """Poll the run until it has ``status`` (the e2e tier has no stream to await)."""
+    while True:
+        if (await client.get(f"/v2/runs/{run_id}")).json()["status"] == status:
+            return
+        await trio.sleep(0.05)
+
+
 async def test_seed_examples_end_to_end(tmp_path: Path) -> None:
     with trio.fail_after(LIMIT_S):
         async with serve(tmp_path / "jobs.db") as server, server.client() as client:
@@ -121,3 +129,39 @@ async def test_a_run_lost_to_sigkill_is_recovered_as_worker_lost_and_retried(tmp
             assert full["stdout"] == "recovered\n"
             assert "recovered 1 run(s) interrupted" in server.log
             assert not alive(orphan)  # crash recovery killed the lost run's leftover process
+
+
+async def test_sigterm_with_runs_in_flight_follows_the_grace_rules(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+
+    def job(name: str, seconds: float) -> dict[str, Any]:
+        return {
+            "name": name,
+            "runner_type": "program",
+            "trigger_type": "manual",
+            "runner_config": {"command": "sh", "args": ["-c", f"echo started; sleep {seconds}; echo done"]},
+        }
+
+    with trio.fail_after(LIMIT_S):
+        async with (
+            serve(db, "--shutdown-grace", "2", "--jobs-workers", "2") as server,
+            server.client() as client,
+        ):
+            ids = {}
+            for name, seconds in (("short", 1), ("long", 600), ("waiting", 1)):
+                await client.post("/v2/jobs", json=job(name, seconds))
+                ids[name] = (await client.post(f"/v2/jobs/{name}/trigger")).json()["id"]
+            for name in ("short", "long"):  # both have started; "waiting" has no worker
+                await wait_for_status(client, ids[name], "running")
+            stopping = trio.current_time()
+            assert await server.stop(signal.SIGTERM) == 0
+            assert 2 <= trio.current_time() - stopping < 10
+        async with serve(db) as server, server.client() as client:
+            short = (await client.get(f"/v2/runs/{ids['short']}")).json()
+            assert short["status"] == "succeeded" and short["stdout"] == "started\ndone\n"
+            long = (await client.get(f"/v2/runs/{ids['long']}")).json()
+            assert long["status"] == "cancelled" and long["exit_code"] == 143
+            assert long["error"] == "cancelled: the server shut down before the run finished"
+            waiting = await wait_for_run(client, f"/v2/runs/{ids['waiting']}")
+            assert waiting["status"] == "succeeded"  # stayed queued, ran after the restart
+            assert await server.stop() == 0

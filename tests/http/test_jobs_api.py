@@ -155,6 +155,8 @@ async def test_list_jobs_paging_effective_limit_and_filters(api: Api) -> None:
         ("offset=abc", "offset must be a non-negative integer"),
         ("enabled=maybe", "enabled must be true or false"),
         ("trigger_type=weekly", "trigger_type must be one of"),
+        ("limit=%C2%B2", "limit must be a non-negative integer"),
+        ("offset=99999999999999999999", "offset is too large"),
     ]:
         bad = await api.get(f"/v2/jobs?{query}")
         assert bad.status == 400 and message in bad.error

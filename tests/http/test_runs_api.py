@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import job_body
+from tests.helpers import alive, job_body
 from tests.http.conftest import Api
 
 
@@ -111,3 +111,21 @@ async def test_timed_out_program(api: Api) -> None:
     final = await api.wait_final(run["id"])
     assert final["status"] == "timed_out" and final["exit_reason"] == "timeout"
     assert final["error"] == "run timed out after 1s (timeout_seconds)"
+
+
+async def test_replace_kills_the_old_run_process_group(api: Api) -> None:
+    script = "sleep 1000 & echo $!; wait"
+    body = job_body("rep", runner_config={"command": script, "shell": True}, concurrency_policy="replace")
+    await api.create(body)
+    old = (await api.post("/v2/jobs/rep/trigger")).body
+    await api.wait_event(old["id"], "output")
+    grandchild = int((await api.get(f"/v2/runs/{old['id']}/events")).body["data"][3]["data"]["text"])
+    assert alive(grandchild)
+    new = await api.post("/v2/jobs/rep/trigger")
+    assert new.status == 202
+    replaced = await api.wait_final(old["id"])
+    assert replaced["status"] == "cancelled" and replaced["exit_code"] == 143
+    assert replaced["error"] == "cancelled: replaced by a newer run (concurrency_policy replace)"
+    assert not alive(grandchild)
+    await api.wait_event(new.body["id"], "running")
+    await api.post(f"/v2/runs/{new.body['id']}/cancel")

@@ -115,6 +115,12 @@ def test_a_star_step_day_of_month_is_unrestricted_so_days_are_anded() -> None:
     assert got == ["2026-01-05T00:00Z", "2026-01-19T00:00Z", "2026-02-09T00:00Z", "2026-02-23T00:00Z"]
 
 
+@pytest.mark.parametrize("expression", ["0 0 1-31 * MON", "0 0 1 * 0-6", "0 0 1-31 * 0-7"])
+def test_ored_days_with_a_field_listing_every_day_fire_daily(expression: str) -> None:
+    got = fires(expression, "UTC", "2026-01-01T00:00+00:00", "2026-01-08T00:00+00:00")
+    assert len(got) == 7
+
+
 def test_star_weekday_with_restricted_day_of_month() -> None:
     got = fires("0 0 1,15 * *", "UTC", "2026-01-01T00:00+00:00", "2026-02-01T00:00+00:00")
     assert got == ["2026-01-15T00:00Z", "2026-02-01T00:00Z"]

@@ -85,6 +85,19 @@ def test_explicit_disabled_and_null_enabled() -> None:
         ({"runner_config": {"command": "x", "shell": "yes"}}, "runner_config.shell must be true or false"),
         ({"runner_config": "echo hi"}, "runner_config must be a JSON object for program jobs"),
         ({"retry_policy": {"backoff": "sometimes"}}, "retry_policy.backoff must be one of"),
+        ({"retry_policy": {"initial_delay": "800000h"}}, "retry_policy.initial_delay must be at most 720h"),
+        (
+            {"retry_policy": {"max_delay": "1" + "0" * 30 + "h"}},
+            "retry_policy.max_delay must be at most 720h",
+        ),
+        (
+            {"runner_config": {"command": "x", "kill_grace_seconds": 10**400}},
+            "kill_grace_seconds must be a number",
+        ),
+        (
+            {"trigger_type": "once", "trigger_config": {"run_at": "0001-01-01T00:00:00+01:00"}},
+            "run_at must be an RFC 3339",
+        ),
         (
             {"trigger_type": "cron", "trigger_config": {"expression": "bad expr"}},
             "trigger_config.expression: cron expression must have 5 fields",
@@ -147,6 +160,8 @@ def test_patch_validates_the_merged_definition() -> None:
         definition_for_patch(job, {"trigger_type": "cron"})
     with pytest.raises(InvalidRequest, match="name cannot be null"):
         definition_for_patch(job, {"name": None})
+    with pytest.raises(InvalidRequest, match="enabled cannot be null"):
+        definition_for_patch(job, {"enabled": None})
     with pytest.raises(InvalidRequest, match="misfire_policy must be one of: skip, run"):
         definition_for_patch(job, {"misfire_policy": "later"})
 
@@ -168,7 +183,11 @@ def test_schedule_changed_only_for_schedule_fields() -> None:
         (b"{", "request body is not valid JSON"),
         (b'{"a":1} {"b":2}', "request body is not valid JSON: Extra data"),
         (b"[1,2]", "request body must be a JSON object, not array"),
-        (b"\xff\xfe", "request body must be UTF-8 encoded JSON"),
+        (b"\xff\xfe", "request body must be valid UTF-8 JSON"),
+        (b'{"name": "\\ud800"}', "no lone surrogate escapes"),
+        (b'{"labels": NaN}', "NaN is not valid JSON"),
+        (b'{"labels": -Infinity}', "-Infinity is not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "request body is nested too deeply"),
     ],
 )
 def test_decode_body_errors(raw: bytes, message: str) -> None:

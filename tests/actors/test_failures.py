@@ -1,0 +1,182 @@
+"""Failure handling: storage outages, actor crashes, races with fires (virtual clock)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import trio
+import trio.testing
+from sqlalchemy.engine import URL
+
+from termjobs.actors.job import JobActor
+from termjobs.model import ExitReason, RunStatus
+from termjobs.storage.gateway import Gateway
+from tests.helpers import at, cron_body, harness, job_body
+
+Write = Callable[..., Any]
+
+
+def slow_storage(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every write takes ``seconds`` (of virtual time) after it commits."""
+    original: Write = Gateway.write
+
+    async def write(self: Gateway, op: Any) -> Any:
+        result = await original(self, op)
+        await trio.sleep(seconds)
+        return result
+
+    monkeypatch.setattr(Gateway, "write", write)
+
+
+class Outage:
+    """Makes every storage call fail while ``down`` is set."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.down = False
+        for name in ("read", "write"):
+            original = getattr(Gateway, name)
+            monkeypatch.setattr(Gateway, name, self._wrap(original))
+
+    def _wrap(self, original: Write) -> Write:
+        async def call(gateway: Gateway, op: Any) -> Any:
+            if self.down:
+                await trio.sleep(0.1)
+                raise sa.exc.OperationalError("statement", {}, Exception("database is locked"))
+            return await original(gateway, op)
+
+        return call
+
+
+async def test_a_pause_arriving_just_before_a_fire_is_answered_and_kept(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_storage(monkeypatch, 0.01)
+    async with harness(sqlite_url) as h:
+        job = await h.create(cron_body("tick", "* * * * *"))
+        assert job.next_run_at is not None
+        await trio.sleep_until(h.clock.deadline_for(job.next_run_at) - 0.005)
+        paused = await h.update(job.id, {"enabled": False})
+        assert not paused.enabled
+        await trio.sleep(180)
+        current = await h.job(job.id)
+        assert current is not None and not current.enabled
+        assert len(await h.runs(job.id)) <= 1  # at most the fire that was already due
+
+
+async def test_a_trigger_just_before_a_fire_starts_its_run(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_storage(monkeypatch, 0.01)
+    async with harness(sqlite_url) as h:
+        job = await h.create(cron_body("t", "* * * * *", concurrency_policy="allow", max_concurrent_runs=5))
+        assert job.next_run_at is not None
+        await trio.sleep_until(h.clock.deadline_for(job.next_run_at) - 0.005)
+        run = await h.trigger(job.id)
+        final = await h.wait_final(run.id)
+        assert final.status is RunStatus.SUCCEEDED
+
+
+async def test_requests_are_served_while_scheduled_fires_cannot_be_recorded(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from termjobs.storage import runops
+
+    failing = {"on": True}
+    original = runops.record_fires
+
+    def record_fires(*args: Any, **kwargs: Any) -> Any:
+        if failing["on"]:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runops, "record_fires", record_fires)
+    async with harness(sqlite_url) as h:
+        job = await h.create(cron_body("hourly", "0 * * * *"))
+        await trio.sleep(3600 + 30)  # the 13:00 fire keeps failing, with backoff
+        renamed = await h.update(job.id, {"name": "still-served"})
+        assert renamed.name == "still-served"
+        failing["on"] = False
+        await trio.sleep(120)
+        (run,) = await h.runs(job.id)
+        assert run.scheduled_for == at("2026-03-01T13:00:00Z") and run.status is RunStatus.SUCCEEDED
+
+
+async def test_a_storage_outage_while_runs_finish_does_not_take_the_service_down(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outage = Outage(monkeypatch)
+    async with harness(sqlite_url) as h:
+        job = await h.create(job_body("j", runner_config={"command": "x", "seconds": 5}))
+        brief = await h.trigger(job.id)
+        await trio.sleep(2)
+        outage.down = True
+        await trio.sleep(20)  # the run ends at 12:00:05, storage is back at 12:00:22
+        outage.down = False
+        await trio.sleep(10)
+        # its final write was retried until storage came back
+        assert (await h.run(brief.id)).status is RunStatus.SUCCEEDED
+        run = await h.trigger(job.id)
+        await trio.sleep(2)
+        outage.down = True
+        await trio.sleep(120)  # longer than the final write's retry window
+        outage.down = False
+        assert h.services.supervisor.job_count == 1 and not h.services.supervisor.faulted
+        # Its final state could not be written; it is still active in storage and the
+        # next start's crash recovery ends it. The service itself kept running.
+        assert (await h.run(run.id)).status is RunStatus.RUNNING
+    async with harness(sqlite_url, epoch=at("2026-03-01T13:00:00Z")) as h:
+        recovered = await h.run(run.id)
+        assert recovered.status is RunStatus.FAILED and recovered.exit_reason is ExitReason.WORKER_LOST
+
+
+async def test_a_crashed_actor_restarts_and_its_lost_runs_are_recorded(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = JobActor._fire_due
+    crashes = {"left": 1}
+
+    async def fire_due(self: JobActor) -> None:
+        if crashes["left"]:
+            crashes["left"] -= 1
+            raise RuntimeError("simulated bug")
+        await original(self)
+
+    monkeypatch.setattr(JobActor, "_fire_due", fire_due)
+    async with harness(sqlite_url) as h:
+        job = await h.create(
+            cron_body(
+                "c",
+                "*/5 * * * *",
+                runner_config={"command": "x", "seconds": 1000},
+                concurrency_policy="allow",
+                max_concurrent_runs=3,
+                timeout_seconds=3600,
+            )
+        )
+        manual = await h.trigger(job.id)
+        await trio.sleep(301)  # the 12:05 fire crashes the actor while the manual run is running
+        lost = await h.run(manual.id)
+        assert lost.status is RunStatus.FAILED and lost.exit_reason is ExitReason.WORKER_LOST
+        assert lost.error == "run interrupted: its job actor stopped unexpectedly"
+        await trio.sleep(600)
+        fired = [r for r in await h.runs(job.id) if r.id != manual.id]
+        # the crash happened before 12:05 was recorded, so the restarted actor fires it
+        assert [r.scheduled_for for r in fired] == [at(f"2026-03-01T12:{m}:00Z") for m in ("05", "10", "15")]
+        assert fired[0].started_at == at("2026-03-01T12:05:00.5Z")  # after the restart backoff
+        assert h.services.supervisor.job_count == 1
+
+
+async def test_shutdown_completes_even_if_an_actor_just_crashed(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def fire_due(self: JobActor) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(JobActor, "_fire_due", fire_due)
+    with trio.fail_after(600):
+        async with harness(sqlite_url) as h:
+            await h.create(cron_body("tick", "* * * * *"))
+            await trio.sleep(60.2)  # crashed; its restart is pending
