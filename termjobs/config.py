@@ -37,6 +37,8 @@ class Settings:
     request_timeout: float = 10.0
     retention_days: int = 30
     max_runs_per_job: int = 1000
+    #: events a live-stream subscriber may fall behind by before it is closed as lagged
+    stream_buffer: int = 4096
 
 
 def generate_token() -> str:

@@ -133,19 +133,31 @@ async def run_service(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the jobs server until ``shutdown_trigger`` returns; reports the bound URLs."""
+    async with open_services(settings, clock=clock) as services:
+        await serve_http(services, shutdown_trigger=shutdown_trigger, task_status=task_status)
+
+
+async def serve_http(
+    services: Services,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the REST API and streams of ``services`` until ``shutdown_trigger`` returns."""
     from termjobs.http.app import create_app
 
-    async with open_services(settings, clock=clock) as services:
-        app = create_app(services)
+    app = create_app(services)
 
-        async def stop_http() -> None:
-            await shutdown_trigger()
-            logger.info("shutting down: no new requests; closing live streams")
-            services.hub.close_all()
+    async def stop_http() -> None:
+        await shutdown_trigger()
+        logger.info("shutting down: no new requests; closing live streams")
+        # hypercorn would hold open websockets until its graceful timeout and then
+        # cut them (1006); ending the subscriptions lets each stream close with 1001.
+        services.hub.close_all()
 
-        async with trio.open_nursery() as nursery:
-            urls = await nursery.start(
-                partial(serve, app, hypercorn_config(settings), shutdown_trigger=stop_http)
-            )
-            task_status.started(urls)
-        logger.info("HTTP server stopped")
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(
+            partial(serve, app, hypercorn_config(services.settings), shutdown_trigger=stop_http)
+        )
+        task_status.started(urls)
+    logger.info("HTTP server stopped")

@@ -9,7 +9,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from termjobs.errors import TermjobsError, Unauthorized
-from termjobs.http import jobs, runs
+from termjobs.http import jobs, runs, stream
 from termjobs.http.auth import presented_token, token_matches
 from termjobs.http.responses import error_response, json_response
 from termjobs.service import Services
@@ -37,6 +37,7 @@ def create_app(services: Services) -> QuartTrio:
 
     jobs.register(app, services)
     runs.register(app, services)
+    stream.register(app, services)
     return app
 
 

@@ -1,0 +1,184 @@
+"""Live event streams over websockets.
+
+* ``/v2/runs/{id}/events/stream?since_id=N`` replays the run's stored events with
+  ``id > N``, then streams new ones as they are committed, and closes normally (1000)
+  after the run's terminal event.
+* ``/v2/events/stream?job_id=&since_id=N`` does the same for every run (or one job's,
+  by id or name) until the client leaves.
+
+Each message is one run-event object plus ``job_id``. The subscription is opened
+*before* the replay and live events already replayed are skipped by id, so there is no
+gap and no duplicate between replay and live. Close codes: 4401 bad credentials, 4404
+unknown run or job, 4408 the client fell behind (reconnect with ``since_id``), 1001
+server shutting down, 1000 run finished.
+"""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+import trio
+from quart import Quart, websocket
+
+from termjobs import wire
+from termjobs.actors.hub import CloseReason, Subscription
+from termjobs.errors import InvalidRequest
+from termjobs.http.auth import presented_token, token_matches
+from termjobs.http.params import non_negative_int
+from termjobs.model import EventType, RunEvent
+from termjobs.service import Services
+from termjobs.storage import store
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_LAGGED = 4408
+
+REPLAY_PAGE = 1000
+
+TERMINAL_EVENTS = frozenset(
+    {EventType.SUCCEEDED, EventType.FAILED, EventType.TIMED_OUT, EventType.CANCELLED, EventType.SKIPPED}
+)
+
+
+class _Closed(Exception):
+    """Internal: end the stream with this close code and reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def register(app: Quart, services: Services) -> None:
+    """Add the websocket routes to ``app``."""
+
+    @app.websocket("/v2/runs/<run_id>/events/stream")
+    async def run_stream(run_id: str) -> None:
+        await _serve(services, run_id=run_id)
+
+    @app.websocket("/v2/events/stream")
+    async def all_stream() -> None:
+        await _serve(services, run_id=None)
+
+
+async def _serve(services: Services, *, run_id: str | None) -> None:
+    await websocket.accept()
+    try:
+        _authorise(services)
+        since_id = _since_id()
+        if run_id is not None:
+            await _stream_run(services, run_id, since_id)
+        else:
+            await _stream_all(services, await _job_filter(services), since_id)
+    except _Closed as closed:
+        await websocket.close(closed.code, closed.reason)
+
+
+def _authorise(services: Services) -> None:
+    token = services.settings.token
+    if services.settings.auth == "none":
+        return
+    presented = presented_token(
+        websocket.headers.get("Authorization", ""),
+        websocket.headers.get("x-api-key", ""),
+        websocket.args.get("token", ""),
+    )
+    if token is None or not token_matches(token, presented):
+        raise _Closed(CLOSE_UNAUTHORIZED, "invalid authentication credentials")
+
+
+def _since_id() -> int:
+    try:
+        return non_negative_int(websocket.args, "since_id", 0)
+    except InvalidRequest as exc:
+        raise _Closed(CLOSE_BAD_REQUEST, exc.message) from None
+
+
+async def _job_filter(services: Services) -> str | None:
+    ref = websocket.args.get("job_id", "").strip()
+    if not ref:
+        return None
+    job = await services.gateway.read(lambda conn: store.find_job(conn, ref))
+    if job is None:
+        raise _Closed(CLOSE_NOT_FOUND, "job not found")
+    return job.id
+
+
+async def _stream_run(services: Services, run_id: str, since_id: int) -> None:
+    last = since_id
+    while True:
+        with services.hub.subscribe(run_id=run_id, buffer=services.settings.stream_buffer) as sub:
+            run = await services.gateway.read(lambda conn: store.get_run(conn, run_id, full=False))
+            if run is None:
+                raise _Closed(CLOSE_NOT_FOUND, "run not found")
+            last, finished = await _replay(services, last, run_id=run_id)
+            # A run that was already terminal when we subscribed has all its events stored.
+            if finished or run.status.terminal:
+                raise _Closed(CLOSE_NORMAL, "run finished")
+            if sub.closed is CloseReason.LAGGED:
+                continue  # more arrived during the replay than we buffer: read on from storage
+            await _live(sub, last, stop_at_terminal=True)
+
+
+async def _stream_all(services: Services, job_id: str | None, since_id: int) -> None:
+    last = since_id
+    while True:
+        with services.hub.subscribe(job_id=job_id, buffer=services.settings.stream_buffer) as sub:
+            last, _ = await _replay(services, last, job_id=job_id)
+            if sub.closed is CloseReason.LAGGED:
+                continue  # more arrived during the replay than we buffer: read on from storage
+            await _live(sub, last, stop_at_terminal=False)
+
+
+async def _replay(
+    services: Services, since_id: int, *, run_id: str | None = None, job_id: str | None = None
+) -> tuple[int, bool]:
+    """Send stored events after ``since_id``; the last id sent and whether a terminal
+    event was among them."""
+    last, finished = since_id, False
+
+    def page(conn: sa.Connection) -> list[RunEvent]:
+        return store.events_after(conn, last, run_id=run_id, job_id=job_id, limit=REPLAY_PAGE)
+
+    while events := await services.gateway.read(page):
+        for event in events:
+            await _send(event)
+            finished = finished or event.event_type in TERMINAL_EVENTS
+        last = events[-1].id
+        if len(events) < REPLAY_PAGE:
+            break
+    return last, finished
+
+
+async def _live(sub: Subscription, last: int, *, stop_at_terminal: bool) -> None:
+    async for event in sub.receive:
+        if event.id <= last:
+            continue  # already sent by the replay
+        await _send(event)
+        last = event.id
+        if stop_at_terminal and event.event_type in TERMINAL_EVENTS:
+            await _send_queued(sub, last)
+            raise _Closed(CLOSE_NORMAL, "run finished")
+    if sub.closed is CloseReason.LAGGED:
+        raise _Closed(CLOSE_LAGGED, "lagged; reconnect with since_id")
+    raise _Closed(CLOSE_GOING_AWAY, "server shutting down")
+
+
+async def _send_queued(sub: Subscription, last: int) -> None:
+    """Events committed together with the terminal one (``retry_scheduled``) are
+    delivered too; they are already in the channel, so this never waits for more."""
+    while True:
+        try:
+            event = sub.receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return
+        if event.id > last:
+            await _send(event)
+            last = event.id
+
+
+async def _send(event: RunEvent) -> None:
+    await websocket.send(json.dumps(wire.event_json(event, with_job=True), separators=(",", ":")))
