@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import assert_never
@@ -51,6 +52,10 @@ RUN_STOP_WAIT_S = 60.0
 QUEUE_LIMIT = 100
 #: Longest wait between attempts to record scheduled fires while storage fails.
 FIRE_RETRY_MAX_S = 60.0
+#: An actor with no active runs and no fire within ``HIBERNATE_HORIZON_S`` hibernates
+#: after ``HIBERNATE_IDLE_S`` without messages; its supervisor wakes it again.
+HIBERNATE_IDLE_S = 30.0
+HIBERNATE_HORIZON_S = 60.0
 
 
 # ------------------------------------------------------------------------ messages
@@ -90,10 +95,27 @@ class CancelRun:
 JobMessage = TriggerNow | UpdateJob | DeleteJob | CancelRun
 
 
-class JobActor:
-    """Owns one job (see the module docstring)."""
+class ActorGone(Exception):
+    """The actor stopped (hibernated) before it handled the message: send it again."""
 
-    def __init__(self, job: Job, env: RunEnv, *, runs: Sequence[Run] = ()) -> None:
+
+class _Hibernate:
+    """Internal: returned by ``_next_message`` when the actor should hibernate."""
+
+
+_HIBERNATE = _Hibernate()
+
+
+class JobActor:
+    """Owns one job (see the module docstring).
+
+    With ``hibernate`` set, an idle actor (no active runs, no fire soon, no messages
+    for a while) ends its loop with ``hibernated`` set; the supervisor keeps only the
+    job's next fire time and starts a new actor before it is due or when a request
+    arrives. This keeps memory proportional to busy jobs, not to all jobs.
+    """
+
+    def __init__(self, job: Job, env: RunEnv, *, runs: Sequence[Run] = (), hibernate: bool = False) -> None:
         self._job = job
         self._trigger: Trigger
         try:
@@ -113,7 +135,12 @@ class JobActor:
         self._stopping = False
         self._fire_retry_at: float | None = None
         self._fire_backoff = 0.0
+        self._hibernate = hibernate
+        self._wait_scope: trio.CancelScope | None = None
         self.deleted = False
+        self.hibernated = False
+        #: set by the supervisor once the registry no longer routes to this actor
+        self.retired = trio.Event()
 
     @property
     def job(self) -> Job:
@@ -164,18 +191,41 @@ class JobActor:
             # a request half-way (its reply would be lost and its effect undone).
             if message is None:
                 await self._fire_due()
+            elif isinstance(message, _Hibernate):
+                self.hibernated = True
+                return
             else:
                 await self._handle(message)
 
-    async def _next_message(self) -> JobMessage | None:
-        """The next message, or ``None`` when the next fire (or fire retry) is due."""
+    async def _next_message(self) -> JobMessage | _Hibernate | None:
+        """The next message; ``None`` when the next fire (or fire retry) is due or the
+        runs changed; ``_HIBERNATE`` after an idle spell with nothing to look after."""
         if self._fire_retry_at is not None:
             wake = self._fire_retry_at
         else:
             wake = deadline_or_inf(self._env.clock, self._job.next_run_at if self._job.enabled else None)
-        with trio.move_on_at(wake):
+        idle_until = trio.current_time() + HIBERNATE_IDLE_S if self._may_hibernate(wake) else math.inf
+        with trio.move_on_at(min(wake, idle_until)) as scope:
+            self._wait_scope = scope
             return await self._inbox.receive()
+        self._wait_scope = None
+        if trio.current_time() >= idle_until and self._may_hibernate(wake):
+            return _HIBERNATE
         return None
+
+    def _may_hibernate(self, wake: float) -> bool:
+        return (
+            self._hibernate
+            and not self._runs
+            and not self._stopping
+            and self._fire_retry_at is None
+            and wake - trio.current_time() > HIBERNATE_HORIZON_S
+        )
+
+    def _nudge(self) -> None:
+        """Make the loop re-evaluate its wake-up (e.g. the last run just ended)."""
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
 
     async def _handle(self, message: JobMessage) -> None:
         try:
@@ -204,7 +254,9 @@ class JobActor:
     def _close_mailbox(self) -> None:
         """Refuse new messages and answer those still waiting, so no caller hangs."""
         self.mailbox.close()
-        gone: TermjobsError = JobNotFound() if self.deleted else Unavailable("the server is shutting down")
+        gone: Exception = JobNotFound() if self.deleted else Unavailable("the server is shutting down")
+        if self.hibernated:
+            gone = ActorGone()
         while True:
             try:
                 self._inbox.receive_nowait().reply.fail(gone)
@@ -447,3 +499,5 @@ class JobActor:
             await task()
         finally:
             self._runs.pop(task.handle.run.id, None)
+            if not self._runs:
+                self._nudge()

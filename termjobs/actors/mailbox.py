@@ -40,6 +40,12 @@ class Reply(Generic[T]):
             self._result = outcome.Error(exc)
             self._done.set()
 
+    def rearm(self) -> None:
+        """Forget an answer so the request can be sent again (its recipient stopped
+        before handling it and answered ``ActorGone``, or never received it)."""
+        self._done = trio.Event()
+        self._result = None
+
     @property
     def answered(self) -> bool:
         return self._result is not None

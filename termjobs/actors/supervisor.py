@@ -1,24 +1,34 @@
-"""The Supervisor: starts one JobActor per job, routes requests to them, restarts them.
+"""The Supervisor: owns one JobActor per job, routes requests to them, restarts them.
 
 At start-up it first recovers runs a previous process left unfinished (crash
-recovery), then starts an actor for every job with the job's queued runs. An actor
-that crashes is restarted one-for-one after a backoff; one that keeps crashing is
-marked faulted and logged, and never takes the service down.
+recovery). Every job then has an entry in the registry; its actor runs while the job
+has something to do. An idle actor *hibernates* (see ``JobActor``): the supervisor
+then keeps only the job's next fire time in a timer heap and starts a new actor
+``PREWARM_S`` before that time, or as soon as a request for the job arrives. So
+100,000 mostly idle jobs cost a heap entry each, not a task each.
+
+An actor that crashes is restarted one-for-one after a backoff; one that keeps
+crashing is marked faulted and logged, and never takes the service down.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import heapq
+import itertools
 import logging
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from typing import TypeVar
 
 import trio
 
 from termjobs import jobspec
 from termjobs.actors import mailbox
-from termjobs.actors.job import RUN_STOP_WAIT_S, CancelRun, DeleteJob, JobActor, JobMessage
+from termjobs.actors.job import RUN_STOP_WAIT_S, ActorGone, CancelRun, DeleteJob, JobActor, JobMessage
 from termjobs.actors.mailbox import Reply
 from termjobs.actors.runs import RunEnv, plan_retry
+from termjobs.clock import deadline_or_inf
 from termjobs.errors import JobNotFound, RunNotFound, Unavailable
 from termjobs.model import ExitReason, Job, JSONValue, Run, RunStatus, new_job_id
 from termjobs.runners.base import StopReason
@@ -32,8 +42,22 @@ T = TypeVar("T")
 
 #: After shutdown has asked the remaining runs to stop, how long it waits for them.
 SHUTDOWN_DEADLINE_S = 60.0
+#: A hibernating job's actor is started this long before its next fire.
+PREWARM = dt.timedelta(seconds=5)
 LOST_MESSAGE = "worker lost before run could finish: the server stopped while the run was in progress"
 INTERRUPTED_CANCEL = "cancelled: the server stopped before the cancellation completed"
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    """The registry's view of one job."""
+
+    job_id: str
+    actor: JobActor | None = None
+    #: set while an actor is being started (or restarted) for this job
+    waking: trio.Event | None = None
+    #: the fire time the timer heap holds for this job while it hibernates
+    wake_at: dt.datetime | None = None
 
 
 class Supervisor:
@@ -46,38 +70,61 @@ class Supervisor:
         request_timeout: float = 10.0,
         max_restarts: int = 5,
         restart_window: float = 300.0,
+        hibernate: bool = True,
     ) -> None:
         self._env = env
         self._request_timeout = request_timeout
         self._max_restarts = max_restarts
         self._restart_window = restart_window
-        self._actors: dict[str, JobActor] = {}
+        self._hibernate = hibernate
+        self._entries: dict[str, _Entry] = {}
+        self._timers: list[tuple[dt.datetime, int, str]] = []
+        self._timer_seq = itertools.count()
+        self._timers_changed = trio.Event()
         self.faulted: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
+        self._waker_scope = trio.CancelScope()
         self._closing = False
         self._closed = trio.Event()
-        self._restarting: set[str] = set()
         self.recovered = 0
 
     @property
     def job_count(self) -> int:
-        return len(self._actors)
+        """Jobs known to the supervisor (awake or hibernating)."""
+        return len(self._entries)
+
+    @property
+    def awake_count(self) -> int:
+        """Jobs whose actor is running now."""
+        return sum(1 for entry in self._entries.values() if entry.actor is not None)
+
+    def _actors(self) -> list[JobActor]:
+        return [entry.actor for entry in self._entries.values() if entry.actor is not None]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Recover, start every job's actor, then run until :meth:`shutdown` is done."""
+        """Recover, start the actors that have work, then run until :meth:`shutdown`."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await self._recover()
-            jobs = await self._env.gateway.read(store.all_jobs)
+            index = await self._env.gateway.read(store.schedule_index)
             runs = await self._env.gateway.read(lambda conn: store.active_runs(conn))
-            by_job: dict[str, list[Run]] = defaultdict(list)
-            for run in runs:
-                by_job[run.job_id].append(run)
-            for job in jobs:
-                await nursery.start(self._supervise, job, by_job.get(job.id, []))
-            logger.info("started %d job actor(s); %d queued run(s) pending", len(jobs), len(runs))
+            busy = {run.job_id for run in runs}
+            now = self._env.clock.now()
+            awake: list[str] = []
+            for row in index:
+                self._entries[row.job_id] = _Entry(row.job_id)
+                due_soon = row.enabled and row.next_run_at is not None and row.next_run_at - PREWARM <= now
+                if row.job_id in busy or due_soon or not self._hibernate:
+                    awake.append(row.job_id)
+                elif row.enabled and row.next_run_at is not None:
+                    self._push_timer(self._entries[row.job_id], row.next_run_at)
+            await self._activate(awake)
+            nursery.start_soon(self._waker)
+            logger.info(
+                "%d job(s): %d actor(s) awake, %d queued run(s) pending", len(index), len(awake), len(runs)
+            )
             task_status.started()
-            # Keep the nursery open for actors created later; shutdown() ends this wait.
+            # Keep the nursery open for actors started later; shutdown() ends this wait.
             await self._closed.wait()
 
     # ----------------------------------------------------------------- requests
@@ -99,31 +146,47 @@ class Supervisor:
             last_fire_at=None,
         )
         await self._env.gateway.write(lambda tx: store.insert_job(tx, job))
+        self._entries[job.id] = _Entry(job.id)
         await self._nursery.start(self._supervise, job, [])
         return job
 
     async def ask(self, job_id: str, message: JobMessage, reply: Reply[T]) -> T:
-        """Send ``message`` to the job's actor and return its answer."""
-        actor = self._actors.get(job_id)
-        if actor is None:
-            return await self._without_actor(job_id, message, reply)
+        """Send ``message`` to the job's actor (waking it if needed); its answer."""
         # Deleting or cancelling may wait for runs to stop (up to their kill grace).
         slow = isinstance(message, DeleteJob | CancelRun)
         within = self._request_timeout + (RUN_STOP_WAIT_S if slow else 0.0)
-        try:
-            return await mailbox.ask(actor.mailbox, message, reply, within=within)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            if self._closing:
-                raise Unavailable("the server is shutting down") from None
-            if job_id in self._restarting:
-                raise Unavailable("the job's actor is restarting; retry shortly") from None
-            raise JobNotFound() from None
+        with trio.move_on_after(within):
+            while True:
+                actor = await self._awake_actor(job_id, message)
+                if actor is None:  # answered without an actor (a faulted job's delete)
+                    return await reply.wait()
+                try:
+                    return await mailbox.ask(actor.mailbox, message, reply, within=within)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, ActorGone):
+                    # The actor stopped (hibernated, crashed, deleted) as we sent: once
+                    # the registry no longer points at it, look again.
+                    await actor.retired.wait()
+                    reply.rearm()
+        raise Unavailable(f"the server did not answer within {within:g}s; try again")
 
-    async def _without_actor(self, job_id: str, message: JobMessage, reply: Reply[T]) -> T:
-        if job_id in self._restarting:
-            raise Unavailable("the job's actor is restarting; retry shortly")
-        if job_id not in self.faulted:
-            raise JobNotFound()
+    async def _awake_actor(self, job_id: str, message: JobMessage) -> JobActor | None:
+        while True:
+            if self._closing:
+                raise Unavailable("the server is shutting down")
+            entry = self._entries.get(job_id)
+            if entry is None:
+                raise JobNotFound()
+            if entry.actor is not None:
+                return entry.actor
+            if entry.waking is not None:
+                await entry.waking.wait()
+            elif job_id in self.faulted:
+                await self._without_actor(job_id, message)
+                return None
+            else:
+                await self._activate([job_id])
+
+    async def _without_actor(self, job_id: str, message: JobMessage) -> None:
         if not isinstance(message, DeleteJob):
             raise Unavailable(
                 f"job {job_id} is faulted ({self.faulted[job_id]}); delete it or restart the server"
@@ -132,8 +195,8 @@ class Supervisor:
         await self._finish_lost(await self._env.gateway.read(lambda conn: store.active_runs(conn, job_id)))
         await self._env.gateway.write(lambda tx: store.delete_job(tx, job_id))
         del self.faulted[job_id]
+        self._entries.pop(job_id, None)
         message.reply.send(None)
-        return await reply.wait()
 
     async def cancel_run(self, run_id: str) -> Run:
         """Cancel a run through the actor of its job."""
@@ -152,7 +215,8 @@ class Supervisor:
     async def shutdown(self, grace: float) -> None:
         """Stop firing, give running runs ``grace`` seconds, then stop them."""
         self._closing = True
-        actors = list(self._actors.values())
+        self._waker_scope.cancel()
+        actors = self._actors()
         for actor in actors:
             actor.stop_firing()
         running = [h for a in actors for h in a.active_runs if h.started]
@@ -175,35 +239,115 @@ class Supervisor:
             # and their runs recorded as lost rather than holding the shutdown forever.
             self._nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_DEADLINE_S
 
+    # --------------------------------------------------------------- activation
+
+    async def _activate(self, job_ids: list[str]) -> None:
+        """Start actors for these jobs (loading them and their runs in batches)."""
+        entries = [
+            e for e in (self._entries.get(i) for i in job_ids) if e and e.actor is None and not e.waking
+        ]
+        if not entries or self._nursery is None:
+            return
+        for entry in entries:
+            entry.waking, entry.wake_at = trio.Event(), None
+        ids = [entry.job_id for entry in entries]
+        try:
+            jobs = await self._env.gateway.read(lambda conn: store.get_jobs(conn, ids))
+            runs = await self._env.gateway.read(lambda conn: store.active_runs_of(conn, ids))
+            by_job: dict[str, list[Run]] = defaultdict(list)
+            for run in runs:
+                by_job[run.job_id].append(run)
+            found = {job.id for job in jobs}
+            for entry in entries:
+                if entry.job_id not in found:
+                    self._entries.pop(entry.job_id, None)  # deleted meanwhile
+            for job in jobs:
+                if not self._closing:
+                    await self._nursery.start(self._supervise, job, by_job[job.id])
+        finally:
+            for entry in entries:
+                waking, entry.waking = entry.waking, None
+                if waking is not None:
+                    waking.set()
+
+    def _push_timer(self, entry: _Entry, at: dt.datetime) -> None:
+        entry.wake_at = at
+        was_first = not self._timers or at < self._timers[0][0]
+        heapq.heappush(self._timers, (at, next(self._timer_seq), entry.job_id))
+        if was_first:
+            self._timers_changed.set()
+
+    def _pop_due(self) -> list[str]:
+        """Jobs whose hibernation ends now (stale heap entries are skipped)."""
+        horizon = self._env.clock.now() + PREWARM
+        due: list[str] = []
+        while self._timers and self._timers[0][0] <= horizon:
+            at, _, job_id = heapq.heappop(self._timers)
+            entry = self._entries.get(job_id)
+            if entry is not None and entry.actor is None and entry.waking is None and entry.wake_at == at:
+                due.append(job_id)
+        return due
+
+    async def _waker(self) -> None:
+        """Start hibernating actors ``PREWARM`` before their next fire."""
+        with self._waker_scope:
+            while True:
+                due = self._pop_due()
+                if due:
+                    try:
+                        await self._activate(due)
+                    except Exception:
+                        logger.exception("could not wake %d job actor(s); retrying in 1s", len(due))
+                        retry_at = self._env.clock.now() + dt.timedelta(seconds=1)
+                        for job_id in due:
+                            if (entry := self._entries.get(job_id)) is not None and entry.actor is None:
+                                self._push_timer(entry, retry_at + PREWARM)
+                wake_at = self._timers[0][0] - PREWARM if self._timers else None
+                with trio.move_on_at(deadline_or_inf(self._env.clock, wake_at)):
+                    await self._timers_changed.wait()
+                self._timers_changed = trio.Event()
+
     # -------------------------------------------------------------- supervision
 
     async def _supervise(
         self, job: Job, runs: list[Run], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        entry = self._entries.setdefault(job.id, _Entry(job.id))
         crashes: deque[float] = deque()
         status: trio.TaskStatus[None] = task_status
         while True:
-            actor = JobActor(job, self._env, runs=runs)
-            self._actors[job.id] = actor
+            actor = JobActor(job, self._env, runs=runs, hibernate=self._hibernate)
+            entry.actor = actor
             try:
                 await actor.run(task_status=status)
+                self._retire(entry, actor)
                 return
             except Exception as exc:
                 logger.exception("job actor %s (%s) crashed", job.id, job.name)
                 if self._closing or not self._may_restart(crashes, job, exc):
                     return
             finally:
-                if self._actors.get(job.id) is actor:
-                    del self._actors[job.id]
+                if entry.actor is actor:
+                    entry.actor = None
+                actor.retired.set()
             status = trio.TASK_STATUS_IGNORED
-            self._restarting.add(job.id)
+            entry.waking = trio.Event()  # requests wait for the restart instead of failing
             try:
                 reloaded = await self._reload_after_crash(job.id, len(crashes))
             finally:
-                self._restarting.discard(job.id)
+                waking, entry.waking = entry.waking, None
+                waking.set()
             if reloaded is None:
                 return
             job, runs = reloaded
+
+    def _retire(self, entry: _Entry, actor: JobActor) -> None:
+        """An actor ended cleanly: deleted, hibernating, or the service is stopping."""
+        entry.actor = None
+        if actor.deleted:
+            self._entries.pop(entry.job_id, None)
+        elif actor.hibernated and actor.job.enabled and actor.job.next_run_at is not None:
+            self._push_timer(entry, actor.job.next_run_at)
 
     def _may_restart(self, crashes: deque[float], job: Job, exc: Exception) -> bool:
         now = trio.current_time()
@@ -236,6 +380,7 @@ class Supervisor:
     async def _reload(self, job_id: str) -> tuple[Job, list[Run]] | None:
         job = await self._env.gateway.read(lambda conn: store.get_job(conn, job_id))
         if job is None:
+            self._entries.pop(job_id, None)
             return None
         active = await self._env.gateway.read(lambda conn: store.active_runs(conn, job_id))
         await self._finish_lost([run for run in active if run.status is not RunStatus.QUEUED])
@@ -264,10 +409,9 @@ class Supervisor:
         for reap in self._env.reapers:
             await trio.to_thread.run_sync(reap, lost_ids)
         now = self._env.clock.now()
+        job_ids = sorted({run.job_id for run in interrupted})
         jobs = {
-            job.id: job
-            for job in await self._env.gateway.read(store.all_jobs)
-            if any(run.job_id == job.id for run in interrupted)
+            job.id: job for job in await self._env.gateway.read(lambda conn: store.get_jobs(conn, job_ids))
         }
 
         def recover(tx: WriteTx) -> int:
