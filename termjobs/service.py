@@ -29,7 +29,7 @@ from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import Clock, SystemClock
 from termjobs.config import Settings
 from termjobs.model import RunnerType, new_worker_id
-from termjobs.runners.base import OrphanReaper, Runner, UnconfiguredLLMRunner
+from termjobs.runners.base import BackgroundService, OrphanReaper, Runner, UnconfiguredLLMRunner
 from termjobs.runners.program import ProgramRunner
 from termjobs.storage.gateway import Gateway, open_gateway
 
@@ -89,25 +89,31 @@ async def open_services(
             retention_days=settings.retention_days,
             max_runs_per_job=settings.max_runs_per_job,
         )
-        async with trio.open_nursery() as nursery:
-            await nursery.start(supervisor.run)
-            await nursery.start(retention.run)
-            try:
-                yield Services(
-                    settings=settings,
-                    clock=clock,
-                    gateway=gateway,
-                    hub=hub,
-                    supervisor=supervisor,
-                    retention=retention,
-                )
-            finally:
-                # Shielded: final states must be recorded even if we are being cancelled.
-                with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + settings.shutdown_grace + SHUTDOWN_MARGIN_S
-                    hub.close_all()
-                    await supervisor.shutdown(settings.shutdown_grace)
-                retention.stop()
+        # Runner background services (the program runner's sweeper) outlive the runs.
+        async with trio.open_nursery() as background:
+            for runner in runners.values():
+                if isinstance(runner, BackgroundService):
+                    await background.start(runner.serve)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(supervisor.run)
+                await nursery.start(retention.run)
+                try:
+                    yield Services(
+                        settings=settings,
+                        clock=clock,
+                        gateway=gateway,
+                        hub=hub,
+                        supervisor=supervisor,
+                        retention=retention,
+                    )
+                finally:
+                    # Shielded: final states must be recorded even if we are being cancelled.
+                    with trio.CancelScope(shield=True) as scope:
+                        scope.deadline = trio.current_time() + settings.shutdown_grace + SHUTDOWN_MARGIN_S
+                        hub.close_all()
+                        await supervisor.shutdown(settings.shutdown_grace)
+                    retention.stop()
+            background.cancel_scope.cancel()
         logger.info("job actors stopped")
     logger.info("storage closed")
 

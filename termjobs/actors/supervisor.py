@@ -93,6 +93,10 @@ class Supervisor:
         """Jobs known to the supervisor (awake or hibernating)."""
         return len(self._entries)
 
+    def has_job(self, job_id: str) -> bool:
+        """Whether a job with this id exists (no storage read)."""
+        return job_id in self._entries
+
     @property
     def awake_count(self) -> int:
         """Jobs whose actor is running now."""

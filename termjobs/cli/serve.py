@@ -1,4 +1,9 @@
-"""``term-llm serve jobs``: start the jobs server."""
+"""``term-llm serve jobs``: start the jobs server.
+
+The server stack (quart, hypercorn, SQLAlchemy) is imported inside the functions that
+run it, so that ``term-llm jobs ...``, which imports this module to build the command
+tree, starts quickly.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,13 @@ import logging
 import os
 import signal
 import sys
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncclick as click
 import trio
 
-from termjobs.config import Settings, SettingsError, build_settings
-from termjobs.service import run_service
-from termjobs.storage.engine import redact
+if TYPE_CHECKING:
+    from termjobs.config import Settings
 
 logger = logging.getLogger("termjobs")
 
@@ -40,6 +44,8 @@ def _platforms(positional: tuple[str, ...], options: tuple[str, ...]) -> list[st
 
 def banner(settings: Settings, url: str) -> str:
     """The start-up banner printed on stderr."""
+    from termjobs.storage.engine import redact
+
     lines = [f"term-llm serve listening on {url}"]
     if settings.auth == "none":
         lines.append("auth: disabled")
@@ -124,6 +130,8 @@ async def serve(
     log_level: str,
 ) -> None:
     """Start a server. PLATFORMS must be `jobs`: `term-llm serve jobs --port 8080`."""
+    from termjobs.config import SettingsError, build_settings
+
     _platforms(platforms, platform_options)
     try:
         settings = build_settings(
@@ -156,6 +164,8 @@ async def serve_until_signal(settings: Settings) -> None:
     A second signal during shutdown exits at once; runs still in flight are then
     recorded as lost by the next start's crash recovery.
     """
+    from termjobs.service import run_service
+
     stop = trio.Event()
 
     async def watch_signals() -> None:

@@ -82,9 +82,10 @@ def register(app: Quart, services: Services) -> None:
 
     @app.post("/v2/jobs/<ref>/trigger", strict_slashes=False)
     async def trigger_job(ref: str) -> Response:
-        job = await find(ref)
+        # An id the supervisor knows needs no lookup (triggers are the hot path).
+        job_id = ref if supervisor.has_job(ref) else (await find(ref)).id
         message = TriggerNow()
-        run = await supervisor.ask(job.id, message, message.reply)
+        run = await supervisor.ask(job_id, message, message.reply)
         return json_response(wire.run_json(run), 202)
 
     async def set_enabled(ref: str, enabled: bool) -> Response:
@@ -109,4 +110,5 @@ def _job_filters() -> store.JobFilters:
         name=request.args.get("name", "").strip() or None,
         enabled=flag(request.args, "enabled"),
         trigger_type=TriggerType(trigger) if trigger else None,
+        id_prefix=request.args.get("id_prefix", "").strip() or None,
     )

@@ -88,6 +88,15 @@ class Runner(Protocol):
 
 
 @runtime_checkable
+class BackgroundService(Protocol):
+    """A runner with background work of its own, started with the service."""
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = ...) -> None:
+        """Run until cancelled; call ``task_status.started()`` once ready."""
+        ...
+
+
+@runtime_checkable
 class OrphanReaper(Protocol):
     """A runner that can clean up after runs of a server that died mid-run."""
 

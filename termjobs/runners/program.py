@@ -39,6 +39,8 @@ SECRET_ENV = frozenset({"TERM_LLM_SERVE_TOKEN", "TERM_LLM_JOBS_TOKEN", "TERM_LLM
 MARKER_ENV = "TERMJOBS_RUN_MARKER"
 SHELL = "/bin/sh"
 PIPE_DRAIN_S = 1.0
+#: How long finished runs are collected before one /proc scan serves them all.
+SWEEP_BATCH_S = 0.1
 #: How long the last live output may take to be written once the program has ended.
 LIVE_CLOSE_S = 5.0
 _READ_SIZE = 65536
@@ -54,7 +56,14 @@ class ProgramRunner:
 
     def __init__(self, *, base_env: Mapping[str, str], sweep_proc: bool = True) -> None:
         self._base_env = {k: v for k, v in base_env.items() if k not in SECRET_ENV}
-        self._sweep_proc = sweep_proc and Path("/proc/self/environ").exists()
+        self.sweeper = Sweeper() if sweep_proc and Path("/proc/self/environ").exists() else None
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work shared by all runs (batched sweeps for escaped processes)."""
+        if self.sweeper is None:
+            task_status.started()
+            return
+        await self.sweeper.serve(task_status=task_status)
 
     async def run(self, ctx: RunContext) -> RunResult:
         try:
@@ -69,7 +78,7 @@ class ProgramRunner:
                 error=f"program could not start: {_describe_spawn_error(exc, config)}",
                 exit_reason=ExitReason.EXCEPTION,
             )
-        return await _Execution(ctx, config, proc, marker, self._sweep_proc).run()
+        return await _Execution(ctx, config, proc, marker, self.sweeper).run()
 
     def _env(self, ctx: RunContext, config: ProgramConfig, marker: str) -> dict[str, str]:
         env = dict(self._base_env)
@@ -115,11 +124,47 @@ def _describe_spawn_error(exc: OSError, config: ProgramConfig) -> str:
     return str(exc)
 
 
+class Sweeper:
+    """Kills descendants of finished runs that left their process group (daemons).
+
+    Listing ``/proc`` costs about a millisecond, so runs do not each scan it: they
+    hand their marker over and one scan, at most every ``SWEEP_BATCH_S``, serves every
+    run that finished meanwhile. Without :meth:`serve` running, each request scans at
+    once (the runner used on its own, as in its tests).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, int] = {}
+        self._wake = trio.Event()
+        self._serving = False
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._serving = True
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                await trio.sleep(SWEEP_BATCH_S)  # let more finished runs join this scan
+                self._wake = trio.Event()
+                batch, self._pending = self._pending, {}
+                await trio.to_thread.run_sync(kill_marked_processes_many, batch)
+        finally:
+            self._serving = False
+
+    async def sweep(self, marker: str, after_pid: int) -> None:
+        """Kill what still carries ``marker`` (now, or with the next batched scan)."""
+        if not self._serving:
+            await trio.to_thread.run_sync(kill_marked_processes_many, {marker: after_pid})
+            return
+        self._pending[marker] = after_pid
+        self._wake.set()
+
+
 class _Execution:
     """One running process: its output pumps, its stop handling and its cleanup."""
 
     def __init__(
-        self, ctx: RunContext, config: ProgramConfig, proc: trio.Process, marker: str, sweep: bool
+        self, ctx: RunContext, config: ProgramConfig, proc: trio.Process, marker: str, sweep: Sweeper | None
     ) -> None:
         self.ctx, self.config, self.proc, self.marker, self.sweep = ctx, config, proc, marker, sweep
         self.captured = {"stdout": HeadTail(), "stderr": HeadTail()}
@@ -179,8 +224,8 @@ class _Execution:
 
     async def _reap_descendants(self) -> None:
         _signal_group(self.proc.pid, signal.SIGKILL)
-        if self.sweep:
-            await trio.to_thread.run_sync(kill_marked_processes, self.marker)
+        if self.sweep is not None:
+            await self.sweep.sweep(self.marker, self.proc.pid)
 
     async def _hard_cleanup(self) -> None:
         """Last line of defence when the run itself was cancelled mid-flight."""
@@ -188,8 +233,8 @@ class _Execution:
             _signal_group(self.proc.pid, signal.SIGKILL)
             with trio.move_on_after(5):
                 await self.proc.wait()
-            if self.sweep:
-                await trio.to_thread.run_sync(kill_marked_processes, self.marker)
+            if self.sweep is not None:
+                await self.sweep.sweep(self.marker, self.proc.pid)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 await stream.aclose()
@@ -228,15 +273,21 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def kill_marked_processes(marker: str) -> int:
-    """SIGKILL every process whose environment carries ``MARKER_ENV=marker``.
+def kill_marked_processes_many(markers: Mapping[str, int]) -> int:
+    """SIGKILL every process whose environment carries ``MARKER_ENV=<marker>`` for one
+    of ``markers`` (marker -> the pid of its run's program).
 
     Catches descendants that started their own session (daemons) and so escaped the
-    process-group kill. Linux only; returns how many processes were signalled.
+    process-group kill. Descendants are younger than their run's process, so only pids
+    above the smallest given pid are read (all of them once pids have wrapped around).
+    Linux only; returns how many processes were signalled.
     """
-    killed = _kill_matching(lambda entry: entry == f"{MARKER_ENV}={marker}".encode())
+    if not markers:
+        return 0
+    needles = {f"{MARKER_ENV}={marker}".encode() for marker in markers}
+    killed = _kill_matching(needles.__contains__, after_pid=min(markers.values()))
     if killed:
-        logger.info("killed %d escaped process(es) of run marker %s", killed, marker)
+        logger.info("killed %d escaped process(es) of finished runs", killed)
     return killed
 
 
@@ -251,18 +302,21 @@ def kill_orphans(run_ids: Iterable[str]) -> int:
     return killed
 
 
-def _kill_matching(matches: Callable[[bytes], bool]) -> int:
+def _kill_matching(matches: Callable[[bytes], bool], *, after_pid: int = 0) -> int:
     killed, me = 0, os.getpid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
+    pids = [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
+    if after_pid and max(pids, default=0) < after_pid:
+        after_pid = 0  # pids wrapped around since the run started: read them all
+    for pid in pids:
+        if pid == me or pid <= after_pid:
             continue
         try:
-            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
                 environ = fh.read()
         except OSError:
             continue
         if any(matches(item) for item in environ.split(b"\0")):
             with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
                 killed += 1
     return killed

@@ -80,16 +80,23 @@ def create_skipped_run(tx: WriteTx, run: Run, *, now: dt.datetime, message: str,
 
 
 def start_run(tx: WriteTx, run: Run, *, worker_id: str, now: dt.datetime) -> Run | None:
-    """``queued -> claimed -> running`` with both events; ``None`` if no longer queued."""
-    claimed = store.update_run(tx, run.id, status=RunStatus.CLAIMED, now=now, worker_id=worker_id)
-    if claimed is None:
+    """``queued -> claimed -> running`` in one update, with both events; ``None`` if the
+    run is no longer queued."""
+    running = store.update_run(
+        tx,
+        run.id,
+        status=RunStatus.RUNNING,
+        via=RunStatus.CLAIMED,
+        now=now,
+        worker_id=worker_id,
+        started_at=now,
+    )
+    if running is None:
         return None
     data = {"worker_id": worker_id}
     store.insert_event(
-        tx, run=claimed, event_type=EventType.CLAIMED, message="run claimed by worker", now=now, data=data
+        tx, run=running, event_type=EventType.CLAIMED, message="run claimed by worker", now=now, data=data
     )
-    running = store.update_run(tx, run.id, status=RunStatus.RUNNING, now=now, started_at=now)
-    assert running is not None
     store.insert_event(
         tx, run=running, event_type=EventType.RUNNING, message="run started", now=now, data=data
     )

@@ -10,6 +10,7 @@ transition table in ``termjobs.lifecycle``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ class JobFilters:
     name: str | None = None
     enabled: bool | None = None
     trigger_type: TriggerType | None = None
+    #: Jobs whose id starts with this text, case-sensitively (CLI prefix resolution).
+    id_prefix: str | None = None
 
 
 T = TypeVar("T")
@@ -187,6 +190,8 @@ def list_jobs(conn: sa.Connection, *, limit: int, offset: int, filters: JobFilte
         conditions.append(jobs.c.enabled == filters.enabled)
     if filters.trigger_type is not None:
         conditions.append(jobs.c.trigger_type == filters.trigger_type.value)
+    if filters.id_prefix:
+        conditions.extend(_id_prefix(filters.id_prefix))
     query = (
         sa.select(jobs)
         .where(*conditions)
@@ -197,6 +202,16 @@ def list_jobs(conn: sa.Connection, *, limit: int, offset: int, filters: JobFilte
     items = [_job_from_row(row) for row in conn.execute(query).mappings()]
     total = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(*conditions))
     return Page(items=items, total=total.scalar_one())
+
+
+def _id_prefix(prefix: str) -> list[sa.ColumnElement[bool]]:
+    # LIKE (with ``%`` and ``_`` escaped: ids contain ``_``) narrows the scan, but
+    # SQLite's LIKE ignores ASCII case and ids are case-sensitive base64url, so the
+    # exact comparison of the leading characters decides.
+    return [
+        jobs.c.id.startswith(prefix, autoescape=True),
+        sa.func.substr(jobs.c.id, 1, len(prefix)) == prefix,
+    ]
 
 
 def all_jobs(conn: sa.Connection) -> list[Job]:
@@ -270,26 +285,50 @@ def _run_from_row(row: sa.RowMapping) -> Run:
     )
 
 
+_INSERT_RUN = runs.insert()
+_INSERT_EVENT = run_events.insert()
+
+
 def insert_run(tx: WriteTx, run: Run) -> None:
     """Insert a new run row."""
-    tx.conn.execute(runs.insert().values(**_run_values(run)))
+    tx.conn.execute(_INSERT_RUN, _run_values(run))
 
 
-def update_run(tx: WriteTx, run_id: str, *, status: RunStatus, now: dt.datetime, **fields: Any) -> Run | None:
+def update_run(
+    tx: WriteTx,
+    run_id: str,
+    *,
+    status: RunStatus,
+    now: dt.datetime,
+    via: RunStatus | None = None,
+    **fields: Any,
+) -> Run | None:
     """Move a run to ``status`` (and set ``fields``) if the transition table allows it
-    from the stored status; the updated run, or ``None`` if the guard refused."""
+    from the stored status (or, with ``via``, through ``via`` in one step); the updated
+    run, or ``None`` if the guard refused."""
     values: dict[str, Any] = {"status": status.value, "updated_at": now, **fields}
     if isinstance(values.get("exit_reason"), ExitReason):
         values["exit_reason"] = values["exit_reason"].value
-    sources = [source.value for source in lifecycle.allowed_from(status)]
-    query = (
+    if via is not None:
+        lifecycle.check(via, status)
+    sources = sorted(source.value for source in lifecycle.allowed_from(via or status))
+    statement = _update_statement(tuple(sorted(values)))
+    row = tx.conn.execute(statement, {**values, "_run_id": run_id, "_sources": sources}).mappings().first()
+    return None if row is None else _run_from_row(row)
+
+
+@functools.lru_cache(maxsize=64)
+def _update_statement(keys: tuple[str, ...]) -> sa.Update:
+    # Built once per set of columns: a statement object that is the same every time is
+    # much cheaper for SQLAlchemy than a new one per call (this is the hot path).
+    return (
         runs.update()
-        .where(runs.c.id == run_id, runs.c.status.in_(sources))
-        .values(**values)
+        .where(
+            runs.c.id == sa.bindparam("_run_id"), runs.c.status.in_(sa.bindparam("_sources", expanding=True))
+        )
+        .values({key: sa.bindparam(key) for key in keys})
         .returning(*runs.c)
     )
-    row = tx.conn.execute(query).mappings().first()
-    return None if row is None else _run_from_row(row)
 
 
 def scheduled_run_exists(conn: sa.Connection, job_id: str, scheduled_for: dt.datetime) -> bool:
@@ -390,7 +429,7 @@ def insert_event(
         "data": _dump(data),
         "created_at": now,
     }
-    result = tx.conn.execute(run_events.insert().values(**values))
+    result = tx.conn.execute(_INSERT_EVENT, values)
     (event_id,) = result.inserted_primary_key or (None,)
     assert isinstance(event_id, int)
     event = RunEvent(
@@ -487,3 +526,47 @@ def delete_terminal_runs(tx: WriteTx, run_ids: Sequence[str]) -> int:
         return 0
     query = runs.delete().where(runs.c.id.in_(list(run_ids)), runs.c.status.in_(_TERMINAL_VALUES))
     return tx.conn.execute(query).rowcount
+
+
+# ------------------------------------------------------------- supervisor loading
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleEntry:
+    """What the supervisor keeps in memory about a job whose actor is hibernating."""
+
+    job_id: str
+    enabled: bool
+    next_run_at: dt.datetime | None
+
+
+def schedule_index(conn: sa.Connection) -> list[ScheduleEntry]:
+    """Every job's id and next fire time (cheap: no JSON decoding), for start-up."""
+    query = sa.select(jobs.c.id, jobs.c.enabled, jobs.c.next_run_at)
+    return [ScheduleEntry(row.id, bool(row.enabled), row.next_run_at) for row in conn.execute(query)]
+
+
+def get_jobs(conn: sa.Connection, job_ids: Sequence[str]) -> list[Job]:
+    """The jobs with these ids (those that still exist)."""
+    found: list[Job] = []
+    for start in range(0, len(job_ids), 500):  # keep IN lists small
+        chunk = list(job_ids[start : start + 500])
+        found += [
+            _job_from_row(row) for row in conn.execute(sa.select(jobs).where(jobs.c.id.in_(chunk))).mappings()
+        ]
+    return found
+
+
+def active_runs_of(conn: sa.Connection, job_ids: Sequence[str]) -> list[Run]:
+    """Non-terminal runs of these jobs, oldest first."""
+    found: list[Run] = []
+    statuses = [s.value for s in ACTIVE_STATUSES]
+    for start in range(0, len(job_ids), 500):
+        chunk = list(job_ids[start : start + 500])
+        query = (
+            sa.select(*runs.c)
+            .where(runs.c.job_id.in_(chunk), runs.c.status.in_(statuses))
+            .order_by(runs.c.scheduled_for, runs.c.seq)
+        )
+        found += [_run_from_row(row) for row in conn.execute(query).mappings()]
+    return found

@@ -162,6 +162,23 @@ async def test_list_jobs_paging_effective_limit_and_filters(api: Api) -> None:
         assert bad.status == 400 and message in bad.error
 
 
+async def test_list_jobs_id_prefix_filter(api: Api) -> None:
+    first = await api.create(job_body("first"))
+    await api.create(job_body("second"))
+
+    async def matches(prefix: str) -> tuple[list[str], int]:
+        reply = await api.get(f"/v2/jobs?id_prefix={prefix}")
+        assert reply.status == 200, reply.body
+        return [job["name"] for job in reply.body["data"]], reply.body["total"]
+
+    assert await matches(first["id"]) == (["first"], 1)
+    assert await matches(first["id"][:-1] + "%25") == ([], 0)  # a literal "%", not a wildcard
+    last = first["id"][-1]
+    assert await matches(first["id"][:-1] + ("B" if last == "A" else "A")) == ([], 0)
+    assert (await matches("job_"))[1] == 2
+    assert await matches("  ") == (["second", "first"], 2)  # blank: no filter
+
+
 async def test_get_by_id_or_name_and_404(api: Api) -> None:
     job = await api.create(job_body("lookup"))
     assert (await api.get(f"/v2/jobs/{job['id']}")).body == job

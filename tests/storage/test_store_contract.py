@@ -107,6 +107,26 @@ async def test_job_list_order_paging_and_filters(db_url: URL) -> None:
         assert await listing(trigger_type=TriggerType.CRON) == ([], 0)
 
 
+async def test_job_list_id_prefix_is_literal_and_case_sensitive(db_url: URL) -> None:
+    async with open_gateway(db_url) as gw:
+        for name in ("abc", "abd", "ABe", "a_x", "a%y", "aXz"):
+            await add_job(gw, make_job(name))
+
+        async def ids(prefix: str) -> tuple[list[str], int]:
+            filters = JobFilters(id_prefix=prefix)
+            page = await gw.read(lambda conn: store.list_jobs(conn, limit=3, offset=0, filters=filters))
+            return sorted(job.id for job in page.items), page.total
+
+        assert await ids("job_ab") == (["job_abc", "job_abd"], 2)
+        assert await ids("job_AB") == (["job_ABe"], 1)  # SQLite's LIKE alone would also match job_abc
+        assert await ids("job_a_") == (["job_a_x"], 1)  # ``_`` is not a wildcard
+        assert await ids("job_a%") == (["job_a%y"], 1)  # nor is ``%``
+        assert await ids("job_abc") == (["job_abc"], 1)
+        assert await ids("job_abcd") == ([], 0)
+        assert (await ids("job_"))[1] == 6
+        assert await ids("b") == ([], 0)
+
+
 async def test_deleting_a_job_removes_its_runs_and_events(db_url: URL) -> None:
     async with open_gateway(db_url) as gw:
         job = await add_job(gw, make_job("doomed"))
