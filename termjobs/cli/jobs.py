@@ -8,10 +8,13 @@ the plumbing they share (options, exit statuses, payload input) is in
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
 from collections.abc import Sequence
 
 import asyncclick as click
+import trio
 
 from termjobs.cli import render
 from termjobs.cli.base import (
@@ -29,10 +32,21 @@ from termjobs.cli.base import (
     run_argument,
     run_ref,
 )
-from termjobs.cli.client import PAGE_MAX, ApiError, ClientSettings, Job, JobsClient, RunSummary
+from termjobs.cli.client import (
+    PAGE_MAX,
+    ApiError,
+    ClientSettings,
+    Job,
+    JobsClient,
+    RunEvent,
+    RunSummary,
+    segment,
+)
 from termjobs.cli.completion import complete_job_ref
+from termjobs.cli.follow import TERMINAL, Cursor, follow
 from termjobs.cli.payload import encode_payload
 
+FOLLOW_HELP = "Keep printing events as they happen until the run ends (exit 1 unless it succeeded)."
 RUNS_LIMIT_DEFAULT = 50
 EVENTS_LIMIT_DEFAULT = 200
 EVENTS_LIMIT_MAX = 500
@@ -148,12 +162,19 @@ async def delete_job(opts: Options, ref: str, cancel_active: bool) -> None:
 
 @jobs.command("trigger", context_settings=CONTEXT)
 @job_argument
+@click.option("--follow", "-f", is_flag=True, help=FOLLOW_HELP)
 @click.pass_obj
-async def trigger_job(opts: Options, ref: str) -> None:
-    """Queue a run of a job now; prints the run."""
+async def trigger_job(opts: Options, ref: str, follow: bool) -> None:
+    """Queue a run of a job now; prints the run (with --follow, its events)."""
     async with JobsClient.connect(opts.settings) as api:
         job = await api.resolve_job(job_ref(ref))
-        echo_json(await api.trigger_job(job["id"]))
+        run = await api.trigger_job(job["id"])
+    if not follow:
+        echo_json(run)
+        return
+    if not opts.json:
+        echo(opts, f"run {run['id']} of job {job['name']} queued; following its events\n")
+    await follow_run(opts, run["id"], since_id=0)
 
 
 @jobs.command("pause", context_settings=CONTEXT)
@@ -285,12 +306,93 @@ async def cancel_run(opts: Options, run_id: str) -> None:
 )
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Events to skip.")
 @click.option("--since-id", type=click.IntRange(min=0), default=0, help="Only events after this event id.")
+@click.option("--follow", "-f", is_flag=True, help=FOLLOW_HELP)
 @click.pass_obj
-async def run_events(opts: Options, run_id: str, limit: int, offset: int, since_id: int) -> None:
+async def run_events(
+    opts: Options, run_id: str, limit: int, offset: int, since_id: int, follow: bool
+) -> None:
     """Show a run's timeline: one line per event, oldest first."""
+    if follow:
+        await follow_run(opts, run_ref(run_id), since_id=since_id)
+        return
     async with JobsClient.connect(opts.settings) as api:
         page = await api.list_events(run_ref(run_id), limit=limit, offset=offset, since_id=since_id)
     if opts.json:
         echo_json(page.items)
         return
     echo(opts, render.events_text(page.items, opts.style))
+
+
+# ----------------------------------------------------------------- live
+
+
+async def follow_run(opts: Options, run_id: str, *, since_id: int) -> None:
+    """Print a run's events as they happen until it ends; exit 0 only if it succeeded."""
+    cursor = Cursor(since_id=since_id)
+
+    async def show(event: RunEvent) -> None:
+        if opts.json:
+            click.echo(json.dumps(event, separators=(",", ":")))
+        else:
+            echo(opts, "".join(line + "\n" for line in render.event_lines(event, opts.style)))
+
+    query = {"since_id": since_id}
+    await follow(
+        opts.settings, f"/v2/runs/{segment(run_id)}/events/stream", query, cursor, show, until_terminal=True
+    )
+    status = cursor.last_type
+    if status not in TERMINAL:
+        async with JobsClient.connect(opts.settings) as api:
+            status = (await api.get_run(run_id))["status"]
+    if status != "succeeded":
+        raise click.exceptions.Exit(1)
+
+
+@jobs.command("watch", context_settings=CONTEXT)
+@click.argument("ref", required=False, shell_complete=complete_job_ref)
+@click.option(
+    "--since-id", type=click.IntRange(min=0), default=None, help="Replay events after this id first."
+)
+@click.pass_obj
+async def watch(opts: Options, ref: str | None, since_id: int | None) -> None:
+    """Show every event (or one job's) live until interrupted (Ctrl-C).
+
+    Reconnects by itself after a dropped connection or a server restart, without
+    losing or repeating events.
+    """
+    names: dict[str, str] = {}
+    query: dict[str, object] = {"since_id": since_id}
+    async with JobsClient.connect(opts.settings) as api:
+        if ref is not None:
+            job = await api.resolve_job(job_ref(ref))
+            query["job_id"], names[job["id"]] = job["id"], job["name"]
+
+        async def show(event: RunEvent) -> None:
+            if opts.json:
+                click.echo(json.dumps(event, separators=(",", ":")))
+                return
+            job_id = str(event.get("job_id", ""))
+            if job_id not in names:
+                names[job_id] = await _job_name(api, job_id)
+            prefix = f"{names[job_id]} {event['run_id']} "
+            echo(opts, "".join(prefix + line + "\n" for line in render.event_lines(event, opts.style)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_interrupt, nursery.cancel_scope)  # Ctrl-C ends a watch: exit 0
+            cursor = Cursor(since_id or 0)
+            await follow(opts.settings, "/v2/events/stream", query, cursor, show, until_terminal=False)
+            nursery.cancel_scope.cancel()
+
+
+async def _stop_on_interrupt(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+async def _job_name(api: JobsClient, job_id: str) -> str:
+    try:
+        return (await api.get_job(job_id))["name"]
+    except ApiError:
+        return job_id  # deleted meanwhile

@@ -395,12 +395,17 @@ def events_text(events: Sequence[RunEvent], style: Style, tz: dt.tzinfo | None =
 def _event_texts(event: RunEvent) -> list[str]:
     message = event.get("message", "").strip()
     data = event.get("data")
+    if isinstance(data, dict) and data.get("error") and event["event_type"] in _FINAL_EVENTS:
+        message = f"{message or 'run finished'}: {data['error']}"
     if not message and event["event_type"] == "output" and isinstance(data, dict):
         text = data.get("text")
         if isinstance(text, str) and text:
             stream = str(data.get("stream", "output"))
             return [f"{stream} | {part}" for part in text.removesuffix("\n").split("\n")]
     return [message or "-"]
+
+
+_FINAL_EVENTS = frozenset({"failed", "timed_out", "cancelled"})
 
 
 def _event_tone(event_type: str) -> Tone | None:

@@ -4,7 +4,7 @@
   ``id > N``, then streams new ones as they are committed, and closes normally (1000)
   after the run's terminal event.
 * ``/v2/events/stream?job_id=&since_id=N`` does the same for every run (or one job's,
-  by id or name) until the client leaves.
+  by id or name) until the client leaves; without ``since_id`` it starts from now.
 
 Each message is one run-event object plus ``job_id``. The subscription is opened
 *before* the replay and live events already replayed are skipped by id, so there is no
@@ -72,7 +72,12 @@ async def _serve(services: Services, *, run_id: str | None) -> None:
         if run_id is not None:
             await _stream_run(services, run_id, since_id)
         else:
-            await _stream_all(services, await _job_filter(services), since_id)
+            job_id = await _job_filter(services)
+            if "since_id" not in websocket.args:
+                # No since_id on the firehose means "from now on": replaying the whole
+                # history by default could mean millions of events.
+                since_id = await services.gateway.read(store.max_event_id)
+            await _stream_all(services, job_id, since_id)
     except _Closed as closed:
         await websocket.close(closed.code, closed.reason)
 

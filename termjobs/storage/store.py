@@ -456,6 +456,11 @@ def list_events(
     return Page(items=items, total=total.scalar_one())
 
 
+def max_event_id(conn: sa.Connection) -> int:
+    """The id of the newest event (0 when there is none)."""
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(run_events.c.id), 0))).scalar_one())
+
+
 def events_after(
     conn: sa.Connection,
     since_id: int,

@@ -1,0 +1,145 @@
+"""Following live events over the server's websocket streams.
+
+``follow_run`` prints a run's timeline and then its events as they happen, until the
+run ends. ``watch`` prints every event (or one job's) until interrupted. Both resume
+with ``since_id`` after a dropped connection, a lagged close (4408) or a server
+restart, so nothing is missed and nothing is shown twice.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlencode, urlsplit
+
+import trio
+
+from termjobs.cli.client import ApiError, ClientSettings, RunEvent
+
+if TYPE_CHECKING:  # imported where used: `term-llm jobs` starts faster without it
+    import trio_websocket
+
+TERMINAL: Final = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped"})
+#: Close codes after which reconnecting (with since_id) is the right move.
+RESUMABLE: Final = frozenset({1001, 1006, 1011, 1012, 4408})
+_BACKOFF_MAX_S = 5.0
+_CLOSE_WAIT_S = 2.0
+_TOKEN_HINT: Final = "pass --token or set TERM_LLM_JOBS_TOKEN (the token `term-llm serve` printed)"
+
+OnEvent = Callable[[RunEvent], Awaitable[None]]
+
+
+@dataclass
+class Cursor:
+    """Where a follower is: the last event id it printed, and what it saw last."""
+
+    since_id: int = 0
+    last_type: str | None = None
+
+
+def stream_url(settings: ClientSettings, path: str, query: dict[str, Any]) -> str:
+    """``http(s)://host[/base]`` + ``path`` as a ``ws(s)://`` URL with ``query``."""
+    parts = urlsplit(settings.server)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    args = urlencode({k: v for k, v in query.items() if v is not None})
+    return f"{scheme}://{parts.netloc}{parts.path}{path}" + (f"?{args}" if args else "")
+
+
+@asynccontextmanager
+async def open_stream(
+    settings: ClientSettings, url: str
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """A websocket to ``url`` with the bearer token; its TCP stream is closed on exit
+    even when the server ended the connection (trio-websocket leaves it open then)."""
+    import trio_websocket
+
+    headers = [(b"Authorization", f"Bearer {settings.token}".encode())] if settings.token else None
+    context = ssl.create_default_context() if url.startswith("wss://") else None
+    try:
+        async with trio.open_nursery() as nursery:  # hosts the connection's reader task
+            with trio.fail_after(settings.timeout):
+                connection = await trio_websocket.connect_websocket_url(
+                    nursery, url, ssl_context=context, extra_headers=headers
+                )
+            try:
+                yield connection
+            finally:
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(_CLOSE_WAIT_S):
+                        await connection.aclose()  # the close handshake; the server may be gone
+                    stream: trio.abc.AsyncResource = connection._stream  # no public accessor
+                    await stream.aclose()
+    except BaseExceptionGroup as group:
+        # One failure (connection refused, timeout...) comes out of the nursery wrapped.
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+            raise group.exceptions[0] from None
+        raise
+
+
+async def follow(
+    settings: ClientSettings,
+    path: str,
+    query: dict[str, Any],
+    cursor: Cursor,
+    on_event: OnEvent,
+    *,
+    until_terminal: bool,
+) -> None:
+    """Print events from the stream at ``path`` until it ends normally (a run's stream
+    closes after its terminal event) or, with ``until_terminal`` false, forever."""
+    import trio_websocket
+
+    delay, connected_once = 0.2, False
+    while True:
+        since = cursor.since_id if connected_once else query.get("since_id")
+        url = stream_url(settings, path, {**query, "since_id": since})
+        try:
+            code, reason = await _pump(settings, url, cursor, on_event)
+        except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
+            if not connected_once:
+                raise ApiError(f"cannot open the event stream at {url}: {_describe(exc)}") from None
+            code, reason = 1006, str(exc)
+        connected_once = True
+        if code == 1000 and (until_terminal or cursor.last_type in TERMINAL):
+            return
+        if code == 4401:
+            raise ApiError(f"the event stream refused the credentials: {_TOKEN_HINT}")
+        if code == 4404:
+            raise ApiError(reason or "not found")
+        if code not in RESUMABLE and code != 1000:
+            raise ApiError(f"the event stream closed ({code}): {reason}")
+        await trio.sleep(delay)  # dropped, lagged or server restarting: resume where we were
+        delay = min(delay * 2, _BACKOFF_MAX_S)
+
+
+async def _pump(settings: ClientSettings, url: str, cursor: Cursor, on_event: OnEvent) -> tuple[int, str]:
+    import trio_websocket
+
+    async with open_stream(settings, url) as ws:
+        while True:
+            try:
+                message = await ws.get_message()
+            except trio_websocket.ConnectionClosed as closed:
+                reason = closed.reason
+                return (reason.code, reason.reason or "") if reason else (1006, "")
+            event: RunEvent = json.loads(message)
+            if event["id"] <= cursor.since_id:
+                continue
+            cursor.since_id, cursor.last_type = event["id"], event["event_type"]
+            await on_event(event)
+
+
+def _describe(exc: BaseException) -> str:
+    import trio_websocket
+
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is `term-llm serve jobs` running? --server or TERM_LLM_JOBS_SERVER)"
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return f"the server answered HTTP {exc.status_code}"
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
