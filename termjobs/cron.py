@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -199,8 +200,13 @@ def _check_can_fire(expr: CronExpr) -> None:
 # ------------------------------------------------------------------ next fire time
 
 
+@functools.lru_cache(maxsize=16384)
 def next_fire(expr: CronExpr, zone: ZoneInfo, after: dt.datetime) -> dt.datetime:
-    """The first fire instant strictly after ``after``, as an aware UTC datetime."""
+    """The first fire instant strictly after ``after``, as an aware UTC datetime.
+
+    Pure, so cached: many jobs share a schedule and compute the same next fire from
+    the same nominal time (10,000 jobs due in one minute cost one computation).
+    """
     after = after.astimezone(UTC)
     local = after.astimezone(zone)
     wall = local.replace(tzinfo=None, fold=0)

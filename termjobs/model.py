@@ -149,11 +149,8 @@ def new_worker_id() -> str:
 
 def format_ts(value: dt.datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` suffix; fractional seconds only when non-zero."""
-    utc = value.astimezone(dt.UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}".rstrip("0")
-    return text + "Z"
+    text = value.astimezone(dt.UTC).replace(tzinfo=None).isoformat()  # C-fast; hot in lists
+    return (text.rstrip("0") if "." in text else text) + "Z"
 
 
 def parse_ts(text: str) -> dt.datetime | None:

@@ -41,6 +41,16 @@ def register(app: Quart, services: Services) -> None:
         last = await gateway.read(lambda conn: store.last_runs(conn, [job.id]))
         return wire.job_json(job, last_run=last.get(job.id))
 
+    async def find_with_last_run(ref: str) -> dict[str, JSONValue]:
+        def query(conn: sa.Connection) -> tuple[Job | None, dict[str, Run]]:
+            job = store.find_job(conn, ref)
+            return job, store.last_runs(conn, [job.id]) if job else {}
+
+        job, last = await gateway.read(query)  # one storage round trip for both
+        if job is None:
+            raise JobNotFound()
+        return wire.job_json(job, last_run=last.get(job.id))
+
     @app.post("/v2/jobs", strict_slashes=False)
     async def create_job() -> Response:
         job = await supervisor.create_job(await json_body())
@@ -63,7 +73,7 @@ def register(app: Quart, services: Services) -> None:
 
     @app.get("/v2/jobs/<ref>", strict_slashes=False)
     async def get_job(ref: str) -> Response:
-        return json_response(await render(await find(ref)))
+        return json_response(await find_with_last_run(ref))
 
     @app.patch("/v2/jobs/<ref>", strict_slashes=False)
     async def patch_job(ref: str) -> Response:

@@ -84,7 +84,16 @@ class Gateway:
     # -------------------------------------------------------------------- reads
 
     async def read(self, op: ReadOp[T]) -> T:
-        """Run ``op`` on a reader connection inside one (read) transaction."""
+        """Run ``op`` on a reader connection inside one (read) transaction.
+
+        On SQLite, reads run on the event-loop thread: a WAL read never waits for the
+        writer, and an in-process query costs less than the hop to a worker thread
+        (Python cannot run the two at once anyway). PostgreSQL reads, which wait on
+        the network, run in the reader threads.
+        """
+        if self.engines.is_sqlite:
+            await trio.lowlevel.checkpoint()
+            return self._read(op)
         return await self._in_thread(self._read, op, limiter=self._read_limiter)
 
     def _read(self, op: ReadOp[T]) -> T:

@@ -151,6 +151,13 @@ def insert_job(tx: WriteTx, job: Job) -> None:
     tx.conn.execute(jobs.insert().values(**_job_values(job)))
 
 
+def insert_jobs(tx: WriteTx, new_jobs: Sequence[Job]) -> None:
+    """Insert many new jobs in one statement (imports, benchmarks); a taken name
+    fails the whole call through the UNIQUE constraint."""
+    if new_jobs:
+        tx.conn.execute(jobs.insert(), [_job_values(job) for job in new_jobs])
+
+
 def update_job(tx: WriteTx, job: Job) -> None:
     """Store every field of ``job``; :class:`Conflict` if renamed onto a taken name."""
     if _name_taken(tx.conn, job.name, job.id):
@@ -166,16 +173,23 @@ def delete_job(tx: WriteTx, job_id: str) -> bool:
     return result.rowcount == 1
 
 
+# Statements built once: SQLAlchemy runs a constant statement object much faster than
+# a freshly built one (these are the API's hot reads).
+_GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))
+_FIND_JOB = sa.select(jobs).where(
+    sa.or_(jobs.c.id == sa.bindparam("ref"), jobs.c.name == sa.bindparam("ref"))
+)
+
+
 def get_job(conn: sa.Connection, job_id: str) -> Job | None:
     """The job with this id."""
-    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    row = conn.execute(_GET_JOB, {"job_id": job_id}).mappings().first()
     return None if row is None else _job_from_row(row)
 
 
 def find_job(conn: sa.Connection, ref: str) -> Job | None:
     """The job whose id is ``ref``, else the job named exactly ``ref``."""
-    query = sa.select(jobs).where(sa.or_(jobs.c.id == ref, jobs.c.name == ref))
-    rows = [_job_from_row(row) for row in conn.execute(query).mappings()]
+    rows = [_job_from_row(row) for row in conn.execute(_FIND_JOB, {"ref": ref}).mappings()]
     by_id = [job for job in rows if job.id == ref]
     matches = by_id or rows
     return matches[0] if matches else None
@@ -341,10 +355,15 @@ def scheduled_run_exists(conn: sa.Connection, job_id: str, scheduled_for: dt.dat
     return conn.execute(query).first() is not None
 
 
+_GET_RUN = {
+    full: sa.select(*(runs.c if full else _SUMMARY)).where(runs.c.id == sa.bindparam("run_id"))
+    for full in (True, False)
+}
+
+
 def get_run(conn: sa.Connection, run_id: str, *, full: bool = True) -> Run | None:
     """The run with this id (``full`` includes the output payloads)."""
-    columns = list(runs.c) if full else _SUMMARY
-    row = conn.execute(sa.select(*columns).where(runs.c.id == run_id)).mappings().first()
+    row = conn.execute(_GET_RUN[full], {"run_id": run_id}).mappings().first()
     return None if row is None else _run_from_row(row)
 
 
@@ -381,9 +400,17 @@ def last_runs(conn: sa.Connection, job_ids: Iterable[str]) -> dict[str, Run]:
     ids = list(job_ids)
     if not ids:
         return {}
-    newest = sa.select(sa.func.max(runs.c.seq)).where(runs.c.job_id.in_(ids)).group_by(runs.c.job_id)
-    query = sa.select(*_SUMMARY).where(runs.c.seq.in_(newest))
-    return {row["job_id"]: _run_from_row(row) for row in conn.execute(query).mappings()}
+    rows = conn.execute(_LAST_RUNS, {"job_ids": ids}).mappings()
+    return {row["job_id"]: _run_from_row(row) for row in rows}
+
+
+_LAST_RUNS = sa.select(*_SUMMARY).where(
+    runs.c.seq.in_(
+        sa.select(sa.func.max(runs.c.seq))
+        .where(runs.c.job_id.in_(sa.bindparam("job_ids", expanding=True)))
+        .group_by(runs.c.job_id)
+    )
+)
 
 
 def active_runs(conn: sa.Connection, job_id: str | None = None) -> list[Run]:

@@ -1,0 +1,135 @@
+"""Event ingestion: events persisted per second from chatty programs.
+
+--runs programs run at once, each printing --lines lines with a short pause between
+them, so every line becomes its own ``output`` event. Measures persisted events per
+second (counted in storage afterwards). The limit is the storage gateway alone:
+``output`` events inserted through the same group-commit writer by as many
+concurrent writers, in the same run.
+Usage: python benchmarks/events_ingest.py [--runs 8] [--lines 4000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _server import progress, report, running_server
+
+from termjobs.jobspec import build_job, definition_for_create
+from termjobs.model import EventType
+from termjobs.storage import runops, store
+from termjobs.storage.engine import resolve_url
+from termjobs.storage.gateway import open_gateway
+
+TARGET = 20_000
+CHATTY = (
+    "import os, time\n"
+    "for i in range({lines}):\n"
+    "    os.write(1, b'event %d\\n' % i)\n"
+    "    time.sleep({pause})\n"
+)
+
+
+async def gateway_limit(writers: int, events: int) -> float:
+    """Output events per second through the gateway alone (no runner, no HTTP)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with open_gateway(resolve_url(str(Path(tmp) / "limit.db"))) as gateway:
+            now = dt.datetime.now(dt.UTC)
+            valid = definition_for_create(
+                {
+                    "name": "x",
+                    "runner_type": "program",
+                    "runner_config": {"command": "true"},
+                    "trigger_type": "manual",
+                }
+            )
+            job = build_job(
+                valid.definition,
+                job_id="job_x",
+                created_at=now,
+                updated_at=now,
+                next_run_at=None,
+                last_fire_at=None,
+            )
+            run = runops.new_run(job, trigger=runops.RunTrigger.MANUAL, scheduled_for=now, now=now)
+            await gateway.write(lambda tx: (store.insert_job(tx, job), runops.create_run(tx, run, now=now)))
+
+            async def writer() -> None:
+                for i in range(events // writers):
+                    data = {"stream": "stdout", "text": f"event {i}\n"}
+                    await gateway.write(
+                        lambda tx, data=data: store.insert_event(
+                            tx, run=run, event_type=EventType.OUTPUT, message=None, now=now, data=data
+                        )
+                    )
+
+            started = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(writers):
+                    nursery.start_soon(writer)
+            return events / (time.perf_counter() - started)
+
+
+async def termjobs_rate(args: argparse.Namespace) -> dict[str, float]:
+    async with (
+        running_server("--jobs-workers", str(args.runs), "--log-level", "error") as server,
+        server.client() as client,
+    ):
+        body = {
+            "name": "chatty",
+            "runner_type": "program",
+            "runner_config": {
+                "command": sys.executable,
+                "args": ["-c", CHATTY.format(lines=args.lines, pause=args.pause)],
+            },
+            "trigger_type": "manual",
+            "concurrency_policy": "allow",
+            "max_concurrent_runs": args.runs,
+        }
+        (await client.post("/v2/jobs", json=body)).raise_for_status()
+        started = time.perf_counter()
+        ids = [(await client.post("/v2/jobs/chatty/trigger")).json()["id"] for _ in range(args.runs)]
+        for run_id in ids:
+            while (await client.get(f"/v2/runs/{run_id}")).json()["status"] not in ("succeeded", "failed"):
+                await trio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        events = 0
+        for run_id in ids:
+            events += (await client.get(f"/v2/runs/{run_id}/events?limit=1")).json()["total"]
+        return {"events": events, "seconds": elapsed, "rate": events / elapsed}
+
+
+async def main(args: argparse.Namespace) -> None:
+    progress(f"limit: {args.runs} writers inserting events through the gateway")
+    limit = await gateway_limit(args.runs, 40_000)
+    progress(f"termjobs: {args.runs} programs printing {args.lines} lines each")
+    result = await termjobs_rate(args)
+    report(
+        "event ingestion (sqlite)",
+        {
+            "concurrent chatty runs": args.runs,
+            "events persisted": int(result["events"]),
+            "seconds": result["seconds"],
+            "termjobs events persisted/s": result["rate"],
+            "limit: gateway alone events/s": limit,
+            "ratio": f"{result['rate'] / limit:.0%}",
+            "target events/s": TARGET,
+        },
+        as_json=args.json,
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--lines", type=int, default=4000)
+    parser.add_argument("--pause", type=float, default=0.0005, help="seconds between printed lines")
+    parser.add_argument("--json", action="store_true")
+    trio.run(main, parser.parse_args())
