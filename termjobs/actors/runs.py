@@ -230,8 +230,10 @@ class RunTask:
 
     def _emitter(self, run: Run) -> Emit:
         async def emit(event_type: EventType, message: str | None, data: JSONValue | None) -> None:
+            # Queued, not awaited: a run's live events keep their order (one writer)
+            # and are committed before its final state, which is written after them.
             now = self.env.clock.now()
-            await self.env.gateway.write(
+            await self.env.gateway.submit(
                 lambda tx: store.insert_event(
                     tx, run=run, event_type=event_type, message=message, now=now, data=data
                 )

@@ -46,6 +46,7 @@ _TRANSIENT_RETRIES = 5
 @dataclass(eq=False)
 class _Request(Generic[T]):
     op: WriteOp[T]
+    detached: bool = False
     done: trio.Event = field(default_factory=trio.Event)
     result: outcome.Outcome[T] | None = None
     events: list[RunEvent] = field(default_factory=list)
@@ -116,6 +117,17 @@ class Gateway:
         assert request.result is not None
         return request.result.unwrap()
 
+    async def submit(self, op: WriteOp[object]) -> None:
+        """Queue ``op`` for the next group commit without waiting for it (for writes
+        whose result nobody needs, such as live output events). It is committed in
+        order with every other write; a failure is logged. Waits only while the queue
+        is full, which slows a producer down instead of letting memory grow."""
+        request: _Request[object] = _Request(op, detached=True)
+        try:
+            await self._send.send(request)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise Unavailable("storage is closed; the server is shutting down") from None
+
     async def _writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async with self._receive:
@@ -184,6 +196,14 @@ class Gateway:
             request.result = outcome.Error(exc)
             request.events = []
             request.done.set()
+        self._log_detached_failures(batch)
+
+    @staticmethod
+    def _log_detached_failures(batch: list[_Request[Any]]) -> None:
+        failed = [r for r in batch if r.detached and isinstance(r.result, outcome.Error)]
+        if failed:
+            assert isinstance(failed[0].result, outcome.Error)
+            logger.error("%d queued write(s) failed: %s", len(failed), failed[0].result.error)
 
     def _publish_and_answer(self, batch: list[_Request[Any]]) -> None:
         if self._on_commit is not None:
@@ -192,6 +212,7 @@ class Gateway:
                 self._on_commit(events)
         for request in batch:
             request.done.set()
+        self._log_detached_failures(batch)
 
 
 @asynccontextmanager

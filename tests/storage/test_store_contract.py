@@ -291,6 +291,20 @@ async def test_group_commit_isolates_a_failing_write_and_publishes_after_commit(
         assert ids == sorted(ids) and len(ids) == 39
 
 
+async def test_events_written_on_the_fast_path_read_back_exactly(db_url: URL) -> None:
+    moment = dt.datetime(2026, 7, 1, 23, 59, 59, 123_456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    async with open_gateway(db_url) as gw:
+        job = await add_job(gw, make_job("fast"))
+        run = await add_run(gw, make_run(job))
+        written = await gw.write(
+            lambda tx: store.insert_event(
+                tx, run=run, event_type=EventType.OUTPUT, message=None, now=moment, data={"text": "é\n"}
+            )
+        )
+        (read,) = await gw.read(lambda conn: store.events_after(conn, written.id - 1, run_id=run.id))
+    assert read == written and read.created_at == moment and read.data == {"text": "é\n"}
+
+
 async def test_timestamps_keep_microseconds_and_utc(db_url: URL) -> None:
     moment = dt.datetime(2026, 7, 1, 23, 59, 59, 999_999, tzinfo=dt.timezone(dt.timedelta(hours=-7)))
     async with open_gateway(db_url) as gw:
