@@ -21,7 +21,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _server import progress, report, running_server
+from _server import postgres_schema, progress, report, running_server
 
 JOBS = 10  # spread over several jobs: one job admits at most 1000 active runs
 
@@ -106,7 +106,11 @@ async def main(args: argparse.Namespace) -> None:
     progress(f"limit: {args.runs} bare trio.run_process(['true']) at concurrency {args.workers}")
     limit = await process_limit(args.runs, args.workers)
     progress(f"termjobs: {args.runs} runs, --jobs-workers {args.workers}, db {args.db or 'sqlite'}")
-    result = await termjobs_rate(args.runs, args.workers, args.clients, args.db)
+    if args.db and args.db.startswith("postgres"):
+        with postgres_schema(args.db) as url:
+            result = await termjobs_rate(args.runs, args.workers, args.clients, url)
+    else:
+        result = await termjobs_rate(args.runs, args.workers, args.clients, args.db)
     report(
         f"run throughput ({args.db.split(':')[0] if args.db else 'sqlite'})",
         {
