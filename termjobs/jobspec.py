@@ -17,6 +17,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from termjobs.errors import InvalidRequest
+from termjobs.jsontypes import json_type_name
 from termjobs.model import (
     ConcurrencyPolicy,
     Job,
@@ -120,19 +121,6 @@ def decode_body(raw: bytes) -> dict[str, JSONValue]:
 
 def _reject_constant(name: str) -> JSONValue:
     raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
-
-
-def json_type_name(value: JSONValue) -> str:
-    """``object``, ``array``, ``string``, ``number``, ``boolean`` or ``null``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 _TYPE_HINTS: Final = {

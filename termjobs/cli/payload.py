@@ -13,6 +13,8 @@ from typing import Any, Final, cast
 
 import yaml
 
+from termjobs.jsontypes import json_type_name
+
 _TIMESTAMP_TAG: Final = "tag:yaml.org,2002:timestamp"
 
 
@@ -105,17 +107,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def _kind(value: Any) -> str:
-    # Not termjobs.jobspec.json_type_name: importing jobspec would load pydantic and
-    # croniter at every CLI start.
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array"
+    name = json_type_name(value)
+    return name if name == "null" else ("an " if name[0] in "ao" else "a ") + name
 
 
 def _key_text(key: Any) -> str:
