@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import assert_never
 
@@ -115,7 +115,15 @@ class JobActor:
     arrives. This keeps memory proportional to busy jobs, not to all jobs.
     """
 
-    def __init__(self, job: Job, env: RunEnv, *, runs: Sequence[Run] = (), hibernate: bool = False) -> None:
+    def __init__(
+        self,
+        job: Job,
+        env: RunEnv,
+        *,
+        runs: Sequence[Run] = (),
+        hibernate: bool = False,
+        closing: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._job = job
         self._trigger: Trigger
         try:
@@ -136,6 +144,7 @@ class JobActor:
         self._fire_retry_at: float | None = None
         self._fire_backoff = 0.0
         self._hibernate = hibernate
+        self._service_closing = closing
         self._wait_scope: trio.CancelScope | None = None
         self.deleted = False
         self.hibernated = False
@@ -157,6 +166,8 @@ class JobActor:
             for run in self._initial_runs:
                 self._spawn(run)
             task_status.started()
+            if self._service_closing():
+                self.stop_firing()  # started while the service was shutting down
             try:
                 with self._loop_scope:
                     await self._loop()
@@ -204,23 +215,24 @@ class JobActor:
             wake = self._fire_retry_at
         else:
             wake = deadline_or_inf(self._env.clock, self._job.next_run_at if self._job.enabled else None)
-        idle_until = trio.current_time() + HIBERNATE_IDLE_S if self._may_hibernate(wake) else math.inf
+        idle_until = trio.current_time() + HIBERNATE_IDLE_S if self._may_hibernate() else math.inf
         with trio.move_on_at(min(wake, idle_until)) as scope:
             self._wait_scope = scope
             return await self._inbox.receive()
         self._wait_scope = None
-        if trio.current_time() >= idle_until and self._may_hibernate(wake):
+        if trio.current_time() >= idle_until and self._may_hibernate():
             return _HIBERNATE
         return None
 
-    def _may_hibernate(self, wake: float) -> bool:
-        return (
-            self._hibernate
-            and not self._runs
-            and not self._stopping
-            and self._fire_retry_at is None
-            and wake - trio.current_time() > HIBERNATE_HORIZON_S
-        )
+    def _may_hibernate(self) -> bool:
+        if not self._hibernate or self._runs or self._stopping or self._fire_retry_at is not None:
+            return False
+        job = self._job
+        if not job.enabled or job.next_run_at is None:
+            return True
+        # Wall time, not the wake-up deadline: a real clock caps deadlines (30 s) so
+        # that clock jumps are noticed, which says nothing about when the job fires.
+        return (job.next_run_at - self._env.clock.now()).total_seconds() > HIBERNATE_HORIZON_S
 
     def _nudge(self) -> None:
         """Make the loop re-evaluate its wake-up (e.g. the last run just ended)."""
@@ -254,9 +266,11 @@ class JobActor:
     def _close_mailbox(self) -> None:
         """Refuse new messages and answer those still waiting, so no caller hangs."""
         self.mailbox.close()
-        gone: Exception = JobNotFound() if self.deleted else Unavailable("the server is shutting down")
-        if self.hibernated:
-            gone = ActorGone()
+        gone: Exception = ActorGone()  # hibernating or crashed: the supervisor sends it again
+        if self.deleted:
+            gone = JobNotFound()
+        elif self._stopping:
+            gone = Unavailable("the server is shutting down")
         while True:
             try:
                 self._inbox.receive_nowait().reply.fail(gone)

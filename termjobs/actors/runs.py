@@ -15,6 +15,7 @@ crashed), the run is recorded as ``failed`` / ``worker_lost``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -22,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
 import trio
 
 from termjobs.clock import Clock, sleep_until
@@ -137,10 +139,14 @@ class RunTask:
             finally:
                 self.handle.done.set()
 
-    async def _write_final(self, op: WriteOp[Run | None]) -> Run | None:
+    async def _write_final(
+        self, op: WriteOp[Run | None], *, fallback: WriteOp[Run | None] | None = None
+    ) -> Run | None:
         """Write a final state even while being cancelled: shielded, and retried with
-        backoff for up to ``finalize_timeout`` if storage fails. If it never succeeds the
-        run stays non-terminal in storage and the next start's crash recovery ends it."""
+        backoff for up to ``finalize_timeout`` while storage fails. A write that storage
+        refuses for good (not a transient error) is replaced by ``fallback`` (the same
+        final state without its output). If nothing succeeds the run stays non-terminal
+        in storage and the next start's crash recovery ends it."""
         deadline = trio.current_time() + self.env.finalize_timeout
         delay = 0.1
         with trio.CancelScope(shield=True):
@@ -150,6 +156,12 @@ class RunTask:
                         return await self.env.gateway.write(op)
                 except (trio.TooSlowError, Unavailable):
                     break
+                except sa.exc.DBAPIError as exc:
+                    transient = isinstance(exc, sa.exc.OperationalError)
+                    logger.error("run %s: could not record its final state: %s", self.handle.run.id, exc)
+                    if not transient and fallback is not None:
+                        op, fallback = fallback, None
+                        continue
                 except Exception:
                     logger.exception("run %s: could not record its final state", self.handle.run.id)
                 if trio.current_time() + delay > deadline:
@@ -245,7 +257,10 @@ class RunTask:
         outcome = decide(job, result, self.handle.stop.reason)
         now = self.env.clock.now()
         retry = plan_retry(self._current_job(), run, outcome.status, now, self.env.rng)
-        final = await self._write_final(lambda tx: runops.finish_run(tx, run, outcome, now=now, retry=retry))
+        final = await self._write_final(
+            lambda tx: runops.finish_run(tx, run, outcome, now=now, retry=retry),
+            fallback=lambda tx: runops.finish_run(tx, run, _without_output(outcome), now=now, retry=retry),
+        )
         self.handle.final = final or run
         if final is not None and retry is not None and final.status is not RunStatus.CANCELLED:
             self._on_retry(retry.run)
@@ -260,6 +275,18 @@ class RunTask:
         )
         now = self.env.clock.now()
         self.handle.final = await self._write_final(lambda tx: runops.finish_run(tx, run, outcome, now=now))
+
+
+def _without_output(outcome: runops.Outcome) -> runops.Outcome:
+    note = "the run's output could not be stored"
+    return dataclasses.replace(
+        outcome,
+        stdout=None,
+        stderr=None,
+        thinking=None,
+        response=None,
+        error=f"{outcome.error}; {note}" if outcome.error else note,
+    )
 
 
 def _kill_grace(job: Job) -> float:

@@ -81,10 +81,12 @@ class Supervisor:
         self._timers: list[tuple[dt.datetime, int, str]] = []
         self._timer_seq = itertools.count()
         self._timers_changed = trio.Event()
+        self._stale_timers = 0
         self.faulted: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
         self._waker_scope = trio.CancelScope()
         self._closing = False
+        self._closing_event = trio.Event()
         self._closed = trio.Event()
         self.recovered = 0
 
@@ -174,6 +176,7 @@ class Supervisor:
         raise Unavailable(f"the server did not answer within {within:g}s; try again")
 
     async def _awake_actor(self, job_id: str, message: JobMessage) -> JobActor | None:
+        failures = 0
         while True:
             if self._closing:
                 raise Unavailable("the server is shutting down")
@@ -184,11 +187,18 @@ class Supervisor:
                 return entry.actor
             if entry.waking is not None:
                 await entry.waking.wait()
+                if entry.actor is None and self._entries.get(job_id) is entry:
+                    failures += 1  # the activation failed (storage?): back off, then retry
+                    await trio.sleep(min(1.0, 0.05 * 2**failures))
             elif job_id in self.faulted:
                 await self._without_actor(job_id, message)
                 return None
             else:
-                await self._activate([job_id])
+                # Started in the supervisor's nursery, not in this request: a caller
+                # that gives up must not abort the activation half-way.
+                entry.waking = trio.Event()
+                assert self._nursery is not None
+                self._nursery.start_soon(self._activate_claimed, [entry])
 
     async def _without_actor(self, job_id: str, message: JobMessage) -> None:
         if not isinstance(message, DeleteJob):
@@ -219,6 +229,7 @@ class Supervisor:
     async def shutdown(self, grace: float) -> None:
         """Stop firing, give running runs ``grace`` seconds, then stop them."""
         self._closing = True
+        self._closing_event.set()
         self._waker_scope.cancel()
         actors = self._actors()
         for actor in actors:
@@ -250,10 +261,23 @@ class Supervisor:
         entries = [
             e for e in (self._entries.get(i) for i in job_ids) if e and e.actor is None and not e.waking
         ]
+        for entry in entries:
+            entry.waking = trio.Event()
+        await self._activate_claimed(entries)
+
+    async def _activate_claimed(self, entries: list[_Entry]) -> None:
+        """Start actors for entries whose ``waking`` event the caller has set up.
+
+        Whatever happens, ``waking`` is set at the end; an entry that did not get an
+        actor (storage failed, shutdown) keeps its timer so its next fire still comes.
+        """
         if not entries or self._nursery is None:
             return
+        timers = {entry.job_id: entry.wake_at for entry in entries}
         for entry in entries:
-            entry.waking, entry.wake_at = trio.Event(), None
+            if entry.wake_at is not None:
+                entry.wake_at = None
+                self._stale_timers += 1
         ids = [entry.job_id for entry in entries]
         try:
             jobs = await self._env.gateway.read(lambda conn: store.get_jobs(conn, ids))
@@ -268,18 +292,33 @@ class Supervisor:
             for job in jobs:
                 if not self._closing:
                     await self._nursery.start(self._supervise, job, by_job[job.id])
+        except Exception:
+            logger.exception("could not start %d job actor(s)", len(entries))
         finally:
             for entry in entries:
+                at = timers[entry.job_id]
+                kept = self._entries.get(entry.job_id) is entry and entry.actor is None
+                if kept and at is not None and entry.wake_at is None:
+                    self._push_timer(entry, at)
                 waking, entry.waking = entry.waking, None
                 if waking is not None:
                     waking.set()
 
     def _push_timer(self, entry: _Entry, at: dt.datetime) -> None:
+        if self._stale_timers > 1000 and self._stale_timers > len(self._timers) // 2:
+            self._rebuild_timers()
         entry.wake_at = at
         was_first = not self._timers or at < self._timers[0][0]
         heapq.heappush(self._timers, (at, next(self._timer_seq), entry.job_id))
         if was_first:
             self._timers_changed.set()
+
+    def _rebuild_timers(self) -> None:
+        """Drop heap entries that no longer count (jobs woken or deleted since)."""
+        self._timers = [t for t in self._timers if (e := self._entries.get(t[2])) and e.wake_at == t[0]]
+        heapq.heapify(self._timers)
+        self._stale_timers = 0
+        self._timers_changed.set()
 
     def _pop_due(self) -> list[str]:
         """Jobs whose hibernation ends now (stale heap entries are skipped)."""
@@ -320,7 +359,9 @@ class Supervisor:
         crashes: deque[float] = deque()
         status: trio.TaskStatus[None] = task_status
         while True:
-            actor = JobActor(job, self._env, runs=runs, hibernate=self._hibernate)
+            actor = JobActor(
+                job, self._env, runs=runs, hibernate=self._hibernate, closing=lambda: self._closing
+            )
             entry.actor = actor
             try:
                 await actor.run(task_status=status)
@@ -372,7 +413,8 @@ class Supervisor:
         """
         delay = min(30.0, 0.5 * 2 ** (crashes - 1))
         while True:
-            await trio.sleep(delay)
+            with trio.move_on_after(delay):
+                await self._closing_event.wait()  # shutdown does not wait out a backoff
             if self._closing:
                 return None
             try:

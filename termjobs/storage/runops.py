@@ -221,17 +221,23 @@ def finish_run(
     return final
 
 
+def storable(text: str | None) -> str | None:
+    """``text`` without NUL characters, which PostgreSQL text columns refuse (a program
+    may print anything); each becomes U+FFFD, as undecodable bytes do."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
+
+
 def _outcome_fields(outcome: Outcome, now: dt.datetime) -> dict[str, Any]:
     return {
         "finished_at": now,
         "exit_reason": outcome.exit_reason,
-        "error": outcome.error,
+        "error": storable(outcome.error),
         "exit_code": outcome.exit_code,
-        "stdout": outcome.stdout,
-        "stderr": outcome.stderr,
-        "thinking": outcome.thinking,
-        "response": outcome.response,
-        "session_id": outcome.session_id,
+        "stdout": storable(outcome.stdout),
+        "stderr": storable(outcome.stderr),
+        "thinking": storable(outcome.thinking),
+        "response": storable(outcome.response),
+        "session_id": storable(outcome.session_id),
         "truncated": outcome.truncated,
         "turn_count": outcome.turn_count,
         "input_tokens": outcome.input_tokens,

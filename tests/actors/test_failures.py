@@ -11,10 +11,10 @@ import trio
 import trio.testing
 from sqlalchemy.engine import URL
 
-from termjobs.actors.job import JobActor
+from termjobs.actors.job import HIBERNATE_IDLE_S, JobActor
 from termjobs.model import ExitReason, RunStatus
 from termjobs.storage.gateway import Gateway
-from tests.helpers import at, cron_body, harness, job_body
+from tests.helpers import Harness, at, cron_body, harness, job_body
 
 Write = Callable[..., Any]
 
@@ -180,3 +180,91 @@ async def test_shutdown_completes_even_if_an_actor_just_crashed(
         async with harness(sqlite_url) as h:
             await h.create(cron_body("tick", "* * * * *"))
             await trio.sleep(60.2)  # crashed; its restart is pending
+
+
+async def _hibernated_hourly(h: Harness) -> str:
+    job = await h.create(cron_body("hourly", "0 * * * *"))
+    await trio.sleep(HIBERNATE_IDLE_S + 1)
+    assert h.services.supervisor.awake_count == 0
+    return job.id
+
+
+async def test_a_request_given_up_while_waking_a_job_does_not_lose_its_schedule(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(sqlite_url) as h:
+        job_id = await _hibernated_hourly(h)
+        with trio.move_on_after(0):  # the client went away during the wake-up
+            await h.update(job_id, {"labels": {"a": "b"}})
+        await trio.sleep(3 * 3600)
+        assert len(await h.runs(job_id)) == 3
+
+
+async def test_a_storage_error_while_waking_a_job_does_not_lose_its_schedule(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with harness(sqlite_url) as h:
+        job_id = await _hibernated_hourly(h)
+        original = Gateway.read
+        failures = {"left": 1}
+
+        async def read(self: Gateway, op: Any) -> Any:
+            if failures["left"]:
+                failures["left"] -= 1
+                raise sa.exc.OperationalError("SELECT", {}, Exception("disk I/O error"))
+            return await original(self, op)
+
+        monkeypatch.setattr(Gateway, "read", read)
+        updated = await h.update(job_id, {"labels": {"a": "b"}})  # the wake-up is retried
+        assert updated.labels == {"a": "b"}
+        await trio.sleep(3 * 3600)
+        assert len(await h.runs(job_id)) == 3
+
+
+async def test_requests_waiting_at_a_crash_are_answered_by_the_restarted_actor(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with harness(sqlite_url) as h:
+        job = await h.create(job_body("m"))
+        actor = h.services.supervisor._entries[job.id].actor
+        assert actor is not None and actor._nursery is not None
+        original = JobActor._update
+
+        async def slow_update(self: JobActor, body: dict[str, object]) -> Any:
+            await trio.sleep(1)
+            return await original(self, body)
+
+        async def crash() -> None:
+            await trio.sleep(0.5)
+            raise RuntimeError("a bug in the actor")
+
+        monkeypatch.setattr(JobActor, "_update", slow_update)
+        answers: list[object] = []
+
+        async def update(i: int) -> None:
+            try:
+                answers.append((await h.update(job.id, {"labels": {"i": i}})).labels)
+            except Exception as exc:
+                answers.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            actor._nursery.start_soon(crash)
+            for i in range(3):
+                nursery.start_soon(update, i)
+        # the one being handled when the crash hit fails; the queued ones are re-sent
+        assert sum(isinstance(a, dict) for a in answers) >= 2, answers
+        assert not h.services.supervisor.faulted
+
+
+async def test_shutdown_does_not_wait_out_a_restart_backoff(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def fire_due(self: JobActor) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(JobActor, "_fire_due", fire_due)
+    async with harness(sqlite_url) as h:
+        await h.create(cron_body("tick", "* * * * *"))
+        await trio.sleep(4 * 60 + 1)  # four crashes: the next backoff is 4 s
+        stopping = trio.current_time()
+    assert trio.current_time() - stopping < 1

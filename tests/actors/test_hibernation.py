@@ -33,6 +33,19 @@ async def test_idle_actors_hibernate_and_wake_before_their_fire(
         assert (await h.wait_final(triggered.id)).status is RunStatus.SUCCEEDED
 
 
+async def test_scheduled_jobs_hibernate_under_a_clock_that_caps_its_sleeps(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The real clock wakes sleepers at least every 30 s (to notice clock jumps).
+    async with harness(sqlite_url, max_sleep=30) as h:
+        job = await h.create(cron_body("daily", "0 3 * * *"))
+        await trio.sleep(HIBERNATE_IDLE_S + 31)
+        assert h.services.supervisor.awake_count == 0
+        await trio.sleep(15 * 3600)  # past 03:00 the next day
+        (run,) = await h.runs(job.id)
+        assert run.started_at == at("2026-03-02T03:00:00Z")
+
+
 async def test_requests_racing_with_hibernation_are_never_lost(
     sqlite_url: URL, autojump_clock: trio.testing.MockClock
 ) -> None:

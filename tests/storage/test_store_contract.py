@@ -186,6 +186,20 @@ async def test_finishing_a_cancel_requested_run_forces_cancelled_and_no_retry(db
         assert await gw.read(lambda conn: store.get_run(conn, retry.run.id)) is None
 
 
+async def test_nul_characters_in_output_are_stored_as_replacement_characters(db_url: URL) -> None:
+    # A program may print NUL bytes; PostgreSQL text columns refuse them.
+    async with open_gateway(db_url) as gw:
+        job = await add_job(gw, make_job("nul"))
+        run = await add_run(gw, make_run(job))
+        running = await gw.write(lambda tx: runops.start_run(tx, run, worker_id="w", now=EPOCH))
+        assert running is not None
+        outcome = runops.Outcome(
+            RunStatus.SUCCEEDED, ExitReason.NATURAL_COMPLETION, stdout="a\x00b\n", exit_code=0
+        )
+        final = await gw.write(lambda tx: runops.finish_run(tx, running, outcome, now=EPOCH))
+        assert final is not None and final.stdout == "a\ufffdb\n" and final.status is RunStatus.SUCCEEDED
+
+
 async def test_run_listing_order_summary_and_last_runs(db_url: URL) -> None:
     async with open_gateway(db_url) as gw:
         a = await add_job(gw, make_job("a"))
