@@ -79,7 +79,9 @@ class RetentionActor:
             lambda conn: store.expired_run_ids(conn, before=before, limit=self._batch)
         )
         over_cap = 0
-        for job_id in await self._gateway.read(lambda conn: store.jobs_over_run_cap(conn, cap=self._cap)):
+        for job_id in await self._gateway.read(
+            lambda conn: store.jobs_over_run_cap(conn, cap=self._cap), heavy=True
+        ):
             deleted, more = await self._drain(
                 partial(store.runs_beyond_cap, job_id=job_id, cap=self._cap, limit=self._batch)
             )
@@ -100,7 +102,7 @@ class RetentionActor:
 
     async def _drain(self, find: store.ReadIds) -> tuple[int, int]:
         deleted = batches = 0
-        while ids := await self._gateway.read(find):
+        while ids := await self._gateway.read(find, heavy=True):
             deleted += await self._gateway.write(partial(store.delete_terminal_runs, run_ids=ids))
             batches += 1
             if len(ids) < self._batch:

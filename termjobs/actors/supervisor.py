@@ -112,7 +112,7 @@ class Supervisor:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await self._recover()
-            index = await self._env.gateway.read(store.schedule_index)
+            index = await self._env.gateway.read(store.schedule_index, heavy=True)
             runs = await self._env.gateway.read(lambda conn: store.active_runs(conn))
             busy = {run.job_id for run in runs}
             now = self._env.clock.now()

@@ -3,7 +3,9 @@
 ``follow_run`` prints a run's timeline and then its events as they happen, until the
 run ends. ``watch`` prints every event (or one job's) until interrupted. Both resume
 with ``since_id`` after a dropped connection, a lagged close (4408) or a server
-restart, so nothing is missed and nothing is shown twice.
+restart, so nothing is missed and nothing is shown twice. A watch opened "from now"
+learns where now is from the handshake (``Termjobs-Since-Id``) and resumes from there
+even when the connection drops before its first event.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ if TYPE_CHECKING:  # imported where used: `term-llm jobs` starts faster without 
 TERMINAL: Final = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped"})
 #: Close codes after which reconnecting (with since_id) is the right move.
 RESUMABLE: Final = frozenset({1001, 1006, 1011, 1012, 4408})
+_BACKOFF_MIN_S = 0.2
 _BACKOFF_MAX_S = 5.0
 _CLOSE_WAIT_S = 2.0
+SINCE_ID_HEADER: Final = b"termjobs-since-id"
 _TOKEN_HINT: Final = "pass --token or set TERM_LLM_JOBS_TOKEN (the token `term-llm serve` printed)"
 
 OnEvent = Callable[[RunEvent], Awaitable[None]]
@@ -93,16 +97,16 @@ async def follow(
     closes after its terminal event) or, with ``until_terminal`` false, forever."""
     import trio_websocket
 
-    delay, connected_once = 0.2, False
+    delay, connected_once = _BACKOFF_MIN_S, False
     while True:
         since = cursor.since_id if connected_once else query.get("since_id")
         url = stream_url(settings, path, {**query, "since_id": since})
         try:
-            code, reason = await _pump(settings, url, cursor, on_event)
+            code, reason, delivered = await _pump(settings, url, cursor, on_event)
         except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
             if not connected_once:
                 raise ApiError(f"cannot open the event stream at {url}: {_describe(exc)}") from None
-            code, reason = 1006, str(exc)
+            code, reason, delivered = 1006, str(exc), False
         connected_once = True
         if code == 1000 and (until_terminal or cursor.last_type in TERMINAL):
             return
@@ -112,20 +116,33 @@ async def follow(
             raise ApiError(reason or "not found")
         if code not in RESUMABLE and code != 1000:
             raise ApiError(f"the event stream closed ({code}): {reason}")
-        await trio.sleep(delay)  # dropped, lagged or server restarting: resume where we were
+        # Dropped, lagged or server restarting: resume where we were. A connection that
+        # delivered events was healthy, so the next wait starts short again.
+        delay = _BACKOFF_MIN_S if delivered else delay
+        await trio.sleep(delay)
         delay = min(delay * 2, _BACKOFF_MAX_S)
 
 
-async def _pump(settings: ClientSettings, url: str, cursor: Cursor, on_event: OnEvent) -> tuple[int, str]:
+async def _pump(
+    settings: ClientSettings, url: str, cursor: Cursor, on_event: OnEvent
+) -> tuple[int, str, bool]:
+    """Deliver events until the server closes: its close code and reason, and whether
+    any event came through."""
     import trio_websocket
 
+    delivered = False
     async with open_stream(settings, url) as ws:
+        start = dict(ws.handshake_headers).get(SINCE_ID_HEADER)
+        if start is not None and start.isdigit():
+            cursor.since_id = max(cursor.since_id, int(start))  # where "now" was
         while True:
             try:
                 message = await ws.get_message()
             except trio_websocket.ConnectionClosed as closed:
                 reason = closed.reason
-                return (reason.code, reason.reason or "") if reason else (1006, "")
+                code, text = (reason.code, reason.reason or "") if reason else (1006, "")
+                return code, text, delivered
+            delivered = True
             event: RunEvent = json.loads(message)
             if event["id"] <= cursor.since_id:
                 continue

@@ -377,11 +377,17 @@ async def watch(opts: Options, ref: str | None, since_id: int | None) -> None:
             prefix = f"{names[job_id]} {event['run_id']} "
             echo(opts, "".join(prefix + line + "\n" for line in render.event_lines(event, opts.style)))
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_interrupt, nursery.cancel_scope)  # Ctrl-C ends a watch: exit 0
-            cursor = Cursor(since_id or 0)
-            await follow(opts.settings, "/v2/events/stream", query, cursor, show, until_terminal=False)
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_interrupt, nursery.cancel_scope)  # Ctrl-C: exit 0
+                cursor = Cursor(since_id or 0)
+                await follow(opts.settings, "/v2/events/stream", query, cursor, show, until_terminal=False)
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # A refused token or a deleted job is reported like any other API error.
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], ApiError):
+                raise group.exceptions[0] from None
+            raise
 
 
 async def _stop_on_interrupt(scope: trio.CancelScope) -> None:

@@ -65,7 +65,7 @@ def register(app: Quart, services: Services) -> None:
             result = store.list_jobs(conn, limit=page.limit, offset=page.offset, filters=filters)
             return result, store.last_runs(conn, [job.id for job in result.items])
 
-        result, last = await gateway.read(query)
+        result, last = await gateway.read(query, heavy=True)  # counts every match
         items = [wire.job_json(job, last_run=last.get(job.id)) for job in result.items]
         return json_response(
             wire.list_envelope(items, total=result.total, offset=page.offset, limit=page.limit)

@@ -50,7 +50,7 @@ def register(app: Quart, services: Services) -> None:
                 conn, limit=page.limit, offset=page.offset, job_id=job_id, statuses=statuses, full=full
             )
 
-        result = await gateway.read(query)
+        result = await gateway.read(query, heavy=True)  # counts every match
         items = [wire.run_json(run, full=full) for run in result.items]
         return json_response(
             wire.list_envelope(items, total=result.total, offset=page.offset, limit=page.limit)
@@ -73,7 +73,7 @@ def register(app: Quart, services: Services) -> None:
                 return None
             return store.list_events(conn, run_id, since_id=since_id, limit=page.limit, offset=page.offset)
 
-        result = await gateway.read(query)
+        result = await gateway.read(query, heavy=True)  # counts every match
         if result is None:
             raise RunNotFound()
         items = [wire.event_json(event) for event in result.items]

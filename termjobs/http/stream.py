@@ -4,7 +4,9 @@
   ``id > N``, then streams new ones as they are committed, and closes normally (1000)
   after the run's terminal event.
 * ``/v2/events/stream?job_id=&since_id=N`` does the same for every run (or one job's,
-  by id or name) until the client leaves; without ``since_id`` it starts from now.
+  by id or name) until the client leaves; without ``since_id`` it starts from now, and
+  the handshake response says where "now" is (``Termjobs-Since-Id``), so a client that
+  loses the connection before its first event can resume from there without a gap.
 
 Each message is one run-event object plus ``job_id``. The subscription is opened
 *before* the replay and live events already replayed are skipped by id, so there is no
@@ -38,6 +40,8 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_LAGGED = 4408
 
 REPLAY_PAGE = 1000
+#: Handshake response header of a firehose opened without since_id: the id it starts after.
+SINCE_ID_HEADER = "Termjobs-Since-Id"
 
 TERMINAL_EVENTS = frozenset(
     {EventType.SUCCEEDED, EventType.FAILED, EventType.TIMED_OUT, EventType.CANCELLED, EventType.SKIPPED}
@@ -65,33 +69,38 @@ def register(app: Quart, services: Services) -> None:
 
 
 async def _serve(services: Services, *, run_id: str | None) -> None:
-    await websocket.accept()
+    now: int | None = None
+    if run_id is None and "since_id" not in websocket.args and _is_authorised(services):
+        # No since_id on the firehose means "from now on": replaying the whole history
+        # by default could mean millions of events. "Now" is told to the client.
+        now = await services.gateway.read(store.max_event_id)
+    await websocket.accept(headers={SINCE_ID_HEADER: str(now)} if now is not None else None)
     try:
         _authorise(services)
-        since_id = _since_id()
+        since_id = _since_id() if now is None else now
         if run_id is not None:
             await _stream_run(services, run_id, since_id)
         else:
             job_id = await _job_filter(services)
-            if "since_id" not in websocket.args:
-                # No since_id on the firehose means "from now on": replaying the whole
-                # history by default could mean millions of events.
-                since_id = await services.gateway.read(store.max_event_id)
             await _stream_all(services, job_id, since_id)
     except _Closed as closed:
         await websocket.close(closed.code, closed.reason)
 
 
-def _authorise(services: Services) -> None:
+def _is_authorised(services: Services) -> bool:
     token = services.settings.token
     if services.settings.auth == "none":
-        return
+        return True
     presented = presented_token(
         websocket.headers.get("Authorization", ""),
         websocket.headers.get("x-api-key", ""),
         websocket.args.get("token", ""),
     )
-    if token is None or not token_matches(token, presented):
+    return token is not None and token_matches(token, presented)
+
+
+def _authorise(services: Services) -> None:
+    if not _is_authorised(services):
         raise _Closed(CLOSE_UNAUTHORIZED, "invalid authentication credentials")
 
 
@@ -148,7 +157,7 @@ async def _replay(
     def page(conn: sa.Connection) -> list[RunEvent]:
         return store.events_after(conn, last, run_id=run_id, job_id=job_id, limit=REPLAY_PAGE)
 
-    while events := await services.gateway.read(page):
+    while events := await services.gateway.read(page, heavy=True):
         for event in events:
             await _send(event)
             finished = finished or event.event_type in TERMINAL_EVENTS

@@ -119,30 +119,36 @@ class LiveOutput:
         await self._write_pending(partial=True)
 
     async def _write_pending(self, *, partial: bool) -> None:
-        if self._dropped:
-            dropped, self._dropped = self._dropped, 0
+        # Text leaves the buffer only once it was handed on: a write cancelled by the
+        # end of the run leaves it for close() (feed() only ever appends meanwhile).
+        if dropped := self._dropped:
             await self._emit(
                 "stderr",
                 f"[termjobs: {dropped} bytes of live output dropped because storage fell behind; "
                 "the run's stdout/stderr keep them]\n",
             )
-        for stream, text in self._pending.items():
+            self._dropped -= dropped
+        for stream in list(self._pending):
+            text = self._pending[stream]
             cut = len(text) if partial or len(text) >= FLUSH_BYTES else text.rfind("\n") + 1
             if cut:
-                self._pending[stream] = text[cut:]
                 await self._emit(stream, text[:cut])
+                self._pending[stream] = self._pending[stream][cut:]
 
     async def _emit(self, stream: str, text: str) -> None:
-        if self._live_left <= 0:
+        size, over_limit = len(text.encode("utf-8")), self._live_left <= 0
+        if over_limit:
             if self._limit_noted:
                 return
-            self._limit_noted = True
             text = "[termjobs: live output limit reached; the rest is kept only in the run's stdout/stderr]\n"
-        else:
-            self._live_left -= len(text.encode("utf-8"))
         try:
             await self._publish(stream, text)
         except Exception:
             if not self._failed:
                 self._failed = True
                 logger.exception("could not store live output; the run continues")
+        # Counted once handed on (or given up on); a cancelled write changes nothing.
+        if over_limit:
+            self._limit_noted = True
+        else:
+            self._live_left -= size

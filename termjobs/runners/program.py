@@ -22,7 +22,7 @@ import os
 import secrets
 import signal
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 
 import trio
@@ -134,7 +134,7 @@ class Sweeper:
     """
 
     def __init__(self) -> None:
-        self._pending: dict[str, int] = {}
+        self._pending: set[str] = set()
         self._wake = trio.Event()
         self._serving = False
 
@@ -146,17 +146,21 @@ class Sweeper:
                 await self._wake.wait()
                 await trio.sleep(SWEEP_BATCH_S)  # let more finished runs join this scan
                 self._wake = trio.Event()
-                batch, self._pending = self._pending, {}
+                batch, self._pending = self._pending, set()
                 await trio.to_thread.run_sync(kill_marked_processes_many, batch)
         finally:
             self._serving = False
+            if self._pending:  # shutting down: runs that finished in the last batch window
+                batch, self._pending = self._pending, set()
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(kill_marked_processes_many, batch)
 
-    async def sweep(self, marker: str, after_pid: int) -> None:
+    async def sweep(self, marker: str) -> None:
         """Kill what still carries ``marker`` (now, or with the next batched scan)."""
         if not self._serving:
-            await trio.to_thread.run_sync(kill_marked_processes_many, {marker: after_pid})
+            await trio.to_thread.run_sync(kill_marked_processes_many, {marker})
             return
-        self._pending[marker] = after_pid
+        self._pending.add(marker)
         self._wake.set()
 
 
@@ -225,7 +229,7 @@ class _Execution:
     async def _reap_descendants(self) -> None:
         _signal_group(self.proc.pid, signal.SIGKILL)
         if self.sweep is not None:
-            await self.sweep.sweep(self.marker, self.proc.pid)
+            await self.sweep.sweep(self.marker)
 
     async def _hard_cleanup(self) -> None:
         """Last line of defence when the run itself was cancelled mid-flight."""
@@ -234,7 +238,7 @@ class _Execution:
             with trio.move_on_after(5):
                 await self.proc.wait()
             if self.sweep is not None:
-                await self.sweep.sweep(self.marker, self.proc.pid)
+                await self.sweep.sweep(self.marker)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 await stream.aclose()
@@ -273,19 +277,19 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def kill_marked_processes_many(markers: Mapping[str, int]) -> int:
+def kill_marked_processes_many(markers: Collection[str]) -> int:
     """SIGKILL every process whose environment carries ``MARKER_ENV=<marker>`` for one
-    of ``markers`` (marker -> the pid of its run's program).
+    of ``markers``.
 
     Catches descendants that started their own session (daemons) and so escaped the
-    process-group kill. Descendants are younger than their run's process, so only pids
-    above the smallest given pid are read (all of them once pids have wrapped around).
-    Linux only; returns how many processes were signalled.
+    process-group kill. Every process is read: a descendant's pid says nothing about
+    its age once pids have wrapped around. Linux only; returns how many processes were
+    signalled.
     """
     if not markers:
         return 0
     needles = {f"{MARKER_ENV}={marker}".encode() for marker in markers}
-    killed = _kill_matching(needles.__contains__, after_pid=min(markers.values()))
+    killed = _kill_matching(needles.__contains__)
     if killed:
         logger.info("killed %d escaped process(es) of finished runs", killed)
     return killed
@@ -302,13 +306,11 @@ def kill_orphans(run_ids: Iterable[str]) -> int:
     return killed
 
 
-def _kill_matching(matches: Callable[[bytes], bool], *, after_pid: int = 0) -> int:
+def _kill_matching(matches: Callable[[bytes], bool]) -> int:
     killed, me = 0, os.getpid()
     pids = [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
-    if after_pid and max(pids, default=0) < after_pid:
-        after_pid = 0  # pids wrapped around since the run started: read them all
     for pid in pids:
-        if pid == me or pid <= after_pid:
+        if pid == me:
             continue
         try:
             with open(f"/proc/{pid}/environ", "rb") as fh:

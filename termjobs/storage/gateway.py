@@ -1,10 +1,12 @@
 """Async access to the synchronous store.
 
 * **Writes** go through one writer task. It takes every request waiting in its queue,
-  runs them in a single transaction (each under its own SAVEPOINT, so one failing
-  request does not undo the others), commits once, and then answers each request:
-  *group commit*. The single writer also means SQLite never sees two writers.
-* **Reads** run on a small pool of reader connections.
+  runs them in a single transaction, commits once, and then answers each request:
+  *group commit*. If one request fails, the batch is rolled back and every request
+  runs again in a transaction of its own, so a failing request never undoes the
+  others. Transient errors (a lock, a lost connection) are retried with backoff. The
+  single writer also means SQLite never sees two writers.
+* **Reads** run on a small pool of reader connections (see :meth:`Gateway.read`).
 * Both run in worker threads (SQLAlchemy's async engine does not support trio). In
   ``inline`` mode (tests under a virtual clock) they run on the trio thread instead,
   so trio's ``MockClock`` never jumps while a query is in flight.
@@ -84,15 +86,16 @@ class Gateway:
 
     # -------------------------------------------------------------------- reads
 
-    async def read(self, op: ReadOp[T]) -> T:
+    async def read(self, op: ReadOp[T], *, heavy: bool = False) -> T:
         """Run ``op`` on a reader connection inside one (read) transaction.
 
-        On SQLite, reads run on the event-loop thread: a WAL read never waits for the
-        writer, and an in-process query costs less than the hop to a worker thread
-        (Python cannot run the two at once anyway). PostgreSQL reads, which wait on
-        the network, run in the reader threads.
+        On SQLite, point reads run on the event-loop thread: a WAL read never waits
+        for the writer, and an in-process query costs less than the hop to a worker
+        thread (Python cannot run the two at once anyway). ``heavy`` reads (listings
+        with counts, retention scans, replay pages) may take long enough to delay
+        timers, so they run in the reader threads, as every PostgreSQL read does.
         """
-        if self.engines.is_sqlite:
+        if self.engines.is_sqlite and not heavy:
             await trio.lowlevel.checkpoint()
             return self._read(op)
         return await self._in_thread(self._read, op, limiter=self._read_limiter)
@@ -148,8 +151,12 @@ class Gateway:
                 break
             except sa.exc.OperationalError as exc:
                 if attempt == _TRANSIENT_RETRIES:
-                    self._fail(batch, exc)
-                    return
+                    if len(batch) == 1:
+                        self._fail(batch, exc)
+                        return
+                    # It may be one request's own error: run each on its own, once.
+                    await self._in_thread(self._commit_each, batch, False, limiter=self._write_limiter)
+                    break
                 logger.warning("write transaction failed (%s); retrying in %.2fs", exc, delay)
                 await trio.sleep(delay)
                 delay *= 2
@@ -176,13 +183,18 @@ class Gateway:
                 raise  # transient (locked, connection lost): the caller retries the batch
             except Exception:
                 pass
+        self._commit_each(batch, len(batch) == 1)
+
+    def _commit_each(self, batch: list[_Request[Any]], raise_transient: bool) -> None:
+        """Run each request in a transaction of its own; errors are its result (a
+        transient one is raised instead with ``raise_transient``, for a retry)."""
         for request in batch:
             try:
                 with self.engines.writer.begin() as conn:
                     self._apply(conn, request)
             except Exception as exc:
-                if isinstance(exc, sa.exc.OperationalError) and len(batch) == 1:
-                    raise  # transient: the caller retries
+                if raise_transient and isinstance(exc, sa.exc.OperationalError):
+                    raise
                 request.result, request.events = outcome.Error(exc), []
 
     @staticmethod

@@ -482,13 +482,20 @@ def _insert_event_row(
     driver = conn.connection.driver_connection
     assert driver is not None
     utc = now.astimezone(dt.UTC)
+    dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
+    params: tuple[object, ...]
     if conn.dialect.name == "sqlite":
         stamp = utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-        cursor = driver.execute(_SQLITE_INSERT_EVENT, (run.id, run.job_id, event_type, message, data, stamp))
-        event_id = cursor.lastrowid
+        statement, params = _SQLITE_INSERT_EVENT, (run.id, run.job_id, event_type, message, data, stamp)
     else:
-        cursor = driver.execute(_PG_INSERT_EVENT, (run.id, run.job_id, event_type, message, data, utc))
-        event_id = cursor.fetchone()[0]
+        statement, params = _PG_INSERT_EVENT, (run.id, run.job_id, event_type, message, data, utc)
+    try:
+        cursor = driver.execute(statement, params)
+        event_id = cursor.lastrowid if conn.dialect.name == "sqlite" else cursor.fetchone()[0]
+    except dbapi_error as exc:
+        # The same exception classes as through SQLAlchemy: callers tell a transient
+        # OperationalError from an IntegrityError the usual way.
+        raise sa.exc.DBAPIError.instance(statement, params, exc, dbapi_error, dialect=conn.dialect) from exc
     assert isinstance(event_id, int)
     return event_id
 

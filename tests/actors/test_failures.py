@@ -41,11 +41,11 @@ class Outage:
             monkeypatch.setattr(Gateway, name, self._wrap(original))
 
     def _wrap(self, original: Write) -> Write:
-        async def call(gateway: Gateway, op: Any) -> Any:
+        async def call(gateway: Gateway, op: Any, **options: Any) -> Any:
             if self.down:
                 await trio.sleep(0.1)
                 raise sa.exc.OperationalError("statement", {}, Exception("database is locked"))
-            return await original(gateway, op)
+            return await original(gateway, op, **options)
 
         return call
 
@@ -208,11 +208,11 @@ async def test_a_storage_error_while_waking_a_job_does_not_lose_its_schedule(
         original = Gateway.read
         failures = {"left": 1}
 
-        async def read(self: Gateway, op: Any) -> Any:
+        async def read(self: Gateway, op: Any, **options: Any) -> Any:
             if failures["left"]:
                 failures["left"] -= 1
                 raise sa.exc.OperationalError("SELECT", {}, Exception("disk I/O error"))
-            return await original(self, op)
+            return await original(self, op, **options)
 
         monkeypatch.setattr(Gateway, "read", read)
         updated = await h.update(job_id, {"labels": {"a": "b"}})  # the wake-up is retried

@@ -98,30 +98,62 @@ async def test_follow_of_a_failing_run_exits_1_and_json_mode_prints_event_lines(
     assert [e["id"] for e in events] == sorted(e["id"] for e in events)
 
 
-async def test_watch_resumes_after_a_server_restart_without_gaps_or_repeats(tmp_path: Path) -> None:
+async def test_watch_resumes_after_server_restarts_without_gaps_repeats_or_old_history(
+    tmp_path: Path,
+) -> None:
     db, port = tmp_path / "jobs.db", free_port()
     with trio.fail_after(LIMIT_S):
         async with trio.open_nursery() as nursery:
-            async with serve(db, port=port) as server, server.client() as client:
-                job = await create(client, "watched", "echo hi")
-                watcher = Lines(await start_cli(server, "--json", "watch", "watched"))
-                nursery.start_soon(watcher.read)
-                await trio.sleep(1)  # the watcher has connected
-                first = (await client.post(f"/v2/jobs/{job['id']}/trigger")).json()["id"]
-                await wait_for_lines(watcher, first, "succeeded")
-                await server.stop(signal.SIGTERM)
-            # the watcher keeps trying while the server is down, then resumes
-            async with serve(db, port=port) as again, again.client() as client:
-                second = (await client.post(f"/v2/jobs/{job['id']}/trigger")).json()["id"]
-                await wait_for_lines(watcher, second, "succeeded")
-                stored = (await client.get(f"/v2/runs/{second}/events")).json()["data"]
-                watcher.process.send_signal(signal.SIGINT)
-                assert await watcher.process.wait() == 0
-                await again.stop()
+            watcher: Lines | None = None
+            try:
+                async with serve(db, port=port) as server, server.client() as client:
+                    job = await create(client, "watched", "echo hi")
+                    old = (await client.post(f"/v2/jobs/{job['id']}/trigger")).json()["id"]
+                    await wait_for_run(client, old)
+                    watcher = Lines(await start_cli(server, "--json", "watch", "watched"))
+                    nursery.start_soon(watcher.read)
+                    await trio.sleep(1)  # the watcher has connected, and seen no event yet
+                    await server.stop(signal.SIGTERM)
+                # a watch that lost its connection before any event resumes from where it
+                # started: neither the run before it nor anything after is lost
+                async with serve(db, port=port) as again, again.client() as client:
+                    first = (await client.post(f"/v2/jobs/{job['id']}/trigger")).json()["id"]
+                    await wait_for_lines(watcher, first, "succeeded")
+                    await again.stop(signal.SIGTERM)
+                async with serve(db, port=port) as third, third.client() as client:
+                    second = (await client.post(f"/v2/jobs/{job['id']}/trigger")).json()["id"]
+                    await wait_for_lines(watcher, second, "succeeded")
+                    stored = (await client.get(f"/v2/runs/{second}/events")).json()["data"]
+                    watcher.process.send_signal(signal.SIGINT)
+                    assert await watcher.process.wait() == 0
+                    await third.stop()
+            finally:
+                if watcher is not None and watcher.process.returncode is None:
+                    watcher.process.kill()
+                    with trio.CancelScope(shield=True):
+                        await watcher.process.wait()
     events = [json.loads(text) for text in watcher.texts()]
     assert [e["id"] for e in events] == sorted({e["id"] for e in events})  # no repeats, in order
     assert [e["run_id"] for e in events if e["event_type"] == "queued"] == [first, second]
+    assert old not in {e["run_id"] for e in events}
     assert [e["id"] for e in events if e["run_id"] == second] == [e["id"] for e in stored]
+
+
+async def test_watch_with_a_refused_token_is_a_clear_error(tmp_path: Path) -> None:
+    with trio.fail_after(LIMIT_S):
+        async with serve(tmp_path / "jobs.db") as server:
+            env = {"TERM_LLM_JOBS_SERVER": server.url, "TERM_LLM_JOBS_TOKEN": "wrong-token"}
+            refused = await term_llm("jobs", "watch", env=env)
+            await server.stop()
+    assert refused.code == 1 and "Traceback" not in refused.err
+    assert "the event stream refused the credentials" in refused.err
+
+
+async def wait_for_run(client: httpx.AsyncClient, run_id: str) -> None:
+    while True:
+        if (await client.get(f"/v2/runs/{run_id}")).json()["status"] in {"succeeded", "failed"}:
+            return
+        await trio.sleep(0.05)
 
 
 async def wait_for_lines(watcher: Lines, run_id: str, event_type: str) -> None:

@@ -304,3 +304,21 @@ async def test_shutdown_closes_streams_with_1001_promptly(live: Live) -> None:
             _, closed = await receive_until_closed(ws)
     assert closed.code == 1001 and closed.reason == "server shutting down"
     assert trio.current_time() - started < 1.5
+
+
+async def test_a_firehose_without_since_id_starts_from_now_and_says_where_that_is(live: Live) -> None:
+    _, run = await seed(live)
+    before = await add_events(live, run, 3)
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            ws = await live.connect(nursery, "/v2/events/stream")
+            headers = dict(ws.handshake_headers)
+            after = await add_events(live, run, 2)
+            got = [json.loads(await ws.get_message())["id"] for _ in range(2)]
+            await ws.aclose()
+            refused = await live.connect(nursery, "/v2/events/stream", token="wrong")
+            refused_headers = dict(refused.handshake_headers)
+            await receive_until_closed(refused)
+    assert headers[b"termjobs-since-id"] == str(before[-1]).encode()  # resume point, no gap
+    assert got == after
+    assert b"termjobs-since-id" not in refused_headers  # nothing is told without credentials

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from termjobs.model import EventType, JSONValue, RunTrigger
+from termjobs.runners import program
 from termjobs.runners.base import RunContext, RunResult, StopReason, StopSignal
 from termjobs.runners.program import MARKER_ENV, ProgramRunner
 from termjobs.storage import runops
@@ -146,10 +147,35 @@ async def test_background_children_of_a_successful_run_do_not_outlive_it() -> No
     assert not alive(int((result.stdout or "").strip()))
 
 
-async def test_descendants_that_left_the_group_are_found_by_their_marker() -> None:
-    script = "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!"
-    result = await Call(sh(script))()
+def escaping(tmp_path: Path) -> str:
+    """A script that starts a daemon in its own session and prints its pid once the
+    daemon has left the run's process group."""
+    pidfile = tmp_path / "daemon.pid"
+    return (
+        f"setsid sh -c 'echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 1000' "
+        f">/dev/null 2>&1 </dev/null & while [ ! -s {pidfile} ]; do sleep 0.01; done; cat {pidfile}"
+    )
+
+
+async def test_descendants_that_left_the_group_are_found_by_their_marker(tmp_path: Path) -> None:
+    result = await Call(sh(escaping(tmp_path)))()
     pid = int((result.stdout or "").strip())
+    await trio.sleep(0.05)
+    assert not alive(pid)
+
+
+async def test_a_batched_sweep_still_kills_escaped_processes_when_the_server_stops(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(program, "SWEEP_BATCH_S", LIMIT_S)  # the batch is not due before shutdown
+    call = Call(sh(escaping(tmp_path)))
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(call.runner.serve)
+            result = await call()
+            pid = int((result.stdout or "").strip())
+            assert alive(pid)  # waiting for the next batched scan
+            nursery.cancel_scope.cancel()  # shutdown before it came
     await trio.sleep(0.05)
     assert not alive(pid)
 

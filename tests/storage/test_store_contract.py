@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 import sqlalchemy as sa
 import trio
+import trio.testing
 from sqlalchemy.engine import URL
 
 from termjobs.errors import Conflict
@@ -325,3 +326,43 @@ async def test_timestamps_keep_microseconds_and_utc(db_url: URL) -> None:
         job = await add_job(gw, make_job("t", created=moment))
         got = await gw.read(lambda conn: store.get_job(conn, job.id))
         assert got is not None and got.created_at == moment and got.created_at.tzinfo == dt.UTC
+
+
+async def test_a_driver_error_on_the_event_fast_path_is_a_sqlalchemy_error(db_url: URL) -> None:
+    async with open_gateway(db_url) as gw:
+        orphan = make_run(make_job("never-stored"))  # its run does not exist
+        with pytest.raises(sa.exc.IntegrityError):
+            await gw.write(
+                lambda tx: store.insert_event(
+                    tx, run=orphan, event_type=EventType.OUTPUT, message=None, now=EPOCH, data=None
+                )
+            )
+        assert await gw.read(store.max_event_id) == 0  # nothing half-written
+
+
+async def test_a_write_that_keeps_failing_transiently_does_not_take_its_batch_down(
+    db_url: URL, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_gateway(db_url, inline=True) as gw:
+        job = await add_job(gw, make_job("batch"))
+        runs = [make_run(job) for _ in range(10)]
+        results: dict[int, object] = {}
+
+        async def write(i: int) -> None:
+            def op(tx: WriteTx) -> object:
+                if i == 3:
+                    raise sa.exc.OperationalError("INSERT", {}, Exception("string or blob too big"))
+                return runops.create_run(tx, runs[i], now=EPOCH)
+
+            try:
+                results[i] = await gw.write(op)
+            except sa.exc.OperationalError as exc:
+                results[i] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(write, i)
+        stored = await gw.read(lambda conn: store.list_runs(conn, limit=100, offset=0))
+    assert isinstance(results[3], sa.exc.OperationalError)
+    assert stored.total == 9 and runs[3].id not in {r.id for r in stored.items}
+    assert gw.statistics().max_batch > 1  # they were batched together

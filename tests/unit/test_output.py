@@ -114,3 +114,18 @@ async def test_a_failing_writer_never_raises() -> None:
     live = LiveOutput(Sink(fail=True).publish)
     live.feed("stdout", b"lost\n")
     await live.close()  # logged, not raised
+
+
+async def test_text_whose_write_was_cancelled_is_written_by_close(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink = Sink(delay=1.0)
+    live = LiveOutput(sink.publish)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(live.run)
+        live.feed("stdout", b"last words\n")
+        await trio.sleep(0.5)  # the writer is in the middle of writing them
+        nursery.cancel_scope.cancel()  # the run ended
+    sink.delay = 0.0
+    await live.close()
+    assert sink.texts() == [("stdout", "last words\n")]
