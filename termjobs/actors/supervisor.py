@@ -44,6 +44,8 @@ T = TypeVar("T")
 SHUTDOWN_DEADLINE_S = 60.0
 #: A hibernating job's actor is started this long before its next fire.
 PREWARM = dt.timedelta(seconds=5)
+#: After a failed wake-up (storage down), the job's timer is due again this much later.
+WAKE_RETRY = dt.timedelta(seconds=1)
 LOST_MESSAGE = "worker lost before run could finish: the server stopped while the run was in progress"
 INTERRUPTED_CANCEL = "cancelled: the server stopped before the cancellation completed"
 
@@ -269,7 +271,9 @@ class Supervisor:
         """Start actors for entries whose ``waking`` event the caller has set up.
 
         Whatever happens, ``waking`` is set at the end; an entry that did not get an
-        actor (storage failed, shutdown) keeps its timer so its next fire still comes.
+        actor (storage failed, shutdown) keeps its timer so its next fire still comes,
+        due again ``WAKE_RETRY`` from now at the earliest (no busy loop while storage
+        is down).
         """
         if not entries or self._nursery is None:
             return
@@ -293,13 +297,16 @@ class Supervisor:
                 if not self._closing:
                     await self._nursery.start(self._supervise, job, by_job[job.id])
         except Exception:
-            logger.exception("could not start %d job actor(s)", len(entries))
+            logger.exception(
+                "could not start %d job actor(s); retrying in %gs", len(entries), WAKE_RETRY.total_seconds()
+            )
         finally:
+            retry_at = self._env.clock.now() + WAKE_RETRY + PREWARM
             for entry in entries:
                 at = timers[entry.job_id]
                 kept = self._entries.get(entry.job_id) is entry and entry.actor is None
                 if kept and at is not None and entry.wake_at is None:
-                    self._push_timer(entry, at)
+                    self._push_timer(entry, max(at, retry_at))
                 waking, entry.waking = entry.waking, None
                 if waking is not None:
                     waking.set()
@@ -337,14 +344,7 @@ class Supervisor:
             while True:
                 due = self._pop_due()
                 if due:
-                    try:
-                        await self._activate(due)
-                    except Exception:
-                        logger.exception("could not wake %d job actor(s); retrying in 1s", len(due))
-                        retry_at = self._env.clock.now() + dt.timedelta(seconds=1)
-                        for job_id in due:
-                            if (entry := self._entries.get(job_id)) is not None and entry.actor is None:
-                                self._push_timer(entry, retry_at + PREWARM)
+                    await self._activate(due)  # failures keep their timer, retried later
                 wake_at = self._timers[0][0] - PREWARM if self._timers else None
                 with trio.move_on_at(deadline_or_inf(self._env.clock, wake_at)):
                     await self._timers_changed.wait()

@@ -268,3 +268,28 @@ async def test_shutdown_does_not_wait_out_a_restart_backoff(
         await trio.sleep(4 * 60 + 1)  # four crashes: the next backoff is 4 s
         stopping = trio.current_time()
     assert trio.current_time() - stopping < 1
+
+
+async def test_a_storage_outage_at_wake_up_time_is_retried_with_backoff_and_the_fire_still_comes(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with harness(sqlite_url) as h:
+        job_id = await _hibernated_hourly(h)  # next fire 13:00
+        original = Gateway.read
+        attempts = {"failed": 0}
+
+        async def read(self: Gateway, op: Any, **options: Any) -> Any:
+            # Down from 12:59 to 13:00:30 (or for 1,000 reads: a busy loop would never
+            # let virtual time reach 13:00:30).
+            down = at("2026-03-01T12:59:00Z") < h.clock.now() < at("2026-03-01T13:00:30Z")
+            if down and attempts["failed"] < 1000:
+                attempts["failed"] += 1
+                raise sa.exc.OperationalError("SELECT", {}, Exception("disk I/O error"))
+            return await original(self, op, **options)
+
+        monkeypatch.setattr(Gateway, "read", read)
+        await trio.sleep_until(h.clock.deadline_for(at("2026-03-01T13:02:00Z")))
+        monkeypatch.setattr(Gateway, "read", original)
+        (run,) = await h.runs(job_id)
+    assert run.scheduled_for == at("2026-03-01T13:00:00Z") and run.status is RunStatus.SUCCEEDED
+    assert attempts["failed"] <= 60  # about one attempt a second while storage fails, not a busy loop
