@@ -113,6 +113,19 @@ def report(title: str, figures: dict[str, Any], *, as_json: bool) -> None:
         print(f"  {key:<{width}}  {text}")
 
 
+def program_job(name: str, command: str, *args: str, concurrent: int) -> dict[str, Any]:
+    """A manual ``program`` job that may have ``concurrent`` runs at once."""
+    config: dict[str, Any] = {"command": command, **({"args": list(args)} if args else {})}
+    return {
+        "name": name,
+        "runner_type": "program",
+        "runner_config": config,
+        "trigger_type": "manual",
+        "concurrency_policy": "allow",
+        "max_concurrent_runs": concurrent,
+    }
+
+
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

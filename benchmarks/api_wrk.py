@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _server import progress, report, running_server
+from _server import program_job, progress, report, running_server
 
 TARGET = 0.70
 _LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", re.M)
@@ -53,14 +53,7 @@ async def main(args: argparse.Namespace) -> None:
         running_server("--jobs-workers", "16", "--log-level", "error") as server,
         server.client() as client,
     ):
-        body = {
-            "name": "api-bench",
-            "runner_type": "program",
-            "runner_config": {"command": "true"},
-            "trigger_type": "manual",
-            "concurrency_policy": "allow",
-            "max_concurrent_runs": 1000,
-        }
+        body = program_job("api-bench", "true", concurrent=1000)
         job = (await client.post("/v2/jobs", json=body)).json()
         for _ in range(50):  # some history for the runs listing
             await client.post(f"/v2/jobs/{job['id']}/trigger")

@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _server import progress, report, running_server
+from _server import program_job, progress, report, running_server
 
 from termjobs.jobspec import build_job, definition_for_create
 from termjobs.model import EventType
@@ -84,17 +84,8 @@ async def termjobs_rate(args: argparse.Namespace) -> dict[str, float]:
         running_server("--jobs-workers", str(args.runs), "--log-level", "error") as server,
         server.client() as client,
     ):
-        body = {
-            "name": "chatty",
-            "runner_type": "program",
-            "runner_config": {
-                "command": sys.executable,
-                "args": ["-c", CHATTY.format(lines=args.lines, pause=args.pause)],
-            },
-            "trigger_type": "manual",
-            "concurrency_policy": "allow",
-            "max_concurrent_runs": args.runs,
-        }
+        chatty = CHATTY.format(lines=args.lines, pause=args.pause)
+        body = program_job("chatty", sys.executable, "-c", chatty, concurrent=args.runs)
         (await client.post("/v2/jobs", json=body)).raise_for_status()
         started = time.perf_counter()
         ids = [(await client.post("/v2/jobs/chatty/trigger")).json()["id"] for _ in range(args.runs)]

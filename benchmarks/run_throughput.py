@@ -21,7 +21,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _server import postgres_schema, progress, report, running_server
+from _server import postgres_schema, program_job, progress, report, running_server
 
 JOBS = 10  # spread over several jobs: one job admits at most 1000 active runs
 
@@ -73,14 +73,7 @@ async def termjobs_rate(runs: int, workers: int, clients: int, db: str | None) -
     async with running_server(*extra, db=db) as server, server.client() as client:
         ids = []
         for i in range(JOBS):
-            body = {
-                "name": f"noop-{i}",
-                "runner_type": "program",
-                "runner_config": {"command": "true"},
-                "trigger_type": "manual",
-                "concurrency_policy": "allow",
-                "max_concurrent_runs": 1000,
-            }
+            body = program_job(f"noop-{i}", "true", concurrent=1000)
             ids.append((await client.post("/v2/jobs", json=body)).json()["id"])
         start = time.perf_counter()
         if shutil.which("wrk"):

@@ -20,7 +20,7 @@ import trio
 import trio_websocket
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _server import Server, percentile, progress, report, running_server
+from _server import Server, percentile, program_job, progress, report, running_server
 
 # One line every `interval` seconds: each line becomes its own output event.
 CHATTY = "import time\nfor i in range({lines}):\n    print('line', i)\n    time.sleep({interval})\n"
@@ -69,17 +69,8 @@ async def subscribe(server: Server, sub: Subscriber, gate: Gate) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     async with running_server("--jobs-workers", str(args.runs)) as server, server.client() as client:
-        body = {
-            "name": "chatty",
-            "runner_type": "program",
-            "runner_config": {
-                "command": sys.executable,
-                "args": ["-c", CHATTY.format(lines=args.lines, interval=args.interval)],
-            },
-            "trigger_type": "manual",
-            "concurrency_policy": "allow",
-            "max_concurrent_runs": args.runs,
-        }
+        chatty = CHATTY.format(lines=args.lines, interval=args.interval)
+        body = program_job("chatty", sys.executable, "-c", chatty, concurrent=args.runs)
         (await client.post("/v2/jobs", json=body)).raise_for_status()
         subs = [Subscriber() for _ in range(args.subscribers)]
         gate = Gate(args.subscribers)

@@ -17,7 +17,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from termjobs.errors import InvalidRequest
-from termjobs.jsontypes import json_type_name
+from termjobs.jsontypes import json_type_name, reject_constant
 from termjobs.model import (
     ConcurrencyPolicy,
     Job,
@@ -103,7 +103,7 @@ def decode_body(raw: bytes) -> dict[str, JSONValue]:
     if not raw.strip():
         raise InvalidRequest("request body is empty: send a JSON object describing the job")
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
         # Strings must survive storage: a lone surrogate (e.g. "\\ud800") cannot.
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeError:
@@ -117,10 +117,6 @@ def decode_body(raw: bytes) -> dict[str, JSONValue]:
     if not isinstance(value, dict):
         raise InvalidRequest(f"request body must be a JSON object, not {json_type_name(value)}")
     return value
-
-
-def _reject_constant(name: str) -> JSONValue:
-    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
 _TYPE_HINTS: Final = {

@@ -3,6 +3,7 @@ loading the server's validation stack."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -17,3 +18,9 @@ def json_type_name(value: Any) -> str:
     if isinstance(value, str):
         return "string"
     return "array" if isinstance(value, list) else "object"
+
+
+def reject_constant(name: str) -> Any:
+    """``parse_constant`` for ``json.loads``: NaN and Infinity are not JSON, though
+    Python's parser accepts them unless told otherwise."""
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)

@@ -31,7 +31,7 @@ DEFAULT_TIMEOUT_S: Final = 15.0
 #: The server's largest page of jobs or runs.
 PAGE_MAX: Final = 200
 _FIND_HINT: Final = "--server URL or TERM_LLM_JOBS_SERVER points the CLI at another server"
-_TOKEN_HINT: Final = "pass --token or set TERM_LLM_JOBS_TOKEN (the token `term-llm serve` printed)"
+TOKEN_HINT: Final = "pass --token or set TERM_LLM_JOBS_TOKEN (the token `term-llm serve` printed)"
 _AMBIGUITY_SHOWN: Final = 5
 
 
@@ -335,8 +335,8 @@ def error_message(response: httpx.Response, settings: ClientSettings) -> str:
     message = _envelope_message(response)
     if response.status_code == 401:
         if not settings.token:
-            return f"the server at {settings.server} requires a token: {_TOKEN_HINT}"
-        return f"{message or 'invalid authentication credentials'}: {_TOKEN_HINT}"
+            return f"the server at {settings.server} requires a token: {TOKEN_HINT}"
+        return f"{message or 'invalid authentication credentials'}: {TOKEN_HINT}"
     if message:
         return message
     text = response.text.strip()

@@ -12,27 +12,27 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode, urlsplit
 
 import trio
 
-from termjobs.cli.client import ApiError, ClientSettings, RunEvent
+from termjobs.cli.client import TOKEN_HINT, ApiError, ClientSettings, RunEvent
+from termjobs.cli.render import FINISHED_STATUSES
 
 if TYPE_CHECKING:  # imported where used: `term-llm jobs` starts faster without it
     import trio_websocket
 
-TERMINAL: Final = frozenset({"succeeded", "failed", "timed_out", "cancelled", "skipped"})
+TERMINAL: Final = frozenset(FINISHED_STATUSES)
 #: Close codes after which reconnecting (with since_id) is the right move.
 RESUMABLE: Final = frozenset({1001, 1006, 1011, 1012, 4408})
 _BACKOFF_MIN_S = 0.2
 _BACKOFF_MAX_S = 5.0
 _CLOSE_WAIT_S = 2.0
 SINCE_ID_HEADER: Final = b"termjobs-since-id"
-_TOKEN_HINT: Final = "pass --token or set TERM_LLM_JOBS_TOKEN (the token `term-llm serve` printed)"
 
 OnEvent = Callable[[RunEvent], Awaitable[None]]
 
@@ -63,7 +63,8 @@ async def open_stream(
 
     headers = [(b"Authorization", f"Bearer {settings.token}".encode())] if settings.token else None
     context = ssl.create_default_context() if url.startswith("wss://") else None
-    try:
+    # One failure (connection refused, timeout...) comes out of the nursery wrapped.
+    with unwrapped(Exception):
         async with trio.open_nursery() as nursery:  # hosts the connection's reader task
             with trio.fail_after(settings.timeout):
                 connection = await trio_websocket.connect_websocket_url(
@@ -77,9 +78,15 @@ async def open_stream(
                         await connection.aclose()  # the close handshake; the server may be gone
                     stream: trio.abc.AsyncResource = connection._stream  # no public accessor
                     await stream.aclose()
+
+
+@contextmanager
+def unwrapped(kind: type[Exception]) -> Iterator[None]:
+    """Let a lone ``kind`` failure out of a nursery's exception group as itself."""
+    try:
+        yield
     except BaseExceptionGroup as group:
-        # One failure (connection refused, timeout...) comes out of the nursery wrapped.
-        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], kind):
             raise group.exceptions[0] from None
         raise
 
@@ -111,7 +118,7 @@ async def follow(
         if code == 1000 and (until_terminal or cursor.last_type in TERMINAL):
             return
         if code == 4401:
-            raise ApiError(f"the event stream refused the credentials: {_TOKEN_HINT}")
+            raise ApiError(f"the event stream refused the credentials: {TOKEN_HINT}")
         if code == 4404:
             raise ApiError(reason or "not found")
         if code not in RESUMABLE and code != 1000:

@@ -43,7 +43,7 @@ from termjobs.cli.client import (
     segment,
 )
 from termjobs.cli.completion import complete_job_ref
-from termjobs.cli.follow import TERMINAL, Cursor, follow
+from termjobs.cli.follow import TERMINAL, Cursor, follow, unwrapped
 from termjobs.cli.payload import encode_payload
 
 FOLLOW_HELP = "Keep printing events as they happen until the run ends (exit 1 unless it succeeded)."
@@ -331,10 +331,7 @@ async def follow_run(opts: Options, run_id: str, *, since_id: int) -> None:
     cursor = Cursor(since_id=since_id)
 
     async def show(event: RunEvent) -> None:
-        if opts.json:
-            click.echo(json.dumps(event, separators=(",", ":")))
-        else:
-            echo(opts, "".join(line + "\n" for line in render.event_lines(event, opts.style)))
+        print_event(opts, event)
 
     query = {"since_id": since_id}
     await follow(
@@ -368,26 +365,29 @@ async def watch(opts: Options, ref: str | None, since_id: int | None) -> None:
             query["job_id"], names[job["id"]] = job["id"], job["name"]
 
         async def show(event: RunEvent) -> None:
-            if opts.json:
-                click.echo(json.dumps(event, separators=(",", ":")))
-                return
-            job_id = str(event.get("job_id", ""))
-            if job_id not in names:
-                names[job_id] = await _job_name(api, job_id)
-            prefix = f"{names[job_id]} {event['run_id']} "
-            echo(opts, "".join(prefix + line + "\n" for line in render.event_lines(event, opts.style)))
+            prefix = ""
+            if not opts.json:
+                job_id = str(event.get("job_id", ""))
+                if job_id not in names:
+                    names[job_id] = await _job_name(api, job_id)
+                prefix = f"{names[job_id]} {event['run_id']} "
+            print_event(opts, event, prefix)
 
-        try:
+        # A refused token or a deleted job is reported like any other API error.
+        with unwrapped(ApiError):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_interrupt, nursery.cancel_scope)  # Ctrl-C: exit 0
                 cursor = Cursor(since_id or 0)
                 await follow(opts.settings, "/v2/events/stream", query, cursor, show, until_terminal=False)
                 nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # A refused token or a deleted job is reported like any other API error.
-            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], ApiError):
-                raise group.exceptions[0] from None
-            raise
+
+
+def print_event(opts: Options, event: RunEvent, prefix: str = "") -> None:
+    """One live event: a JSON line with --json, else its rendered lines after ``prefix``."""
+    if opts.json:
+        click.echo(json.dumps(event, separators=(",", ":")))
+    else:
+        echo(opts, "".join(prefix + line + "\n" for line in render.event_lines(event, opts.style)))
 
 
 async def _stop_on_interrupt(scope: trio.CancelScope) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Final, cast
 
 import yaml
 
-from termjobs.jsontypes import json_type_name
+from termjobs.jsontypes import json_type_name, reject_constant
 
 _TIMESTAMP_TAG: Final = "tag:yaml.org,2002:timestamp"
 
@@ -62,7 +62,7 @@ def parse_payload(text: str) -> dict[str, Any]:
     if not source:
         raise PayloadError("empty payload")
     try:
-        value = json.loads(source, parse_constant=_reject_constant)
+        value = json.loads(source, parse_constant=reject_constant)
     except ValueError:
         value = _load_yaml(source)
     if not isinstance(value, dict):
@@ -99,11 +99,6 @@ def _load_yaml(source: str) -> Any:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise PayloadError(f"payload is not valid JSON or YAML: {problem}{where}") from None
-
-
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; json.loads accepts them unless told otherwise.
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _kind(value: Any) -> str:

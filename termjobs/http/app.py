@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 
 from termjobs.errors import TermjobsError, Unauthorized
 from termjobs.http import jobs, runs, stream
-from termjobs.http.auth import presented_token, token_matches
+from termjobs.http.auth import is_authorised
 from termjobs.http.responses import error_response, json_response
 from termjobs.service import Services
 
@@ -30,8 +30,7 @@ def create_app(services: Services) -> QuartTrio:
     @app.route("/healthz", methods=["GET"])
     async def healthz() -> Response:
         body: dict[str, object] = {"status": "ok"}
-        settings = services.settings
-        if settings.auth == "none" or _is_authorised(services):
+        if is_authorised(services.settings, request.headers):
             body.update(version=services.version, capabilities=["jobs"])
         return json_response(body)
 
@@ -41,20 +40,10 @@ def create_app(services: Services) -> QuartTrio:
     return app
 
 
-def _is_authorised(services: Services) -> bool:
-    token = services.settings.token
-    presented = presented_token(
-        request.headers.get("Authorization", ""), request.headers.get("x-api-key", "")
-    )
-    return token is not None and token_matches(token, presented)
-
-
 def _register_auth(app: QuartTrio, services: Services) -> None:
     @app.before_request
     async def require_token() -> None:
-        if services.settings.auth == "none" or not request.path.startswith("/v2"):
-            return
-        if not _is_authorised(services):
+        if request.path.startswith("/v2") and not is_authorised(services.settings, request.headers):
             raise Unauthorized()
 
 

@@ -26,7 +26,7 @@ from quart import Quart, websocket
 from termjobs import wire
 from termjobs.actors.hub import CloseReason, Subscription
 from termjobs.errors import InvalidRequest
-from termjobs.http.auth import presented_token, token_matches
+from termjobs.http.auth import is_authorised
 from termjobs.http.params import non_negative_int
 from termjobs.model import EventType, RunEvent
 from termjobs.service import Services
@@ -88,15 +88,7 @@ async def _serve(services: Services, *, run_id: str | None) -> None:
 
 
 def _is_authorised(services: Services) -> bool:
-    token = services.settings.token
-    if services.settings.auth == "none":
-        return True
-    presented = presented_token(
-        websocket.headers.get("Authorization", ""),
-        websocket.headers.get("x-api-key", ""),
-        websocket.args.get("token", ""),
-    )
-    return token is not None and token_matches(token, presented)
+    return is_authorised(services.settings, websocket.headers, websocket.args.get("token", ""))
 
 
 def _authorise(services: Services) -> None:

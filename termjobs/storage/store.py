@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -226,12 +226,6 @@ def _id_prefix(prefix: str) -> list[sa.ColumnElement[bool]]:
         jobs.c.id.startswith(prefix, autoescape=True),
         sa.func.substr(jobs.c.id, 1, len(prefix)) == prefix,
     ]
-
-
-def all_jobs(conn: sa.Connection) -> list[Job]:
-    """Every job, oldest first (start-up)."""
-    query = sa.select(jobs).order_by(jobs.c.created_at, jobs.c.id)
-    return [_job_from_row(row) for row in conn.execute(query).mappings()]
 
 
 # --------------------------------------------------------------------------- runs
@@ -606,27 +600,27 @@ def schedule_index(conn: sa.Connection) -> list[ScheduleEntry]:
     return [ScheduleEntry(row.id, bool(row.enabled), row.next_run_at) for row in conn.execute(query)]
 
 
+def _chunks(ids: Sequence[str], size: int = 500) -> Iterator[list[str]]:
+    """``ids`` in slices of ``size``: keeps IN lists small."""
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
 def get_jobs(conn: sa.Connection, job_ids: Sequence[str]) -> list[Job]:
     """The jobs with these ids (those that still exist)."""
-    found: list[Job] = []
-    for start in range(0, len(job_ids), 500):  # keep IN lists small
-        chunk = list(job_ids[start : start + 500])
-        found += [
-            _job_from_row(row) for row in conn.execute(sa.select(jobs).where(jobs.c.id.in_(chunk))).mappings()
-        ]
-    return found
+    return [
+        _job_from_row(row)
+        for chunk in _chunks(job_ids)
+        for row in conn.execute(sa.select(jobs).where(jobs.c.id.in_(chunk))).mappings()
+    ]
 
 
 def active_runs_of(conn: sa.Connection, job_ids: Sequence[str]) -> list[Run]:
-    """Non-terminal runs of these jobs, oldest first."""
-    found: list[Run] = []
+    """Non-terminal runs of these jobs, each job's oldest first."""
     statuses = [s.value for s in ACTIVE_STATUSES]
-    for start in range(0, len(job_ids), 500):
-        chunk = list(job_ids[start : start + 500])
-        query = (
-            sa.select(*runs.c)
-            .where(runs.c.job_id.in_(chunk), runs.c.status.in_(statuses))
-            .order_by(runs.c.scheduled_for, runs.c.seq)
-        )
-        found += [_run_from_row(row) for row in conn.execute(query).mappings()]
-    return found
+    query = sa.select(*runs.c).where(runs.c.status.in_(statuses)).order_by(runs.c.scheduled_for, runs.c.seq)
+    return [
+        _run_from_row(row)
+        for chunk in _chunks(job_ids)
+        for row in conn.execute(query.where(runs.c.job_id.in_(chunk))).mappings()
+    ]
