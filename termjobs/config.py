@@ -23,6 +23,25 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HttpLimits:
+    """What one client may hold of the server; each has a serve flag (README: Reliability)."""
+
+    #: open connections at most; one more is answered 503 and closed
+    max_connections: int = 1000
+    #: an idle keep-alive connection, or one that has not sent a whole request head,
+    #: is closed after this many seconds
+    keep_alive_timeout: float = 15.0
+    #: while a request body arrives, the longest wait for more of it
+    body_timeout: float = 30.0
+    #: a response the client does not take within this is abandoned with its connection
+    write_timeout: float = 30.0
+    #: request line plus headers, in bytes
+    max_header_bytes: int = 16 * 1024
+    #: request body, in bytes
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything ``term-llm serve jobs`` was configured with."""
 
@@ -39,6 +58,7 @@ class Settings:
     max_runs_per_job: int = 1000
     #: events a live-stream subscriber may fall behind by before it is closed as lagged
     stream_buffer: int = 4096
+    limits: HttpLimits = HttpLimits()
 
 
 def generate_token() -> str:
@@ -82,6 +102,7 @@ def build_settings(
     shutdown_grace: float,
     retention_days: int = 30,
     max_runs_per_job: int = 1000,
+    limits: HttpLimits | None = None,
 ) -> Settings:
     """Validate the serve options into :class:`Settings`."""
     if not 1 <= port <= 65535:
@@ -94,6 +115,8 @@ def build_settings(
         raise SettingsError(f"invalid --retention-days {retention_days} (must be > 0)")
     if max_runs_per_job <= 0:
         raise SettingsError(f"invalid --max-runs-per-job {max_runs_per_job} (must be > 0)")
+    limits = limits or HttpLimits()
+    check_limits(limits)
     mode, resolved, source = resolve_auth(
         host=host, auth=auth, no_auth=no_auth, flag_token=token, env_token=env_token
     )
@@ -112,4 +135,23 @@ def build_settings(
         shutdown_grace=shutdown_grace,
         retention_days=retention_days,
         max_runs_per_job=max_runs_per_job,
+        limits=limits,
     )
+
+
+def check_limits(limits: HttpLimits) -> None:
+    """Raise :class:`SettingsError` naming the flag of the first unusable limit."""
+    for flag, value, low in (
+        ("--max-connections", limits.max_connections, 1),
+        ("--max-header-bytes", limits.max_header_bytes, 1024),
+        ("--max-body-bytes", limits.max_body_bytes, 1024),
+    ):
+        if value < low:
+            raise SettingsError(f"invalid {flag} {value} (must be >= {low})")
+    for flag, seconds in (
+        ("--keep-alive-timeout", limits.keep_alive_timeout),
+        ("--read-timeout", limits.body_timeout),
+        ("--write-timeout", limits.write_timeout),
+    ):
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise SettingsError(f"invalid {flag} {seconds:g} (must be a number of seconds > 0)")

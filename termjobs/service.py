@@ -14,12 +14,11 @@ import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from termjobs import __version__
 from termjobs.actors.hub import Hub
@@ -125,6 +124,9 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    config.h11_max_incomplete_size = settings.limits.max_header_bytes
+    config.keep_alive_timeout = settings.limits.keep_alive_timeout
+    config.include_server_header = False
     # In-flight requests get this long to finish on shutdown. hypercorn also holds idle
     # keep-alive connections open until this deadline, so it is kept short.
     config.graceful_timeout = 2.0
@@ -151,8 +153,20 @@ async def serve_http(
 ) -> None:
     """Serve the REST API and streams of ``services`` until ``shutdown_trigger`` returns."""
     from termjobs.http.app import create_app
+    from termjobs.http.server import connection_cap, raise_fd_limit, serve
 
     app = create_app(services)
+    limits = services.settings.limits
+    fd_limit = raise_fd_limit()
+    cap = connection_cap(limits.max_connections, fd_limit)
+    if cap < limits.max_connections:
+        logger.warning(
+            "--max-connections lowered from %d to %d: the process may open only %d files",
+            limits.max_connections,
+            cap,
+            fd_limit,
+        )
+        limits = replace(limits, max_connections=cap)
 
     async def stop_http() -> None:
         await shutdown_trigger()
@@ -163,7 +177,7 @@ async def serve_http(
 
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(
-            partial(serve, app, hypercorn_config(services.settings), shutdown_trigger=stop_http)
+            partial(serve, app, hypercorn_config(services.settings), limits, shutdown_trigger=stop_http)
         )
         task_status.started(urls)
     logger.info("HTTP server stopped")

@@ -109,6 +109,48 @@ def banner(settings: Settings, url: str) -> str:
     help="Keep at most this many finished runs per job (the newest).",
 )
 @click.option(
+    "--max-connections",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Open client connections at most; more are answered 503 (lowered to fit the open-files limit).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds an idle connection (or an unfinished request head) is kept open.",
+)
+@click.option(
+    "--read-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for more of a request body before giving up on it.",
+)
+@click.option(
+    "--write-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds a client may take to receive a response before its connection is dropped.",
+)
+@click.option(
+    "--max-header-bytes",
+    type=int,
+    default=16 * 1024,
+    show_default=True,
+    help="Largest request line plus headers; larger is answered 431.",
+)
+@click.option(
+    "--max-body-bytes",
+    type=int,
+    default=10 * 1024 * 1024,
+    show_default=True,
+    help="Largest request body; larger is answered 413.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -127,10 +169,16 @@ async def serve(
     shutdown_grace: float,
     retention_days: int,
     max_runs_per_job: int,
+    max_connections: int,
+    keep_alive_timeout: float,
+    read_timeout: float,
+    write_timeout: float,
+    max_header_bytes: int,
+    max_body_bytes: int,
     log_level: str,
 ) -> None:
     """Start a server. PLATFORMS must be `jobs`: `term-llm serve jobs --port 8080`."""
-    from termjobs.config import SettingsError, build_settings
+    from termjobs.config import HttpLimits, SettingsError, build_settings
 
     _platforms(platforms, platform_options)
     try:
@@ -146,6 +194,14 @@ async def serve(
             shutdown_grace=shutdown_grace,
             retention_days=retention_days,
             max_runs_per_job=max_runs_per_job,
+            limits=HttpLimits(
+                max_connections=max_connections,
+                keep_alive_timeout=keep_alive_timeout,
+                body_timeout=read_timeout,
+                write_timeout=write_timeout,
+                max_header_bytes=max_header_bytes,
+                max_body_bytes=max_body_bytes,
+            ),
         )
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None

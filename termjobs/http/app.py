@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from quart import Response, request
+import h11
+from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
@@ -16,16 +17,17 @@ from termjobs.service import Services
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 10 * 1024 * 1024
-
 
 def create_app(services: Services) -> QuartTrio:
     """A quart-trio app serving the REST API of ``services``."""
     app = QuartTrio("termjobs")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    limits = services.settings.limits
+    app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes
+    app.config["BODY_TIMEOUT"] = limits.body_timeout
     app.json.sort_keys = False  # type: ignore[attr-defined]
     _register_auth(app, services)
-    _register_errors(app)
+    _register_body_drain(app)
+    _register_errors(app, limits.max_body_bytes)
 
     @app.route("/healthz", methods=["GET"])
     async def healthz() -> Response:
@@ -47,7 +49,17 @@ def _register_auth(app: QuartTrio, services: Services) -> None:
             raise Unauthorized()
 
 
-def _register_errors(app: QuartTrio) -> None:
+def _register_body_drain(app: QuartTrio) -> None:
+    @app.before_request
+    async def read_whole_body() -> None:
+        # Routes such as pause or trigger ignore a body. Were it left unread, a body
+        # arriving after the response would leave the connection unusable; reading it
+        # first keeps keep-alive clients working (and enforces the size limit).
+        if request.content_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            await request.get_data(cache=True)
+
+
+def _register_errors(app: QuartTrio, max_body_bytes: int) -> None:
     @app.errorhandler(TermjobsError)
     async def domain_error(exc: TermjobsError) -> Response:
         if exc.status >= 500:
@@ -62,7 +74,7 @@ def _register_errors(app: QuartTrio) -> None:
             return error_response("method not allowed", 405, "invalid_request_error", {"Allow": allowed})
         if isinstance(exc, RequestEntityTooLarge):
             return error_response(
-                f"request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB",
+                f"request body is larger than {_size(max_body_bytes)} (--max-body-bytes)",
                 413,
                 "invalid_request_error",
             )
@@ -76,8 +88,17 @@ def _register_errors(app: QuartTrio) -> None:
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
-        logger.exception("unhandled error in %s %s", request.method, request.path)
+        where = f"{request.method} {request.path}" if has_request_context() else f"websocket {websocket.path}"
+        if isinstance(exc, h11.ProtocolError):
+            # The client broke HTTP (the connection cannot carry an answer): not our fault.
+            logger.info("%s: the client broke the HTTP protocol (%s)", where, exc)
+            return error_response("malformed HTTP request", 400, "invalid_request_error")
+        logger.error("unhandled error in %s", where, exc_info=exc)
         return error_response("internal server error; see the server log", 500, "internal_error")
+
+
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB" if n % (1024 * 1024) == 0 else f"{n} bytes"
 
 
 __all__ = ["create_app", "json_response"]
