@@ -6,12 +6,12 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 
-from termjobs.jobspec import build_job, definition_for_create
-from termjobs.model import Job, new_job_id
+from termjobs.jobdef import Job
+from termjobs.jobspec import definition_for_create
+from termjobs.model import new_job_id
 from termjobs.schedule import initial_next_run
-from termjobs.storage import store
+from termjobs.storage.database import open_storage
 from termjobs.storage.engine import resolve_url
-from termjobs.storage.gateway import open_gateway
 
 
 def cron_jobs(prefix: str, count: int, expression: str, now: dt.datetime, **fields: object) -> list[Job]:
@@ -24,16 +24,16 @@ def cron_jobs(prefix: str, count: int, expression: str, now: dt.datetime, **fiel
         "trigger_config": {"expression": expression, "timezone": "UTC"},
         **fields,
     }
-    valid = definition_for_create(body)
-    next_run = initial_next_run(valid.trigger, enabled=True, now=now, last_fire_at=None)
+    spec = definition_for_create(body)
+    next_run = initial_next_run(spec.parsed.trigger, enabled=True, now=now, last_fire_at=None)
     return [
-        build_job(
-            dataclasses.replace(valid.definition, name=f"{prefix}-{i}"),
-            job_id=new_job_id(),
-            created_at=now,
-            updated_at=now,
+        Job(
+            id=new_job_id(),
+            spec=dataclasses.replace(spec, name=f"{prefix}-{i}"),
             next_run_at=next_run,
             last_fire_at=None,
+            created_at=now,
+            updated_at=now,
         )
         for i in range(count)
     ]
@@ -41,8 +41,7 @@ def cron_jobs(prefix: str, count: int, expression: str, now: dt.datetime, **fiel
 
 async def write_jobs(db: str, batches: Sequence[list[Job]]) -> None:
     """Create the schema in ``db`` and insert the jobs, 5,000 per transaction."""
-    async with open_gateway(resolve_url(db)) as gateway:
+    async with open_storage(resolve_url(db)) as storage:
         for batch in batches:
             for start in range(0, len(batch), 5000):
-                chunk = batch[start : start + 5000]
-                await gateway.write(lambda tx, chunk=chunk: store.insert_jobs(tx, chunk))
+                await storage.import_jobs(batch[start : start + 5000])

@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _server import program_job, progress, report, running_server
+from benchmarks._server import program_job, progress, report, running_server
 
 TARGET = 0.70
 _LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", re.M)
@@ -51,7 +49,7 @@ async def main(args: argparse.Namespace) -> None:
     post_script = str(Path(__file__).parent / "trigger.lua")
     async with (
         running_server("--jobs-workers", "16", "--log-level", "error") as server,
-        server.client() as client,
+        server.client(timeout=60) as client,
     ):
         body = program_job("api-bench", "true", concurrent=1000)
         job = (await client.post("/v2/jobs", json=body)).json()

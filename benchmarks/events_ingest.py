@@ -21,14 +21,13 @@ from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _server import program_job, progress, report, running_server
-
-from termjobs.jobspec import build_job, definition_for_create
-from termjobs.model import EventType
-from termjobs.storage import runops, store
+from benchmarks._server import program_job, progress, report, running_server
+from termjobs.jobdef import Job
+from termjobs.jobspec import definition_for_create
+from termjobs.model import EventType, RunTrigger
+from termjobs.rundomain import new_run
+from termjobs.storage.database import open_storage
 from termjobs.storage.engine import resolve_url
-from termjobs.storage.gateway import open_gateway
 
 TARGET = 20_000
 CHATTY = (
@@ -40,11 +39,11 @@ CHATTY = (
 
 
 async def gateway_limit(writers: int, events: int) -> float:
-    """Output events per second through the gateway alone (no runner, no HTTP)."""
+    """Output events per second through storage alone (no runner, no HTTP)."""
     with tempfile.TemporaryDirectory() as tmp:
-        async with open_gateway(resolve_url(str(Path(tmp) / "limit.db"))) as gateway:
+        async with open_storage(resolve_url(str(Path(tmp) / "limit.db"))) as storage:
             now = dt.datetime.now(dt.UTC)
-            valid = definition_for_create(
+            spec = definition_for_create(
                 {
                     "name": "x",
                     "runner_type": "program",
@@ -52,25 +51,18 @@ async def gateway_limit(writers: int, events: int) -> float:
                     "trigger_type": "manual",
                 }
             )
-            job = build_job(
-                valid.definition,
-                job_id="job_x",
-                created_at=now,
-                updated_at=now,
-                next_run_at=None,
-                last_fire_at=None,
+            job = Job(
+                id="job_x", spec=spec, next_run_at=None, last_fire_at=None, created_at=now, updated_at=now
             )
-            run = runops.new_run(job, trigger=runops.RunTrigger.MANUAL, scheduled_for=now, now=now)
-            await gateway.write(lambda tx: (store.insert_job(tx, job), runops.create_run(tx, run, now=now)))
+            await storage.create_job(job)
+            run = await storage.create_run(
+                new_run(job.id, trigger=RunTrigger.MANUAL, scheduled_for=now, now=now)
+            )
 
             async def writer() -> None:
                 for i in range(events // writers):
                     data = {"stream": "stdout", "text": f"event {i}\n"}
-                    await gateway.write(
-                        lambda tx, data=data: store.insert_event(
-                            tx, run=run, event_type=EventType.OUTPUT, message=None, now=now, data=data
-                        )
-                    )
+                    await storage.add_event(run, EventType.OUTPUT, None, data, now=now)
 
             started = time.perf_counter()
             async with trio.open_nursery() as nursery:
@@ -82,7 +74,7 @@ async def gateway_limit(writers: int, events: int) -> float:
 async def termjobs_rate(args: argparse.Namespace) -> dict[str, float]:
     async with (
         running_server("--jobs-workers", str(args.runs), "--log-level", "error") as server,
-        server.client() as client,
+        server.client(timeout=60) as client,
     ):
         chatty = CHATTY.format(lines=args.lines, pause=args.pause)
         body = program_job("chatty", sys.executable, "-c", chatty, concurrent=args.runs)

@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _server import percentile, progress, report
+from benchmarks._server import percentile, progress, report
 
 LAGS: list[float] = []
 
@@ -131,7 +130,11 @@ async def child_rest(db: str, jobs: int, mode: str) -> dict[str, Any]:
 def run_child(*args: str) -> dict[str, Any]:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "benchmarks.peer_apscheduler", "--child", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     result["process_s"] = time.perf_counter() - started

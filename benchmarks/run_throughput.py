@@ -13,15 +13,13 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _server import postgres_schema, program_job, progress, report, running_server
+from benchmarks._server import postgres_schema, program_job, progress, report, running_server
 
 JOBS = 10  # spread over several jobs: one job admits at most 1000 active runs
 
@@ -70,7 +68,7 @@ async def trigger_with_httpx(client: httpx.AsyncClient, ids: list[str], runs: in
 
 async def termjobs_rate(runs: int, workers: int, clients: int, db: str | None) -> dict[str, float]:
     extra = ("--jobs-workers", str(workers))
-    async with running_server(*extra, db=db) as server, server.client() as client:
+    async with running_server(*extra, db=db) as server, server.client(timeout=60) as client:
         ids = []
         for i in range(JOBS):
             body = program_job(f"noop-{i}", "true", concurrent=1000)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,9 +18,8 @@ from pathlib import Path
 import httpx
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _build import cron_jobs, write_jobs
-from _server import percentile, progress, report, running_server
+from benchmarks._build import cron_jobs, write_jobs
+from benchmarks._server import percentile, progress, report, running_server
 
 TARGET_RSS_MB = 600.0
 TARGET_START_S = 15.0
@@ -37,7 +35,7 @@ def rss_mb(pid: int) -> float:
 
 async def measure(db: str) -> dict[str, float]:
     started = time.perf_counter()
-    async with running_server("--log-level", "error", db=db) as server, server.client() as client:
+    async with running_server("--log-level", "error", db=db) as server, server.client(timeout=60) as client:
         while True:  # the banner is printed before the first request is answered
             try:
                 (await client.get("/v2/jobs?limit=50")).raise_for_status()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +19,8 @@ from pathlib import Path
 import sqlalchemy as sa
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _build import cron_jobs, write_jobs
-from _server import percentile, progress, report, running_server
-
+from benchmarks._build import cron_jobs, write_jobs
+from benchmarks._server import percentile, progress, report, running_server
 from termjobs.storage.tables import run_events, runs
 
 TARGETS_MS = {"small": 50.0, "large": 500.0}

@@ -14,13 +14,11 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import trio
 import trio_websocket
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _server import Server, percentile, program_job, progress, report, running_server
+from benchmarks._server import Server, percentile, program_job, progress, report, running_server
 
 # One line every `interval` seconds: each line becomes its own output event.
 CHATTY = "import time\nfor i in range({lines}):\n    print('line', i)\n    time.sleep({interval})\n"
@@ -68,7 +66,10 @@ async def subscribe(server: Server, sub: Subscriber, gate: Gate) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    async with running_server("--jobs-workers", str(args.runs)) as server, server.client() as client:
+    async with (
+        running_server("--jobs-workers", str(args.runs)) as server,
+        server.client(timeout=60) as client,
+    ):
         chatty = CHATTY.format(lines=args.lines, interval=args.interval)
         body = program_job("chatty", sys.executable, "-c", chatty, concurrent=args.runs)
         (await client.post("/v2/jobs", json=body)).raise_for_status()

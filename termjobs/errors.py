@@ -4,6 +4,7 @@ Every error that can reach an API caller is a :class:`TermjobsError`; the HTTP l
 maps each class to one status code (``termjobs.http.errors``)::
 
     TermjobsError                      500  something unexpected inside the server
+    ├── InternalError                  500  a bug: logged with a reference the client sees
     ├── InvalidRequest                 400  the request is malformed or violates a rule
     ├── UnsupportedMediaType           415  the body is not declared as JSON
     ├── Unauthorized                   401  missing or wrong credentials
@@ -30,6 +31,15 @@ class TermjobsError(Exception):
     @property
     def message(self) -> str:
         return str(self.args[0])
+
+
+class InternalError(TermjobsError):
+    """An unexpected failure inside the server; the log has the details under ``ref``."""
+
+    def __init__(self, ref: str, cause: BaseException | None = None) -> None:
+        super().__init__(f"internal error (ref {ref}); the server log has the details")
+        self.ref = ref
+        self.__cause__ = cause
 
 
 class InvalidRequest(TermjobsError):

@@ -4,34 +4,28 @@ pydantic checks the shape (types, unknown fields); the rules of each field are c
 on the complete, merged definition so create and PATCH share one code path. Every
 failure is an :class:`~termjobs.errors.InvalidRequest` whose message names the field
 and says what to fix. The same models back ``term-llm jobs validate``.
+
+A PATCH body becomes a :class:`JobPatch` (shape, types and choices checked) where the
+request arrives; the job's actor merges it into the current definition and checks the
+rules on the result.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Annotated, Any, Final, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from termjobs.errors import InvalidRequest
+from termjobs.jobdef import JobDefinition
 from termjobs.jsontypes import json_type_name, reject_constant
-from termjobs.model import (
-    ConcurrencyPolicy,
-    Job,
-    JSONValue,
-    MisfirePolicy,
-    RunnerType,
-    TriggerType,
-)
-from termjobs.retry import parse_retry_policy
-from termjobs.runners.config import validate_runner_config
-from termjobs.schedule import Trigger, TriggerError, parse_trigger
+from termjobs.model import ConcurrencyPolicy, JSONObject, MisfirePolicy, RunnerType, TriggerType
 
-DEFAULT_TIMEOUT_SECONDS: Final = 300
-DEFAULT_MISFIRE_GRACE_SECONDS: Final = 60
 MAX_NAME_LENGTH: Final = 200
 
 # Read-only fields a client may send back after a GET (edit-and-PATCH workflow);
@@ -67,38 +61,23 @@ class JobInput(BaseModel):
     last_run: _Json
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobDefinition:
-    """Everything a user defines about a job, validated and with defaults applied."""
-
-    name: str
-    enabled: bool = True
-    runner_type: RunnerType
-    runner_config: JSONValue
-    trigger_type: TriggerType
-    trigger_config: JSONValue
-    schedule_timezone: str | None = None
-    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
-    max_concurrent_runs: int = 1
-    retry_policy: JSONValue | None = None
-    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
-    misfire_policy: MisfirePolicy = MisfirePolicy.SKIP
-    misfire_grace_seconds: int = DEFAULT_MISFIRE_GRACE_SECONDS
-    labels: JSONValue | None = None
-
-
 @dataclass(frozen=True, slots=True)
-class ValidJob:
-    """A validated definition together with its parsed trigger."""
+class JobPatch:
+    """A checked PATCH body: the definition fields it sets, with typed values (``None``
+    resets a field to its default). Build one with :func:`parse_patch`."""
 
-    definition: JobDefinition
-    trigger: Trigger
+    changes: Mapping[str, Any]
+
+    @classmethod
+    def enabled(cls, value: bool) -> JobPatch:
+        """Pause (``False``) or resume (``True``)."""
+        return cls(MappingProxyType({"enabled": value}))
 
 
 # ------------------------------------------------------------------------ parsing
 
 
-def decode_body(raw: bytes) -> dict[str, JSONValue]:
+def decode_body(raw: bytes) -> JSONObject:
     """Decode a request body that must hold exactly one JSON object."""
     if not raw.strip():
         raise InvalidRequest("request body is empty: send a JSON object describing the job")
@@ -127,7 +106,7 @@ _TYPE_HINTS: Final = {
 }
 
 
-def parse_input(body: dict[str, JSONValue]) -> JobInput:
+def parse_input(body: JSONObject) -> JobInput:
     """Check the shape of a job body; the first problem becomes the error message."""
     try:
         return JobInput.model_validate(body)
@@ -155,7 +134,7 @@ def _choice(kind: type[_E], field: str, raw: str) -> _E:
 # ------------------------------------------------------------------ create / patch
 
 
-def definition_for_create(body: dict[str, JSONValue]) -> ValidJob:
+def definition_for_create(body: JSONObject) -> JobDefinition:
     """Validate a create request body and apply defaults."""
     data = parse_input(body)
     if data.name is None or not data.name.strip():
@@ -171,48 +150,31 @@ def definition_for_create(body: dict[str, JSONValue]) -> ValidJob:
         trigger_type=_choice(TriggerType, "trigger_type", data.trigger_type),
         trigger_config={},
     )
-    return validate(_merge(base, data))
+    return validate(replace(base, **_changes(data)))
 
 
-def definition_for_patch(job: Job, body: dict[str, JSONValue]) -> ValidJob:
-    """Merge a PATCH body into ``job``'s definition and validate the result.
-
-    Absent fields keep their value; ``null`` resets a field to its default, which for
-    ``schedule_timezone``, ``retry_policy`` and ``labels`` means removing it. ``name``,
-    ``runner_type``, ``trigger_type`` and ``enabled`` cannot be null.
-    """
+def parse_patch(body: JSONObject) -> JobPatch:
+    """Check a PATCH body's shape. Absent fields keep their value; ``null`` resets a
+    field to its default, which for ``schedule_timezone``, ``retry_policy`` and
+    ``labels`` means removing it. ``name``, ``runner_type``, ``trigger_type`` and
+    ``enabled`` cannot be null."""
     data = parse_input(body)
     for key in ("name", "runner_type", "trigger_type", "enabled"):
         if key in data.model_fields_set and getattr(data, key) is None:
             raise InvalidRequest(f"{key} cannot be null")
-    current = definition_of(job)
-    if data.runner_type is not None:
-        current = replace(current, runner_type=_choice(RunnerType, "runner_type", data.runner_type))
-    if data.trigger_type is not None:
-        current = replace(current, trigger_type=_choice(TriggerType, "trigger_type", data.trigger_type))
     if data.name is not None and not data.name.strip():
         raise InvalidRequest("name cannot be blank")
-    return validate(_merge(current, data))
+    changes = _changes(data)
+    if data.runner_type is not None:
+        changes["runner_type"] = _choice(RunnerType, "runner_type", data.runner_type)
+    if data.trigger_type is not None:
+        changes["trigger_type"] = _choice(TriggerType, "trigger_type", data.trigger_type)
+    return JobPatch(MappingProxyType(changes))
 
 
-def definition_of(job: Job) -> JobDefinition:
-    """The user-defined part of a stored job."""
-    return JobDefinition(
-        name=job.name,
-        enabled=job.enabled,
-        runner_type=job.runner_type,
-        runner_config=job.runner_config,
-        trigger_type=job.trigger_type,
-        trigger_config=job.trigger_config,
-        schedule_timezone=job.schedule_timezone,
-        concurrency_policy=job.concurrency_policy,
-        max_concurrent_runs=job.max_concurrent_runs,
-        retry_policy=job.retry_policy,
-        timeout_seconds=job.timeout_seconds,
-        misfire_policy=job.misfire_policy,
-        misfire_grace_seconds=job.misfire_grace_seconds,
-        labels=job.labels,
-    )
+def apply_patch(current: JobDefinition, patch: JobPatch) -> JobDefinition:
+    """``current`` with ``patch`` applied, validated as a whole."""
+    return validate(replace(current, **patch.changes))
 
 
 _DEFAULTS: Final = JobDefinition(
@@ -224,7 +186,8 @@ _DEFAULTS: Final = JobDefinition(
 )
 
 
-def _merge(base: JobDefinition, data: JobInput) -> JobDefinition:
+def _changes(data: JobInput) -> dict[str, Any]:
+    """The definition fields a body sets, typed (enums parsed, blank zone = none)."""
     changes: dict[str, Any] = {}
     for key in data.model_fields_set - READ_ONLY_FIELDS - {"runner_type", "trigger_type"}:
         value = getattr(data, key)
@@ -238,31 +201,21 @@ def _merge(base: JobDefinition, data: JobInput) -> JobDefinition:
             changes[key] = value.strip() or None
         else:
             changes[key] = value
-    return replace(base, **changes)
+    return changes
 
 
 # --------------------------------------------------------------------- validation
 
 
-def validate(defn: JobDefinition) -> ValidJob:
-    """Check every rule on a complete definition; return it with its parsed trigger."""
+def validate(defn: JobDefinition) -> JobDefinition:
+    """Check every rule on a complete definition; the definition, if it passes."""
     _check_name(defn.name)
     _check_range("max_concurrent_runs", defn.max_concurrent_runs, 1, 1000)
     _check_range("timeout_seconds", defn.timeout_seconds, 1, 30 * 24 * 3600)
     _check_range("misfire_grace_seconds", defn.misfire_grace_seconds, 0, 7 * 24 * 3600)
-    for check, value in (
-        (lambda v: validate_runner_config(defn.runner_type, v), defn.runner_config),
-        (parse_retry_policy, defn.retry_policy),
-    ):
-        try:
-            check(value)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
-    try:
-        trigger = parse_trigger(defn.trigger_type, defn.trigger_config, defn.schedule_timezone)
-    except TriggerError as exc:
-        raise InvalidRequest(str(exc)) from None
-    return ValidJob(definition=defn, trigger=trigger)
+    if defn.parsed.problem is not None:
+        raise InvalidRequest(defn.parsed.problem)
+    return defn
 
 
 def _check_name(name: str) -> None:
@@ -277,42 +230,3 @@ def _check_name(name: str) -> None:
 def _check_range(field: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise InvalidRequest(f"{field} must be a whole number from {low} to {high} (got {value})")
-
-
-def build_job(
-    defn: JobDefinition,
-    *,
-    job_id: str,
-    created_at: dt.datetime,
-    updated_at: dt.datetime,
-    next_run_at: dt.datetime | None,
-    last_fire_at: dt.datetime | None,
-) -> Job:
-    """A stored job value from a validated definition."""
-    return Job(
-        id=job_id,
-        name=defn.name,
-        enabled=defn.enabled,
-        runner_type=defn.runner_type,
-        runner_config=defn.runner_config,
-        trigger_type=defn.trigger_type,
-        trigger_config=defn.trigger_config,
-        schedule_timezone=defn.schedule_timezone,
-        concurrency_policy=defn.concurrency_policy,
-        max_concurrent_runs=defn.max_concurrent_runs,
-        retry_policy=defn.retry_policy,
-        timeout_seconds=defn.timeout_seconds,
-        misfire_policy=defn.misfire_policy,
-        misfire_grace_seconds=defn.misfire_grace_seconds,
-        labels=defn.labels,
-        next_run_at=next_run_at,
-        last_fire_at=last_fire_at,
-        created_at=created_at,
-        updated_at=updated_at,
-    )
-
-
-def schedule_changed(old: JobDefinition, new: JobDefinition) -> bool:
-    """Whether an edit touches what decides ``next_run_at`` (DESIGN 4.7)."""
-    fields = ("trigger_type", "trigger_config", "schedule_timezone", "enabled")
-    return any(getattr(old, f) != getattr(new, f) for f in fields)

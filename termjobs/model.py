@@ -1,8 +1,14 @@
-"""Core value types: enums, identifiers, timestamps and the Job / Run / RunEvent values.
+"""Core value types: enums, identifiers, timestamps, and the Run / RunEvent values.
 
 Values are frozen dataclasses; components change state by building new values
 (``dataclasses.replace``), so a snapshot handed to the HTTP layer can never change
-underneath it. The JSON shapes of these values live in ``termjobs.wire``.
+underneath it. A job's value lives in ``termjobs.jobdef``; JSON shapes live in
+``termjobs.wire``; how a run comes to be and how it ends lives in
+``termjobs.rundomain``.
+
+A run's fields are written out once, here: :class:`RunOutput` is what a runner
+reports (and what the run keeps of it), nested unchanged in :class:`Run`; storage and
+the wire format derive their columns and keys from these dataclasses.
 """
 
 from __future__ import annotations
@@ -10,11 +16,13 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import secrets
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TypeAlias
 
 #: A decoded JSON value (object, array, string, number, bool or null).
-JSONValue = Any
+JSONValue: TypeAlias = "dict[str, JSONValue] | list[JSONValue] | str | int | float | bool | None"
+#: A decoded JSON object.
+JSONObject: TypeAlias = "dict[str, JSONValue]"
 
 
 class RunnerType(enum.StrEnum):
@@ -74,6 +82,7 @@ class RunStatus(enum.StrEnum):
         return self in TERMINAL_STATUSES
 
 
+#: The statuses a run never leaves; each is also the type of the run's last event.
 TERMINAL_STATUSES = frozenset(
     {
         RunStatus.SUCCEEDED,
@@ -107,6 +116,10 @@ class EventType(enum.StrEnum):
     SKIPPED = "skipped"
     RETRY_SCHEDULED = "retry_scheduled"
     NOTIFY_FAILED = "notify_failed"
+
+
+#: The events that end a run's timeline (one per terminal status).
+TERMINAL_EVENTS = frozenset(EventType(status.value) for status in TERMINAL_STATUSES)
 
 
 class ExitReason(enum.StrEnum):
@@ -168,40 +181,28 @@ def parse_ts(text: str) -> dt.datetime | None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Job:
-    """A stored job definition.
+class RunOutput:
+    """What a runner observed of one run, kept on the run as it was reported.
 
-    ``last_fire_at`` is the nominal time of the most recent scheduled fire (internal:
-    it is how a fired ``once`` job knows not to re-arm, and where misfire catch-up
-    starts counting).
+    Storage keeps each field in a column of the same name; the API shows each one
+    unless it is empty (``exit_code`` unless it is absent).
     """
 
-    id: str
-    name: str
-    enabled: bool
-    runner_type: RunnerType
-    runner_config: JSONValue
-    trigger_type: TriggerType
-    trigger_config: JSONValue
-    schedule_timezone: str | None
-    concurrency_policy: ConcurrencyPolicy
-    max_concurrent_runs: int
-    retry_policy: JSONValue | None
-    timeout_seconds: int
-    misfire_policy: MisfirePolicy
-    misfire_grace_seconds: int
-    labels: JSONValue | None
-    next_run_at: dt.datetime | None
-    last_fire_at: dt.datetime | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    exit_code: int | None = None
+    session_id: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    thinking: str | None = None
+    response: str | None = None
+    truncated: bool = False
+    turn_count: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
 
-    @property
-    def run_limit(self) -> int:
-        """How many runs of this job may be active at once."""
-        if self.concurrency_policy is ConcurrencyPolicy.FORBID:
-            return 1
-        return self.max_concurrent_runs
+
+#: ``RunOutput`` fields that hold the (possibly large) captured payloads: summaries
+#: (run lists, ``last_run``) leave them out.
+PAYLOAD_FIELDS = frozenset({"stdout", "stderr", "thinking", "response"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,21 +216,12 @@ class Run:
     scheduled_for: dt.datetime
     status: RunStatus
     worker_id: str | None = None
-    session_id: str | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
-    exit_code: int | None = None
     error: str | None = None
-    stdout: str | None = None
-    stderr: str | None = None
-    thinking: str | None = None
-    response: str | None = None
     exit_reason: ExitReason | None = None
-    truncated: bool = False
-    turn_count: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
     retry_of: str | None = None
+    output: RunOutput = field(default_factory=RunOutput)
     created_at: dt.datetime
     updated_at: dt.datetime
 

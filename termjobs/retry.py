@@ -132,7 +132,7 @@ def _backoff(raw: JSONValue) -> Backoff:
     if raw is None or raw == "":
         return Backoff.FIXED
     try:
-        return Backoff(raw)
+        return Backoff(raw if isinstance(raw, str) else "")
     except ValueError:
         raise ValueError("retry_policy.backoff must be one of: fixed, linear, exponential") from None
 

@@ -14,13 +14,12 @@ import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from termjobs import __version__
 from termjobs.actors.hub import Hub
 from termjobs.actors.retention import RetentionActor
 from termjobs.actors.runs import RunEnv
@@ -30,26 +29,14 @@ from termjobs.config import Settings
 from termjobs.model import RunnerType, new_worker_id
 from termjobs.runners.base import BackgroundService, OrphanReaper, Runner, UnconfiguredLLMRunner
 from termjobs.runners.program import ProgramRunner
-from termjobs.storage.gateway import Gateway, open_gateway
+from termjobs.services import Services
+from termjobs.storage.database import open_storage
 
 logger = logging.getLogger(__name__)
 
 #: Upper bound on graceful shutdown beyond ``shutdown_grace``: the kill grace of the
 #: stopped runs plus the time to record their final state.
 SHUTDOWN_MARGIN_S = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    """The running components, as the HTTP layer and tests see them."""
-
-    settings: Settings
-    clock: Clock
-    gateway: Gateway
-    hub: Hub
-    supervisor: Supervisor
-    retention: RetentionActor
-    version: str = __version__
 
 
 def default_runners(base_env: Mapping[str, str]) -> dict[RunnerType, Runner]:
@@ -71,9 +58,9 @@ async def open_services(
     clock = clock or SystemClock()
     hub = Hub()
     runners = runners or default_runners(base_env if base_env is not None else os.environ)
-    async with open_gateway(settings.db_url, inline=inline_db, on_commit=hub.publish) as gateway:
+    async with open_storage(settings.db_url, inline=inline_db, on_commit=hub.publish) as storage:
         env = RunEnv(
-            gateway=gateway,
+            storage=storage,
             clock=clock,
             runners=runners,
             slots=trio.CapacityLimiter(settings.jobs_workers),
@@ -83,7 +70,7 @@ async def open_services(
         )
         supervisor = Supervisor(env, request_timeout=settings.request_timeout)
         retention = RetentionActor(
-            gateway,
+            storage,
             clock,
             retention_days=settings.retention_days,
             max_runs_per_job=settings.max_runs_per_job,
@@ -100,7 +87,7 @@ async def open_services(
                     yield Services(
                         settings=settings,
                         clock=clock,
-                        gateway=gateway,
+                        storage=storage,
                         hub=hub,
                         supervisor=supervisor,
                         retention=retention,

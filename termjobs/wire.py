@@ -1,15 +1,55 @@
 """JSON shapes of jobs, runs and events, with the reference system's omission rules.
 
-Fields documented as "omitted when empty" are left out (not ``null``) when their value
-is empty, zero, false or absent. Timestamps are RFC 3339 UTC (``format_ts``).
+Keys are the value types' field names, in their order (``termjobs.jobdef``,
+``termjobs.model``). Fields documented as "omitted when empty" are left out (not
+``null``) when their value is empty, zero, false or absent. Timestamps are RFC 3339 UTC
+(``format_ts``); enums are their values.
 """
 
 from __future__ import annotations
 
+import enum
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
-from termjobs.model import Job, JSONValue, Run, RunEvent, format_ts
+from termjobs.fields import enum_type, fields_of, is_timestamp
+from termjobs.jobdef import Job, JobDefinition
+from termjobs.model import PAYLOAD_FIELDS, JSONObject, JSONValue, Run, RunEvent, RunOutput, format_ts
+
+#: Job fields left out when they are absent (every other one is always present).
+_SPEC_OPTIONAL: Final = frozenset({"schedule_timezone", "retry_policy", "labels"})
+#: Run fields always present; the others are omitted when empty.
+_RUN_REQUIRED: Final = frozenset({"id", "job_id", "attempt", "trigger", "scheduled_for", "status"})
+#: Omitted only when absent (a zero exit code is shown).
+_KEEP_ZERO: Final = frozenset({"exit_code"})
+
+Convert = Callable[[Any], Any] | None
+
+
+def _converter(owner: type, annotation: object) -> Convert:
+    if enum_type(owner, annotation) is not None:
+        return _enum_value
+    return format_ts if is_timestamp(annotation) else None
+
+
+def _enum_value(value: enum.Enum) -> Any:
+    return value.value
+
+
+# Rendering plans, computed once: (field, always shown, conversion). Lists render
+# thousands of these per second, so the per-field work is kept to a lookup.
+_SPEC_PLAN: Final = [
+    (f.name, f.name not in _SPEC_OPTIONAL, _converter(JobDefinition, f.type))
+    for f in fields_of(JobDefinition)
+]
+_RUN_PLAN: Final = [
+    (f.name, f.name in _RUN_REQUIRED, _converter(Run, f.type))
+    for f in fields_of(Run)
+    if f.name not in ("output", "created_at", "updated_at")
+]
+_OUTPUT_PLAN: Final = [(f.name, f.name in _KEEP_ZERO) for f in fields_of(RunOutput)]
+_SUMMARY_OUTPUT_PLAN: Final = [(name, keep) for name, keep in _OUTPUT_PLAN if name not in PAYLOAD_FIELDS]
 
 
 def dumps(value: JSONValue) -> str:
@@ -17,28 +57,14 @@ def dumps(value: JSONValue) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
-def job_json(job: Job, *, last_run: Run | None = None) -> dict[str, Any]:
+def job_json(job: Job, last_run: Run | None = None) -> JSONObject:
     """The job object of the API."""
-    out: dict[str, Any] = {
-        "id": job.id,
-        "name": job.name,
-        "enabled": job.enabled,
-        "runner_type": job.runner_type.value,
-        "runner_config": job.runner_config,
-        "trigger_type": job.trigger_type.value,
-        "trigger_config": job.trigger_config,
-    }
-    if job.schedule_timezone:
-        out["schedule_timezone"] = job.schedule_timezone
-    out["concurrency_policy"] = job.concurrency_policy.value
-    out["max_concurrent_runs"] = job.max_concurrent_runs
-    if job.retry_policy is not None:
-        out["retry_policy"] = job.retry_policy
-    out["timeout_seconds"] = job.timeout_seconds
-    out["misfire_policy"] = job.misfire_policy.value
-    out["misfire_grace_seconds"] = job.misfire_grace_seconds
-    if job.labels is not None:
-        out["labels"] = job.labels
+    out: JSONObject = {"id": job.id}
+    spec = job.spec
+    for name, always, convert in _SPEC_PLAN:
+        value = getattr(spec, name)
+        if always or (value is not None and value != ""):
+            out[name] = value if convert is None else convert(value)
     if job.next_run_at is not None:
         out["next_run_at"] = format_ts(job.next_run_at)
     if last_run is not None:
@@ -48,51 +74,26 @@ def job_json(job: Job, *, last_run: Run | None = None) -> dict[str, Any]:
     return out
 
 
-def run_json(run: Run, *, full: bool = True) -> dict[str, Any]:
+def run_json(run: Run, *, full: bool = True) -> JSONObject:
     """The run object of the API; a *summary* (``full=False``) has no output payloads."""
-    out: dict[str, Any] = {
-        "id": run.id,
-        "job_id": run.job_id,
-        "attempt": run.attempt,
-        "trigger": run.trigger.value,
-        "scheduled_for": format_ts(run.scheduled_for),
-        "status": run.status.value,
-    }
-    optional: list[tuple[str, Any]] = [
-        ("worker_id", run.worker_id),
-        ("session_id", run.session_id),
-        ("started_at", run.started_at and format_ts(run.started_at)),
-        ("finished_at", run.finished_at and format_ts(run.finished_at)),
-    ]
-    for key, value in optional:
-        if value:
-            out[key] = value
-    if run.exit_code is not None:
-        out["exit_code"] = run.exit_code
-    if run.error:
-        out["error"] = run.error
-    if full:
-        for key in ("stdout", "stderr", "thinking", "response"):
-            value = getattr(run, key)
-            if value:
-                out[key] = value
-    if run.exit_reason:
-        out["exit_reason"] = run.exit_reason.value
-    if run.truncated:
-        out["truncated"] = True
-    for key in ("turn_count", "input_tokens", "output_tokens"):
-        if getattr(run, key):
-            out[key] = getattr(run, key)
-    if run.retry_of:
-        out["retry_of"] = run.retry_of
+    out: JSONObject = {}
+    for name, always, convert in _RUN_PLAN:
+        value = getattr(run, name)
+        if always or value:
+            out[name] = value if convert is None else convert(value)
+    output = run.output
+    for name, keep_zero in _OUTPUT_PLAN if full else _SUMMARY_OUTPUT_PLAN:
+        value = getattr(output, name)
+        if value or (keep_zero and value is not None):
+            out[name] = value
     out["created_at"] = format_ts(run.created_at)
     out["updated_at"] = format_ts(run.updated_at)
     return out
 
 
-def event_json(event: RunEvent, *, with_job: bool = False) -> dict[str, Any]:
+def event_json(event: RunEvent, *, with_job: bool = False) -> JSONObject:
     """The run event object of the API (``with_job`` adds ``job_id``, for streams)."""
-    out: dict[str, Any] = {"id": event.id, "run_id": event.run_id}
+    out: JSONObject = {"id": event.id, "run_id": event.run_id}
     if with_job:
         out["job_id"] = event.job_id
     out["event_type"] = event.event_type.value
@@ -105,12 +106,13 @@ def event_json(event: RunEvent, *, with_job: bool = False) -> dict[str, Any]:
 
 
 def list_envelope(
-    items: list[dict[str, Any]], *, total: int, offset: int, limit: int, **extra: Any
-) -> dict[str, Any]:
+    items: Sequence[JSONObject], *, total: int, offset: int, limit: int, **extra: JSONValue
+) -> JSONObject:
     """``{"object":"list","data":[...],"total":N,"offset":O,"limit":L}`` (+ extras)."""
-    return {"object": "list", "data": items, "total": total, "offset": offset, "limit": limit, **extra}
+    data: list[JSONValue] = [*items]
+    return {"object": "list", "data": data, "total": total, "offset": offset, "limit": limit, **extra}
 
 
-def error_json(message: str, error_type: str) -> dict[str, Any]:
+def error_json(message: str, error_type: str) -> JSONObject:
     """``{"error":{"message":...,"type":...}}``."""
     return {"error": {"message": message, "type": error_type}}

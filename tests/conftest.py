@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from termjobs.storage.engine import resolve_url
+from termjobs.testing import postgres_schema
 
 POSTGRES_ENV = "TERMJOBS_TEST_POSTGRES_URL"
 POSTGRES_SKIP = f"{POSTGRES_ENV} is not set: PostgreSQL tests skipped (set it to run them)"
@@ -35,17 +34,8 @@ def postgres_url() -> Iterator[URL]:
     raw = os.environ.get(POSTGRES_ENV)
     if not raw:
         pytest.skip(POSTGRES_SKIP)
-    base = resolve_url(raw)
-    schema = f"tj_{secrets.token_hex(6)}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield base.update_query_dict({"options": f"-csearch_path={schema}"})
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema(raw) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

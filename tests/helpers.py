@@ -14,14 +14,15 @@ from typing import Any
 import trio
 from sqlalchemy.engine import URL
 
-from termjobs.actors.job import DeleteJob, TriggerNow, UpdateJob
 from termjobs.clock import VirtualClock
 from termjobs.config import Settings
-from termjobs.jobspec import build_job, definition_for_create
-from termjobs.model import Job, Run, RunEvent, RunnerType, RunTrigger
+from termjobs.jobdef import Job
+from termjobs.jobspec import definition_for_create, parse_patch
+from termjobs.model import JSONObject, Run, RunEvent, RunnerType, RunOutput, RunTrigger
+from termjobs.rundomain import new_run
 from termjobs.runners.base import RunContext, RunResult
-from termjobs.service import Services, open_services
-from termjobs.storage import runops, store
+from termjobs.service import open_services
+from termjobs.services import Services
 
 EPOCH = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -44,19 +45,21 @@ class FakeRunner:
     starts: list[tuple[str, dt.datetime]] = field(default_factory=list)
     ends: list[tuple[str, dt.datetime]] = field(default_factory=list)
 
+    def stop_grace(self, job: Job) -> float:
+        return 5.0
+
     async def run(self, ctx: RunContext) -> RunResult:
-        config: dict[str, Any] = ctx.job.runner_config
+        config: dict[str, Any] = ctx.job.spec.runner_config  # type: ignore[assignment]
         self.starts.append((ctx.run.id, self.clock.now()))
         with trio.move_on_after(float(config.get("seconds", 1))):
             await ctx.stop.wait()
         self.ends.append((ctx.run.id, self.clock.now()))
         if ctx.stop.requested:
-            return RunResult(exit_code=143)
+            return RunResult(RunOutput(exit_code=143))
         error = config.get("error")
         if error:
-            return RunResult(exit_code=int(config.get("exit_code", 1)), error=str(error))
-        output = config.get("output")
-        return RunResult(exit_code=int(config.get("exit_code", 0)), stdout=output)
+            return RunResult(RunOutput(exit_code=int(config.get("exit_code", 1))), error=str(error))
+        return RunResult(RunOutput(exit_code=int(config.get("exit_code", 0)), stdout=config.get("output")))
 
 
 def alive(pid: int) -> bool:
@@ -88,19 +91,19 @@ def cron_body(name: str, expression: str, timezone: str = "UTC", **fields: Any) 
 
 
 def make_job(name: str, *, created: dt.datetime = EPOCH, **fields: object) -> Job:
-    valid = definition_for_create(job_body(name, **fields))
-    return build_job(
-        valid.definition,
-        job_id=f"job_{name}",
-        created_at=created,
-        updated_at=created,
+    spec = definition_for_create(job_body(name, **fields))
+    return Job(
+        id=f"job_{name}",
+        spec=spec,
         next_run_at=None,
         last_fire_at=None,
+        created_at=created,
+        updated_at=created,
     )
 
 
 def make_run(job: Job, *, created: dt.datetime = EPOCH, trigger: RunTrigger = RunTrigger.MANUAL) -> Run:
-    return runops.new_run(job, trigger=trigger, scheduled_for=created, now=created)
+    return new_run(job.id, trigger=trigger, scheduled_for=created, now=created)
 
 
 @dataclass
@@ -111,43 +114,37 @@ class Harness:
     clock: VirtualClock
     runner: FakeRunner
 
-    async def create(self, body: dict[str, Any]) -> Job:
-        return await self.services.supervisor.create_job(body)
+    async def create(self, body: JSONObject) -> Job:
+        return await self.services.supervisor.create_job(definition_for_create(body))
 
     async def trigger(self, job_id: str) -> Run:
-        message = TriggerNow()
-        return await self.services.supervisor.ask(job_id, message, message.reply)
+        return await self.services.supervisor.trigger(job_id)
 
-    async def update(self, job_id: str, body: dict[str, Any]) -> Job:
-        message = UpdateJob(body=body)
-        return await self.services.supervisor.ask(job_id, message, message.reply)
+    async def update(self, job_id: str, body: JSONObject) -> Job:
+        return await self.services.supervisor.update(job_id, parse_patch(body))
 
     async def delete(self, job_id: str, *, cancel_active: bool = False) -> None:
-        message = DeleteJob(cancel_active=cancel_active)
-        await self.services.supervisor.ask(job_id, message, message.reply)
+        await self.services.supervisor.delete(job_id, cancel_active=cancel_active)
 
     async def cancel(self, run_id: str) -> Run:
         return await self.services.supervisor.cancel_run(run_id)
 
     async def job(self, job_id: str) -> Job | None:
-        return await self.services.gateway.read(lambda conn: store.get_job(conn, job_id))
+        return await self.services.storage.get_job(job_id)
 
     async def runs(self, job_id: str | None = None) -> list[Run]:
         """All runs (oldest first)."""
-        page = await self.services.gateway.read(
-            lambda conn: store.list_runs(conn, limit=10_000, offset=0, job_id=job_id)
-        )
+        page = await self.services.storage.runs_page(limit=10_000, offset=0, job_ref=job_id)
         return list(reversed(page.items))
 
     async def run(self, run_id: str) -> Run:
-        run = await self.services.gateway.read(lambda conn: store.get_run(conn, run_id))
+        run = await self.services.storage.get_run(run_id)
         assert run is not None
         return run
 
     async def events(self, run_id: str) -> list[RunEvent]:
-        page = await self.services.gateway.read(
-            lambda conn: store.list_events(conn, run_id, since_id=0, limit=10_000, offset=0)
-        )
+        page = await self.services.storage.events_page(run_id, since_id=0, limit=10_000, offset=0)
+        assert page is not None
         return page.items
 
     async def event_types(self, run_id: str) -> list[str]:

@@ -1,9 +1,12 @@
 """The JobActor: one per job definition; owns its definition, schedule and active runs.
 
 Its loop waits for *the next fire time or a message*, whichever comes first; it never
-polls. Messages are handled one at a time, so decisions that depend on the job's state
-(the concurrency limit, the schedule) cannot race. Active runs live in the actor's run
-nursery (``termjobs.actors.runs``) and keep going while the actor handles messages.
+polls. Messages (``termjobs.actors.protocol``) are handled one at a time, so decisions
+that depend on the job's state (the concurrency limit, the schedule) cannot race:
+requests from the supervisor, and notices from its own run tasks (a retry came due, a
+run ended). Active runs live in the actor's run nursery (``termjobs.actors.runs``) and
+keep going while the actor handles messages. The rules themselves (which fires run,
+which are skipped) are in ``termjobs.rundomain``.
 """
 
 from __future__ import annotations
@@ -11,92 +14,49 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import assert_never
 
 import trio
 
-from termjobs import jobspec
-from termjobs.actors.mailbox import MAILBOX_SIZE, Reply
-from termjobs.actors.runs import Refusal, RunEnv, RunHandle, RunTask
+from termjobs import jobspec, rundomain
+from termjobs.actors.mailbox import MAILBOX_SIZE
+from termjobs.actors.protocol import (
+    ActorExit,
+    ActorGone,
+    CancelRun,
+    DeleteJob,
+    JobMessage,
+    Request,
+    RetryDue,
+    RunEnded,
+    RunHandle,
+    TriggerNow,
+    UpdateJob,
+)
+from termjobs.actors.runs import RunEnv, RunTask
 from termjobs.clock import deadline_or_inf
-from termjobs.errors import Conflict, JobNotFound, RunNotFound, TermjobsError, Unavailable
-from termjobs.model import (
-    ConcurrencyPolicy,
-    Job,
-    MisfirePolicy,
-    Run,
-    RunStatus,
-    RunTrigger,
-    TriggerType,
-    format_ts,
-)
+from termjobs.errors import Conflict, InternalError, JobNotFound, RunNotFound, TermjobsError, Unavailable
+from termjobs.jobdef import Job
+from termjobs.jobspec import JobPatch
+from termjobs.model import ConcurrencyPolicy, Run, RunStatus, RunTrigger, TriggerType
+from termjobs.rundomain import Refusal
 from termjobs.runners.base import StopReason
-from termjobs.schedule import (
-    DueFires,
-    ManualTrigger,
-    Trigger,
-    TriggerError,
-    due_fires,
-    initial_next_run,
-    parse_trigger,
-)
-from termjobs.storage import runops, store
+from termjobs.schedule import due_fires, initial_next_run
+from termjobs.storage import NameTaken
 
 logger = logging.getLogger(__name__)
 
 #: How long ``cancel``/``delete`` wait for runs to record their final state.
 RUN_STOP_WAIT_S = 60.0
-#: At most this many runs of a ``queue``-policy job wait at once; more are skipped.
-QUEUE_LIMIT = 100
 #: Longest wait between attempts to record scheduled fires while storage fails.
 FIRE_RETRY_MAX_S = 60.0
 #: An actor with no active runs and no fire within ``HIBERNATE_HORIZON_S`` hibernates
 #: after ``HIBERNATE_IDLE_S`` without messages; its supervisor wakes it again.
 HIBERNATE_IDLE_S = 30.0
 HIBERNATE_HORIZON_S = 60.0
-
-
-# ------------------------------------------------------------------------ messages
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TriggerNow:
-    """Queue a manual run now."""
-
-    reply: Reply[Run] = field(default_factory=Reply)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpdateJob:
-    """Apply a PATCH body (pause and resume are ``{"enabled": false|true}``)."""
-
-    body: dict[str, object]
-    reply: Reply[Job] = field(default_factory=Reply)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeleteJob:
-    """Delete the job (and its history); with ``cancel_active``, stop its runs first."""
-
-    cancel_active: bool
-    reply: Reply[None] = field(default_factory=Reply)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CancelRun:
-    """Cancel one of the job's runs."""
-
-    run_id: str
-    reply: Reply[Run] = field(default_factory=Reply)
-
-
-JobMessage = TriggerNow | UpdateJob | DeleteJob | CancelRun
-
-
-class ActorGone(Exception):
-    """The actor stopped (hibernated) before it handled the message: send it again."""
 
 
 class _Hibernate:
@@ -110,9 +70,9 @@ class JobActor:
     """Owns one job (see the module docstring).
 
     With ``hibernate`` set, an idle actor (no active runs, no fire soon, no messages
-    for a while) ends its loop with ``hibernated`` set; the supervisor keeps only the
-    job's next fire time and starts a new actor before it is due or when a request
-    arrives. This keeps memory proportional to busy jobs, not to all jobs.
+    for a while) ends its loop; the supervisor keeps only the job's next fire time and
+    starts a new actor before it is due or when a request arrives. This keeps memory
+    proportional to busy jobs, not to all jobs.
     """
 
     def __init__(
@@ -124,20 +84,18 @@ class JobActor:
         hibernate: bool = False,
         closing: Callable[[], bool] = lambda: False,
     ) -> None:
-        self._job = job
-        self._trigger: Trigger
-        try:
-            self._trigger = parse_trigger(job.trigger_type, job.trigger_config, job.schedule_timezone)
-        except TriggerError as exc:
+        problem = job.spec.parsed.problem
+        if problem is not None:
             # Stored before a rule changed (or its zone left tzdata): keep the job
             # reachable so it can be fixed with PATCH, but never fire it as it is.
-            logger.error("job %s (%s) will not fire until its trigger is fixed: %s", job.id, job.name, exc)
-            self._trigger, self._job = ManualTrigger(), replace(job, next_run_at=None)
+            logger.error("job %s (%s) will not fire until it is fixed: %s", job.id, job.spec.name, problem)
+            job = replace(job, next_run_at=None)
+        self._job = job
         self._env = env
         self._initial_runs = list(runs)
         self.mailbox, self._inbox = trio.open_memory_channel[JobMessage](MAILBOX_SIZE)
         self._runs: dict[str, RunHandle] = {}
-        self._job_slot = trio.CapacityLimiter(job.run_limit)
+        self._job_slot = trio.CapacityLimiter(job.spec.run_limit)
         self._loop_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._stopping = False
@@ -145,22 +103,11 @@ class JobActor:
         self._fire_backoff = 0.0
         self._hibernate = hibernate
         self._service_closing = closing
-        self._wait_scope: trio.CancelScope | None = None
-        self.deleted = False
-        self.hibernated = False
-        #: set by the supervisor once the registry no longer routes to this actor
-        self.retired = trio.Event()
+        self._ending: ActorExit | None = None
 
-    @property
-    def job(self) -> Job:
-        return self._job
-
-    @property
-    def active_runs(self) -> list[RunHandle]:
-        return list(self._runs.values())
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until the job is deleted or the service stops (then until its runs end)."""
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> ActorExit:
+        """Run until the job is deleted, the actor hibernates or the service stops (then
+        until its runs end); why it ended."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for run in self._initial_runs:
@@ -170,56 +117,62 @@ class JobActor:
                 self.stop_firing()  # started while the service was shutting down
             try:
                 with self._loop_scope:
-                    await self._loop()
+                    self._ending = await self._loop()
             finally:
                 self._close_mailbox()
+        return self._ending or ActorExit("stopped", self._job)
 
-    # ------------------------------------------------------------- shutdown API
+    # --------------------------------------------------------------- control
 
     def stop_firing(self) -> None:
         """Stop handling messages and firing; queued runs that have not started are
         left queued (they run after the next start). Running runs carry on."""
         self._stopping = True
         self._loop_scope.cancel()
-        for handle in self.active_runs:
+        for handle in self._runs.values():
             if not handle.started:
                 handle.cancel(StopReason.SHUTDOWN)
 
     def stop_runs(self, reason: StopReason) -> None:
         """Ask every active run to stop."""
-        for handle in self.active_runs:
+        for handle in self._runs.values():
             handle.cancel(reason)
 
-    # ---------------------------------------------------------------------- loop
+    def running(self) -> list[RunHandle]:
+        """Runs that are executing now (not waiting, not done)."""
+        return [h for h in self._runs.values() if h.started and not h.done.is_set()]
 
-    async def _loop(self) -> None:
-        while not self.deleted:
+    def active(self) -> list[RunHandle]:
+        """Runs not yet done."""
+        return [h for h in self._runs.values() if not h.done.is_set()]
+
+    # ------------------------------------------------------------------ loop
+
+    async def _loop(self) -> ActorExit:
+        while True:
             try:
                 message = await self._next_message()
             except trio.EndOfChannel:
-                return
+                return ActorExit("stopped", self._job)
             # Handled outside the deadline scope: a fire coming due must never cancel
             # a request half-way (its reply would be lost and its effect undone).
             if message is None:
                 await self._fire_due()
             elif isinstance(message, _Hibernate):
-                self.hibernated = True
-                return
-            else:
-                await self._handle(message)
+                return ActorExit("hibernated", self._job)
+            elif await self._handle(message):
+                return ActorExit("deleted", self._job)
 
     async def _next_message(self) -> JobMessage | _Hibernate | None:
-        """The next message; ``None`` when the next fire (or fire retry) is due or the
-        runs changed; ``_HIBERNATE`` after an idle spell with nothing to look after."""
+        """The next message; ``None`` when the next fire (or fire retry) is due;
+        ``_HIBERNATE`` after an idle spell with nothing to look after."""
         if self._fire_retry_at is not None:
             wake = self._fire_retry_at
         else:
-            wake = deadline_or_inf(self._env.clock, self._job.next_run_at if self._job.enabled else None)
+            wake = deadline_or_inf(self._env.clock, self._job.next_run_at if self._job.spec.enabled else None)
         idle_until = trio.current_time() + HIBERNATE_IDLE_S if self._may_hibernate() else math.inf
-        with trio.move_on_at(min(wake, idle_until)) as scope:
-            self._wait_scope = scope
+        with trio.move_on_at(min(wake, idle_until)):
             return await self._inbox.receive()
-        self._wait_scope = None
         if trio.current_time() >= idle_until and self._may_hibernate():
             return _HIBERNATE
         return None
@@ -228,78 +181,92 @@ class JobActor:
         if not self._hibernate or self._runs or self._stopping or self._fire_retry_at is not None:
             return False
         job = self._job
-        if not job.enabled or job.next_run_at is None:
+        if not job.spec.enabled or job.next_run_at is None:
             return True
         # Wall time, not the wake-up deadline: a real clock caps deadlines (30 s) so
         # that clock jumps are noticed, which says nothing about when the job fires.
         return (job.next_run_at - self._env.clock.now()).total_seconds() > HIBERNATE_HORIZON_S
 
-    def _nudge(self) -> None:
-        """Make the loop re-evaluate its wake-up (e.g. the last run just ended)."""
-        if self._wait_scope is not None:
-            self._wait_scope.cancel()
+    async def _handle(self, message: JobMessage) -> bool:
+        """Handle one message; whether the job is now deleted."""
+        match message:
+            case RunEnded():
+                self._ended(message)
+            case RetryDue():
+                message.reply.send(self._admit_due_retry(message.handle))
+            case TriggerNow() | UpdateJob() | CancelRun() | DeleteJob():
+                return await self._answer(message)
+            case _:
+                assert_never(message)
+        return False
 
-    async def _handle(self, message: JobMessage) -> None:
+    async def _answer(self, request: Request) -> bool:
         try:
-            match message:
+            match request:
                 case TriggerNow():
-                    message.reply.send(await self._trigger_now())
+                    request.reply.send(await self._trigger_now())
                 case UpdateJob():
-                    message.reply.send(await self._update(message.body))
+                    request.reply.send(await self._update(request.patch))
                 case CancelRun():
-                    message.reply.send(await self._cancel_run(message.run_id))
+                    request.reply.send(await self._cancel_run(request.run_id))
                 case DeleteJob():
-                    await self._delete(message.cancel_active)
-                    self.deleted = True  # ends the loop
-                    message.reply.send(None)
+                    await self._delete(request.cancel_active)
+                    request.reply.send(None)
+                    return True
                 case _:
-                    assert_never(message)
+                    assert_never(request)
         except TermjobsError as exc:
-            message.reply.fail(exc)
+            request.reply.fail(exc)
         except Exception as exc:
-            logger.exception("job %s: failed to handle %s", self._job.id, type(message).__name__)
-            message.reply.fail(TermjobsError(f"internal error: {exc}"))
+            ref = secrets.token_hex(4)
+            logger.exception(
+                "job %s: failed to handle %s (ref %s)", self._job.id, type(request).__name__, ref
+            )
+            request.reply.fail(InternalError(ref, exc))
         except trio.Cancelled:
-            message.reply.fail(Unavailable("the server is shutting down"))
+            request.reply.fail(Unavailable("the server is shutting down"))
             raise
+        return False
 
     def _close_mailbox(self) -> None:
         """Refuse new messages and answer those still waiting, so no caller hangs."""
         self.mailbox.close()
         gone: Exception = ActorGone()  # hibernating or crashed: the supervisor sends it again
-        if self.deleted:
+        if self._ending is not None and self._ending.reason == "deleted":
             gone = JobNotFound()
         elif self._stopping:
             gone = Unavailable("the server is shutting down")
         while True:
             try:
-                self._inbox.receive_nowait().reply.fail(gone)
+                message = self._inbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
+            if not isinstance(message, RunEnded):
+                message.reply.fail(gone)
         self._inbox.close()
 
-    # ------------------------------------------------------------------- firing
+    # ----------------------------------------------------------------- firing
 
     async def _fire_due(self) -> None:
         self._fire_retry_at = None
         job, now = self._job, self._env.clock.now()
-        if not job.enabled or job.next_run_at is None or now < job.next_run_at:
+        if not job.spec.enabled or job.next_run_at is None or now < job.next_run_at:
             return  # woken early (a capped real-clock sleep): nothing due yet
-        grace = dt.timedelta(seconds=job.misfire_grace_seconds)
-        due = due_fires(self._trigger, job.next_run_at, now, grace)
-        decisions = self._decide_fires(due, now)
+        grace = dt.timedelta(seconds=job.spec.misfire_grace_seconds)
+        due = due_fires(job.spec.parsed.trigger, job.next_run_at, now, grace)
+        decisions = rundomain.decide_fires(job, due, now, active=len(self.active()))
         last = due.on_time[-1] if due.on_time else due.missed_last
         advanced = replace(
             job,
+            spec=replace(
+                job.spec, enabled=job.spec.enabled and job.spec.trigger_type is not TriggerType.ONCE
+            ),
             next_run_at=due.next_at,
             last_fire_at=last,
-            enabled=job.enabled and job.trigger_type is not TriggerType.ONCE,
             updated_at=now,
         )
         try:
-            queued = await self._env.gateway.write(
-                lambda tx: runops.record_fires(tx, advanced, decisions, now=now)
-            )
+            queued = await self._env.storage.record_fires(advanced, decisions, now=now)
         except Exception:
             # Messages keep being served meanwhile; the fire is retried with backoff.
             self._fire_backoff = min(FIRE_RETRY_MAX_S, max(1.0, self._fire_backoff * 2))
@@ -314,144 +281,70 @@ class JobActor:
         for run in queued:
             self._spawn(run)
 
-    def _decide_fires(self, due: DueFires, now: dt.datetime) -> list[runops.Enqueue | runops.Skip]:
-        job = self._job
-        decisions: list[runops.Enqueue | runops.Skip] = []
-        if due.missed_count:
-            assert due.missed_first is not None and due.missed_last is not None
-            missed = {
-                "missed": due.missed_count,
-                "missed_capped": due.missed_capped,
-                "first_missed": format_ts(due.missed_first),
-                "last_missed": format_ts(due.missed_last),
-            }
-            run = self._new_run(due.missed_first, now)
-            if job.misfire_policy is MisfirePolicy.SKIP:
-                count = f"{due.missed_count}{'+' if due.missed_capped else ''}"
-                message = (
-                    f"skipped {count} missed fire(s): late by more than "
-                    f"misfire_grace_seconds={job.misfire_grace_seconds} (misfire_policy skip)"
-                )
-                decisions.append(runops.Skip(run, message, {"reason": "misfire", **missed}))
-            else:
-                decisions.append(self._admit(run, len(decisions), {"catch_up": True, **missed}))
-        for at in due.on_time:
-            decisions.append(self._admit(self._new_run(at, now), self._pending(decisions)))
-        return decisions
-
-    @staticmethod
-    def _pending(decisions: list[runops.Enqueue | runops.Skip]) -> int:
-        return sum(isinstance(d, runops.Enqueue) for d in decisions)
-
-    def _new_run(self, scheduled_for: dt.datetime, now: dt.datetime) -> Run:
-        return runops.new_run(self._job, trigger=RunTrigger.SCHEDULE, scheduled_for=scheduled_for, now=now)
-
-    def _admit(
-        self, run: Run, pending: int, data: dict[str, object] | None = None
-    ) -> runops.Enqueue | runops.Skip:
-        refusal = self._refusal(pending)
-        if refusal is None:
-            return runops.Enqueue(run, dict(data) if data else None)
-        return runops.Skip(run, f"skipped: {refusal}", self._concurrency_data(pending))
-
     def _admit_due_retry(self, handle: RunHandle) -> Refusal | None:
-        """A retry came due: it obeys the pause state and the concurrency policy as a
-        scheduled fire would (synchronous, so the decision cannot race)."""
-        if not self._job.enabled:
-            return Refusal("skipped: the job is paused", {"reason": "paused"})
-        refusal = self._refusal(0, exclude=handle)
-        if refusal is not None:
-            return Refusal(f"skipped: {refusal}", self._concurrency_data(-1))
-        if self._job.concurrency_policy is ConcurrencyPolicy.REPLACE:
+        others = [h for h in self.active() if h is not handle]
+        refusal = rundomain.admit_retry(self._job.spec, others_active=len(others))
+        if refusal is None and self._job.spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
             self._replace_for([handle.run], keep=handle)
-        return None
-
-    def _concurrency_data(self, pending: int) -> dict[str, object]:
-        return {
-            "reason": "concurrency",
-            "policy": self._job.concurrency_policy.value,
-            "active_runs": len(self._runs) + pending,
-        }
-
-    def _refusal(self, pending: int, *, exclude: RunHandle | None = None) -> str | None:
-        """Why the concurrency policy refuses one more run now, or ``None``."""
-        job = self._job
-        active = len(self._runs) + pending - (1 if exclude is not None else 0)
-        if job.concurrency_policy is ConcurrencyPolicy.QUEUE:
-            waiting = active - job.run_limit
-            return (
-                f"{waiting} runs already waiting (queue limit {QUEUE_LIMIT})"
-                if waiting >= QUEUE_LIMIT
-                else None
-            )
-        if active < job.run_limit or job.concurrency_policy is ConcurrencyPolicy.REPLACE:
-            return None
-        if job.run_limit == 1:
-            return f"job already has an active run (concurrency_policy {job.concurrency_policy})"
-        return f"job already has {active} active runs (max {job.run_limit})"
+        return refusal
 
     def _replace_for(self, new_runs: Sequence[Run], *, keep: RunHandle | None = None) -> None:
         """Under ``replace``, make room for ``new_runs`` by stopping the oldest runs."""
-        if self._job.concurrency_policy is not ConcurrencyPolicy.REPLACE:
+        if self._job.spec.concurrency_policy is not ConcurrencyPolicy.REPLACE:
             return
         old = sorted(
-            (h for h in self._runs.values() if not h.stop.requested and h is not keep),
+            (h for h in self.active() if not h.stop.requested and h is not keep),
             key=lambda h: (h.run.created_at, h.run.id),
         )
-        excess = len(old) + len(new_runs) - self._job.run_limit
+        excess = len(old) + len(new_runs) - self._job.spec.run_limit
         for handle in old[: max(0, excess)]:
             handle.cancel(StopReason.REPLACE)
 
-    # ---------------------------------------------------------------- messages
+    # --------------------------------------------------------------- requests
 
     async def _trigger_now(self) -> Run:
         job = self._job
-        if not job.enabled:
+        if not job.spec.enabled:
             raise Conflict("job is disabled; resume it before triggering runs")
-        refusal = self._refusal(0)
+        refusal = rundomain.refusal(job.spec, len(self.active()))
         if refusal is not None:
             raise Conflict(refusal)
         now = self._env.clock.now()
-        run = runops.new_run(job, trigger=RunTrigger.MANUAL, scheduled_for=now, now=now)
-        stored = await self._env.gateway.write(lambda tx: runops.create_run(tx, run, now=now))
+        run = rundomain.new_run(job.id, trigger=RunTrigger.MANUAL, scheduled_for=now, now=now)
+        stored = await self._env.storage.create_run(run)
         self._replace_for([stored])
         self._spawn(stored)
         return stored
 
-    async def _update(self, body: dict[str, object]) -> Job:
+    async def _update(self, patch: JobPatch) -> Job:
         job = self._job
-        valid = jobspec.definition_for_patch(job, body)
-        old = jobspec.definition_of(job)
+        spec = jobspec.apply_patch(job.spec, patch)
         now = self._env.clock.now()
         next_run_at = job.next_run_at
-        if jobspec.schedule_changed(old, valid.definition):
+        if job.spec.schedule_differs(spec):
             next_run_at = initial_next_run(
-                valid.trigger, enabled=valid.definition.enabled, now=now, last_fire_at=job.last_fire_at
+                spec.parsed.trigger, enabled=spec.enabled, now=now, last_fire_at=job.last_fire_at
             )
-        updated = jobspec.build_job(
-            valid.definition,
-            job_id=job.id,
-            created_at=job.created_at,
-            updated_at=now,
-            next_run_at=next_run_at,
-            last_fire_at=job.last_fire_at,
-        )
-        await self._env.gateway.write(lambda tx: store.update_job(tx, updated))
-        self._job, self._trigger = updated, valid.trigger
-        self._job_slot.total_tokens = updated.run_limit
+        updated = replace(job, spec=spec, updated_at=now, next_run_at=next_run_at)
+        try:
+            await self._env.storage.update_job(updated)
+        except NameTaken as exc:
+            raise Conflict(str(exc)) from None
+        self._job = updated
+        self._job_slot.total_tokens = spec.run_limit
+        for handle in self._runs.values():
+            handle.job = updated
         return updated
 
     async def _cancel_run(self, run_id: str) -> Run:
         handle = self._runs.get(run_id)
-        if handle is None:
+        if handle is None or handle.done.is_set():
             stored = await self._stored_run(run_id)
             if stored.status is not RunStatus.QUEUED:
                 return stored
             # Queued but owned by no task (its task died with an earlier actor).
             now = self._env.clock.now()
-            await self._env.gateway.write(
-                lambda tx: runops.cancel_queued(tx, stored, now=now, message="run cancelled before start")
-            )
+            await self._env.storage.cancel_queued(stored, now=now, message="run cancelled before start")
             return await self._stored_run(run_id)
         if handle.started:
             await self._request_cancel(handle.run, "cancellation requested")
@@ -463,17 +356,16 @@ class JobActor:
         return await self._stored_run(run_id)
 
     async def _request_cancel(self, run: Run, message: str) -> None:
-        now = self._env.clock.now()
-        await self._env.gateway.write(lambda tx: runops.request_cancel(tx, run, now=now, message=message))
+        await self._env.storage.request_cancel(run, now=self._env.clock.now(), message=message)
 
     async def _stored_run(self, run_id: str) -> Run:
-        run = await self._env.gateway.read(lambda conn: store.get_run(conn, run_id))
+        run = await self._env.storage.get_run(run_id)
         if run is None or run.job_id != self._job.id:
             raise RunNotFound()
         return run
 
     async def _delete(self, cancel_active: bool) -> None:
-        active = self.active_runs
+        active = self.active()
         if active and not cancel_active:
             raise Conflict(
                 f"job has {len(active)} active run(s); cancel them first, or delete with "
@@ -486,32 +378,22 @@ class JobActor:
         with trio.move_on_after(RUN_STOP_WAIT_S):
             for handle in active:
                 await handle.done.wait()
-        if not await self._env.gateway.write(lambda tx: store.delete_job(tx, self._job.id)):
+        if not await self._env.storage.delete_job(self._job.id):
             raise JobNotFound()
 
-    # --------------------------------------------------------------------- runs
+    # ------------------------------------------------------------------ runs
 
     def _spawn(self, run: Run) -> None:
         if self._nursery is None:
             raise Unavailable("job actor is not running")
-        handle = RunHandle(run)
+        handle = RunHandle(run, self._job)
         self._runs[run.id] = handle
         if self._stopping:
             handle.cancel(StopReason.SHUTDOWN)
-        task = RunTask(
-            handle,
-            self._env,
-            current_job=lambda: self._job,
-            job_slot=self._job_slot,
-            on_retry=self._spawn,
-            admit=self._admit_due_retry,
-        )
-        self._nursery.start_soon(self._run_then_forget, task, name=f"run:{run.id}")
+        task = RunTask(handle, self._env, job_slot=self._job_slot, actor=self.mailbox)
+        self._nursery.start_soon(task, name=f"run:{run.id}")
 
-    async def _run_then_forget(self, task: RunTask) -> None:
-        try:
-            await task()
-        finally:
-            self._runs.pop(task.handle.run.id, None)
-            if not self._runs:
-                self._nudge()
+    def _ended(self, notice: RunEnded) -> None:
+        self._runs.pop(notice.handle.run.id, None)
+        if notice.retry is not None and not self._stopping:
+            self._spawn(notice.retry)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
 import trio
 
 from termjobs.clock import Clock, sleep_until
-from termjobs.storage import store
-from termjobs.storage.gateway import Gateway
+from termjobs.storage import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class RetentionActor:
 
     def __init__(
         self,
-        gateway: Gateway,
+        storage: Storage,
         clock: Clock,
         *,
         retention_days: int,
@@ -47,7 +47,7 @@ class RetentionActor:
         interval: dt.timedelta = SWEEP_INTERVAL,
         batch: int = BATCH,
     ) -> None:
-        self._gateway = gateway
+        self._storage = storage
         self._clock = clock
         self._retention = dt.timedelta(days=retention_days)
         self._cap = max_runs_per_job
@@ -76,14 +76,12 @@ class RetentionActor:
         started = trio.current_time()
         before = self._clock.now() - self._retention
         expired, batches = await self._drain(
-            lambda conn: store.expired_run_ids(conn, before=before, limit=self._batch)
+            lambda: self._storage.expired_runs(before=before, limit=self._batch)
         )
         over_cap = 0
-        for job_id in await self._gateway.read(
-            lambda conn: store.jobs_over_run_cap(conn, cap=self._cap), heavy=True
-        ):
+        for job_id in await self._storage.jobs_over_run_cap(cap=self._cap):
             deleted, more = await self._drain(
-                partial(store.runs_beyond_cap, job_id=job_id, cap=self._cap, limit=self._batch)
+                partial(self._storage.runs_beyond_cap, job_id, cap=self._cap, limit=self._batch)
             )
             over_cap, batches = over_cap + deleted, batches + more
         self.last = SweepStats(expired=expired, over_cap=over_cap, batches=batches)
@@ -100,10 +98,10 @@ class RetentionActor:
             )
         return self.last
 
-    async def _drain(self, find: store.ReadIds) -> tuple[int, int]:
+    async def _drain(self, find: Callable[[], Awaitable[list[str]]]) -> tuple[int, int]:
         deleted = batches = 0
-        while ids := await self._gateway.read(find, heavy=True):
-            deleted += await self._gateway.write(partial(store.delete_terminal_runs, run_ids=ids))
+        while ids := await find():
+            deleted += await self._storage.delete_terminal_runs(ids)
             batches += 1
             if len(ids) < self._batch:
                 break

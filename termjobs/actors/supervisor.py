@@ -1,11 +1,14 @@
 """The Supervisor: owns one JobActor per job, routes requests to them, restarts them.
 
-At start-up it first recovers runs a previous process left unfinished (crash
-recovery). Every job then has an entry in the registry; its actor runs while the job
-has something to do. An idle actor *hibernates* (see ``JobActor``): the supervisor
-then keeps only the job's next fire time in a timer heap and starts a new actor
-``PREWARM_S`` before that time, or as soon as a request for the job arrives. So
-100,000 mostly idle jobs cost a heap entry each, not a task each.
+Its public methods are the API of the actor layer (``create_job``, ``trigger``,
+``update``, ``pause``, ``resume``, ``delete``, ``cancel_run``, ``shutdown``): callers
+never build a message or hold a reply. At start-up it first recovers runs a previous
+process left unfinished (``termjobs.actors.recovery``). Every job then has an entry in
+the registry; its actor runs while the job has something to do. An idle actor
+*hibernates* (see ``JobActor``): the supervisor then keeps only the job's next fire
+time (``termjobs.actors.wakeups``) and starts a new actor ``PREWARM`` before that time,
+or as soon as a request for the job arrives. So 100,000 mostly idle jobs cost a timer
+each, not a task each.
 
 An actor that crashes is restarted one-for-one after a backoff; one that keeps
 crashing is marked faulted and logged, and never takes the service down.
@@ -14,27 +17,38 @@ crashing is marked faulted and logged, and never takes the service down.
 from __future__ import annotations
 
 import datetime as dt
-import heapq
-import itertools
 import logging
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TypeVar
 
 import trio
 
-from termjobs import jobspec
 from termjobs.actors import mailbox
-from termjobs.actors.job import RUN_STOP_WAIT_S, ActorGone, CancelRun, DeleteJob, JobActor, JobMessage
+from termjobs.actors.job import RUN_STOP_WAIT_S, JobActor
 from termjobs.actors.mailbox import Reply
-from termjobs.actors.runs import RunEnv, plan_retry
+from termjobs.actors.protocol import (
+    ActorExit,
+    ActorGone,
+    CancelRun,
+    DeleteJob,
+    Request,
+    TriggerNow,
+    UpdateJob,
+)
+from termjobs.actors.recovery import finish_lost, recover_interrupted
+from termjobs.actors.runs import RunEnv
+from termjobs.actors.wakeups import WakeSchedule
 from termjobs.clock import deadline_or_inf
-from termjobs.errors import JobNotFound, RunNotFound, Unavailable
-from termjobs.model import ExitReason, Job, JSONValue, Run, RunStatus, new_job_id
+from termjobs.errors import Conflict, JobNotFound, RunNotFound, Unavailable
+from termjobs.jobdef import Job, JobDefinition
+from termjobs.jobspec import JobPatch
+from termjobs.model import Run, RunStatus, new_job_id
 from termjobs.runners.base import StopReason
 from termjobs.schedule import initial_next_run
-from termjobs.storage import runops, store
-from termjobs.storage.store import WriteTx
+from termjobs.storage import NameTaken
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +60,7 @@ SHUTDOWN_DEADLINE_S = 60.0
 PREWARM = dt.timedelta(seconds=5)
 #: After a failed wake-up (storage down), the job's timer is due again this much later.
 WAKE_RETRY = dt.timedelta(seconds=1)
-LOST_MESSAGE = "worker lost before run could finish: the server stopped while the run was in progress"
-INTERRUPTED_CANCEL = "cancelled: the server stopped before the cancellation completed"
+_NONE: Mapping[str, dt.datetime] = MappingProxyType({})
 
 
 @dataclass(eq=False, slots=True)
@@ -56,10 +69,10 @@ class _Entry:
 
     job_id: str
     actor: JobActor | None = None
+    #: set once the registry no longer routes to the current actor
+    retired: trio.Event = field(default_factory=trio.Event)
     #: set while an actor is being started (or restarted) for this job
     waking: trio.Event | None = None
-    #: the fire time the timer heap holds for this job while it hibernates
-    wake_at: dt.datetime | None = None
 
 
 class Supervisor:
@@ -80,10 +93,8 @@ class Supervisor:
         self._restart_window = restart_window
         self._hibernate = hibernate
         self._entries: dict[str, _Entry] = {}
-        self._timers: list[tuple[dt.datetime, int, str]] = []
-        self._timer_seq = itertools.count()
-        self._timers_changed = trio.Event()
-        self._stale_timers = 0
+        self._wakeups = WakeSchedule(PREWARM)
+        self._wakeups_changed = trio.Event()
         self.faulted: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
         self._waker_scope = trio.CancelScope()
@@ -97,10 +108,6 @@ class Supervisor:
         """Jobs known to the supervisor (awake or hibernating)."""
         return len(self._entries)
 
-    def has_job(self, job_id: str) -> bool:
-        """Whether a job with this id exists (no storage read)."""
-        return job_id in self._entries
-
     @property
     def awake_count(self) -> int:
         """Jobs whose actor is running now."""
@@ -113,9 +120,9 @@ class Supervisor:
         """Recover, start the actors that have work, then run until :meth:`shutdown`."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            await self._recover()
-            index = await self._env.gateway.read(store.schedule_index, heavy=True)
-            runs = await self._env.gateway.read(lambda conn: store.active_runs(conn))
+            self.recovered = await recover_interrupted(self._env)
+            index = await self._env.storage.schedule_index()
+            runs = await self._env.storage.active_runs()
             busy = {run.job_id for run in runs}
             now = self._env.clock.now()
             awake: list[str] = []
@@ -125,7 +132,7 @@ class Supervisor:
                 if row.job_id in busy or due_soon or not self._hibernate:
                     awake.append(row.job_id)
                 elif row.enabled and row.next_run_at is not None:
-                    self._push_timer(self._entries[row.job_id], row.next_run_at)
+                    self._wakeups.set(row.job_id, row.next_run_at)
             await self._activate(awake)
             nursery.start_soon(self._waker)
             logger.info(
@@ -135,49 +142,98 @@ class Supervisor:
             # Keep the nursery open for actors started later; shutdown() ends this wait.
             await self._closed.wait()
 
-    # ----------------------------------------------------------------- requests
+    # ------------------------------------------------------------ the API
 
-    async def create_job(self, body: dict[str, JSONValue]) -> Job:
-        """Validate and store a new job, and start its actor."""
+    async def create_job(self, spec: JobDefinition) -> Job:
+        """Store a new job and start its actor; the stored job."""
         if self._closing or self._nursery is None:
             raise Unavailable("the server is shutting down")
-        valid = jobspec.definition_for_create(body)
         now = self._env.clock.now()
-        job = jobspec.build_job(
-            valid.definition,
-            job_id=new_job_id(),
-            created_at=now,
-            updated_at=now,
+        job = Job(
+            id=new_job_id(),
+            spec=spec,
             next_run_at=initial_next_run(
-                valid.trigger, enabled=valid.definition.enabled, now=now, last_fire_at=None
+                spec.parsed.trigger, enabled=spec.enabled, now=now, last_fire_at=None
             ),
             last_fire_at=None,
+            created_at=now,
+            updated_at=now,
         )
-        await self._env.gateway.write(lambda tx: store.insert_job(tx, job))
-        self._entries[job.id] = _Entry(job.id)
-        await self._nursery.start(self._supervise, job, [])
+        # Shielded: once stored, the job is registered and its actor started even if
+        # the client gives up meanwhile (a stored job nobody routes to is unusable).
+        with trio.CancelScope(shield=True):
+            try:
+                await self._env.storage.create_job(job)
+            except NameTaken as exc:
+                raise Conflict(str(exc)) from None
+            self._entries[job.id] = _Entry(job.id)
+            await self._nursery.start(self._supervise, job, [])
         return job
 
-    async def ask(self, job_id: str, message: JobMessage, reply: Reply[T]) -> T:
+    async def trigger(self, ref: str) -> Run:
+        """Queue a manual run of the job ``ref`` (id or name)."""
+        message = TriggerNow()
+        return await self._ask(await self._job_id(ref), message, message.reply)
+
+    async def update(self, ref: str, patch: JobPatch) -> Job:
+        """Apply ``patch`` to the job; the updated job."""
+        message = UpdateJob(patch=patch)
+        return await self._ask(await self._job_id(ref), message, message.reply)
+
+    async def pause(self, ref: str) -> Job:
+        return await self.update(ref, JobPatch.enabled(False))
+
+    async def resume(self, ref: str) -> Job:
+        return await self.update(ref, JobPatch.enabled(True))
+
+    async def delete(self, ref: str, *, cancel_active: bool) -> str:
+        """Delete the job and its history; its id."""
+        job_id = await self._job_id(ref)
+        message = DeleteJob(cancel_active=cancel_active)
+        await self._ask(job_id, message, message.reply)
+        return job_id
+
+    async def cancel_run(self, run_id: str) -> Run:
+        """Cancel a run through the actor of its job; the run as it is then."""
+        run = await self._env.storage.get_run(run_id, full=False)
+        if run is None:
+            raise RunNotFound()
+        if run.status.terminal:
+            full = await self._env.storage.get_run(run_id)
+            assert full is not None
+            return full
+        message = CancelRun(run_id=run_id)
+        return await self._ask(run.job_id, message, message.reply)
+
+    async def _job_id(self, ref: str) -> str:
+        if ref in self._entries:
+            return ref  # an id the registry knows needs no lookup (triggers are hot)
+        job = await self._env.storage.resolve_job(ref)
+        if job is None:
+            raise JobNotFound()
+        return job.id
+
+    async def _ask(self, job_id: str, message: Request, reply: Reply[T]) -> T:
         """Send ``message`` to the job's actor (waking it if needed); its answer."""
         # Deleting or cancelling may wait for runs to stop (up to their kill grace).
         slow = isinstance(message, DeleteJob | CancelRun)
         within = self._request_timeout + (RUN_STOP_WAIT_S if slow else 0.0)
         with trio.move_on_after(within):
             while True:
-                actor = await self._awake_actor(job_id, message)
-                if actor is None:  # answered without an actor (a faulted job's delete)
+                awake = await self._awake_actor(job_id, message)
+                if awake is None:  # answered without an actor (a faulted job's delete)
                     return await reply.wait()
+                actor, retired = awake
                 try:
                     return await mailbox.ask(actor.mailbox, message, reply, within=within)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, ActorGone):
                     # The actor stopped (hibernated, crashed, deleted) as we sent: once
                     # the registry no longer points at it, look again.
-                    await actor.retired.wait()
+                    await retired.wait()
                     reply.rearm()
         raise Unavailable(f"the server did not answer within {within:g}s; try again")
 
-    async def _awake_actor(self, job_id: str, message: JobMessage) -> JobActor | None:
+    async def _awake_actor(self, job_id: str, message: Request) -> tuple[JobActor, trio.Event] | None:
         failures = 0
         while True:
             if self._closing:
@@ -186,7 +242,7 @@ class Supervisor:
             if entry is None:
                 raise JobNotFound()
             if entry.actor is not None:
-                return entry.actor
+                return entry.actor, entry.retired
             if entry.waking is not None:
                 await entry.waking.wait()
                 if entry.actor is None and self._entries.get(job_id) is entry:
@@ -202,31 +258,19 @@ class Supervisor:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._activate_claimed, [entry])
 
-    async def _without_actor(self, job_id: str, message: JobMessage) -> None:
+    async def _without_actor(self, job_id: str, message: Request) -> None:
         if not isinstance(message, DeleteJob):
             raise Unavailable(
                 f"job {job_id} is faulted ({self.faulted[job_id]}); delete it or restart the server"
             )
         # A faulted job has no actor to stop its runs: end them as lost, then delete.
-        await self._finish_lost(await self._env.gateway.read(lambda conn: store.active_runs(conn, job_id)))
-        await self._env.gateway.write(lambda tx: store.delete_job(tx, job_id))
+        await finish_lost(self._env, await self._env.storage.active_runs([job_id]))
+        await self._env.storage.delete_job(job_id)
         del self.faulted[job_id]
         self._entries.pop(job_id, None)
         message.reply.send(None)
 
-    async def cancel_run(self, run_id: str) -> Run:
-        """Cancel a run through the actor of its job."""
-        run = await self._env.gateway.read(lambda conn: store.get_run(conn, run_id, full=False))
-        if run is None:
-            raise RunNotFound()
-        if run.status.terminal:
-            full = await self._env.gateway.read(lambda conn: store.get_run(conn, run_id))
-            assert full is not None
-            return full
-        message = CancelRun(run_id=run_id)
-        return await self.ask(run.job_id, message, message.reply)
-
-    # ----------------------------------------------------------------- shutdown
+    # ------------------------------------------------------------- shutdown
 
     async def shutdown(self, grace: float) -> None:
         """Stop firing, give running runs ``grace`` seconds, then stop them."""
@@ -236,18 +280,16 @@ class Supervisor:
         actors = self._actors()
         for actor in actors:
             actor.stop_firing()
-        running = [h for a in actors for h in a.active_runs if h.started]
+        running = [handle for actor in actors for handle in actor.running()]
         if running:
             logger.info("waiting up to %gs for %d running run(s) to finish", grace, len(running))
         with trio.move_on_after(grace):
             for handle in running:
                 await handle.done.wait()
-        left = [a for a in actors if a.active_runs]
+        left = [actor for actor in actors if actor.active()]
         if left:
-            logger.info(
-                "stopping %d run(s) that did not finish within the grace period",
-                sum(len(a.active_runs) for a in left),
-            )
+            count = sum(len(actor.active()) for actor in left)
+            logger.info("stopping %d run(s) that did not finish within the grace period", count)
         for actor in left:
             actor.stop_runs(StopReason.SHUTDOWN)
         self._closed.set()
@@ -256,38 +298,41 @@ class Supervisor:
             # and their runs recorded as lost rather than holding the shutdown forever.
             self._nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_DEADLINE_S
 
-    # --------------------------------------------------------------- activation
+    # ----------------------------------------------------------- activation
 
-    async def _activate(self, job_ids: list[str]) -> None:
-        """Start actors for these jobs (loading them and their runs in batches)."""
+    async def _activate(
+        self, job_ids: list[str], fire_times: Mapping[str, dt.datetime] | None = None
+    ) -> None:
+        """Start actors for these jobs (loading them and their runs in batches);
+        ``fire_times``: the wake-ups they were taken from (kept if the start fails)."""
         entries = [
             e for e in (self._entries.get(i) for i in job_ids) if e and e.actor is None and not e.waking
         ]
         for entry in entries:
             entry.waking = trio.Event()
-        await self._activate_claimed(entries)
+        await self._activate_claimed(entries, fire_times or {})
 
-    async def _activate_claimed(self, entries: list[_Entry]) -> None:
+    async def _activate_claimed(
+        self, entries: list[_Entry], fire_times: Mapping[str, dt.datetime] = _NONE
+    ) -> None:
         """Start actors for entries whose ``waking`` event the caller has set up.
 
         Whatever happens, ``waking`` is set at the end; an entry that did not get an
-        actor (storage failed, shutdown) keeps its timer so its next fire still comes,
+        actor (storage failed, shutdown) keeps its wake-up so its next fire still comes,
         due again ``WAKE_RETRY`` from now at the earliest (no busy loop while storage
         is down).
         """
         if not entries or self._nursery is None:
             return
-        timers = {entry.job_id: entry.wake_at for entry in entries}
-        for entry in entries:
-            if entry.wake_at is not None:
-                entry.wake_at = None
-                self._stale_timers += 1
+        held = {
+            entry.job_id: self._wakeups.discard(entry.job_id) or fire_times.get(entry.job_id)
+            for entry in entries
+        }
         ids = [entry.job_id for entry in entries]
         try:
-            jobs = await self._env.gateway.read(lambda conn: store.get_jobs(conn, ids))
-            runs = await self._env.gateway.read(lambda conn: store.active_runs_of(conn, ids))
+            jobs = await self._env.storage.get_jobs(ids)
             by_job: dict[str, list[Run]] = defaultdict(list)
-            for run in runs:
+            for run in await self._env.storage.active_runs(ids):
                 by_job[run.job_id].append(run)
             found = {job.id for job in jobs}
             for entry in entries:
@@ -303,54 +348,34 @@ class Supervisor:
         finally:
             retry_at = self._env.clock.now() + WAKE_RETRY + PREWARM
             for entry in entries:
-                at = timers[entry.job_id]
+                at = held[entry.job_id]
                 kept = self._entries.get(entry.job_id) is entry and entry.actor is None
-                if kept and at is not None and entry.wake_at is None:
-                    self._push_timer(entry, max(at, retry_at))
+                if kept and at is not None and self._wakeups.get(entry.job_id) is None:
+                    self._wake_at(entry.job_id, max(at, retry_at))
                 waking, entry.waking = entry.waking, None
                 if waking is not None:
                     waking.set()
 
-    def _push_timer(self, entry: _Entry, at: dt.datetime) -> None:
-        if self._stale_timers > 1000 and self._stale_timers > len(self._timers) // 2:
-            self._rebuild_timers()
-        entry.wake_at = at
-        was_first = not self._timers or at < self._timers[0][0]
-        heapq.heappush(self._timers, (at, next(self._timer_seq), entry.job_id))
-        if was_first:
-            self._timers_changed.set()
-
-    def _rebuild_timers(self) -> None:
-        """Drop heap entries that no longer count (jobs woken or deleted since)."""
-        self._timers = [t for t in self._timers if (e := self._entries.get(t[2])) and e.wake_at == t[0]]
-        heapq.heapify(self._timers)
-        self._stale_timers = 0
-        self._timers_changed.set()
-
-    def _pop_due(self) -> list[str]:
-        """Jobs whose hibernation ends now (stale heap entries are skipped)."""
-        horizon = self._env.clock.now() + PREWARM
-        due: list[str] = []
-        while self._timers and self._timers[0][0] <= horizon:
-            at, _, job_id = heapq.heappop(self._timers)
-            entry = self._entries.get(job_id)
-            if entry is not None and entry.actor is None and entry.waking is None and entry.wake_at == at:
-                due.append(job_id)
-        return due
+    def _wake_at(self, job_id: str, fire_at: dt.datetime) -> None:
+        if self._wakeups.set(job_id, fire_at):
+            self._wakeups_changed.set()
 
     async def _waker(self) -> None:
         """Start hibernating actors ``PREWARM`` before their next fire."""
         with self._waker_scope:
             while True:
-                due = self._pop_due()
+                due = {
+                    job_id: fire_at
+                    for job_id, fire_at in self._wakeups.pop_due(self._env.clock.now())
+                    if (entry := self._entries.get(job_id)) and entry.actor is None and entry.waking is None
+                }
                 if due:
-                    await self._activate(due)  # failures keep their timer, retried later
-                wake_at = self._timers[0][0] - PREWARM if self._timers else None
-                with trio.move_on_at(deadline_or_inf(self._env.clock, wake_at)):
-                    await self._timers_changed.wait()
-                self._timers_changed = trio.Event()
+                    await self._activate(list(due), due)  # failures keep their wake-up, retried later
+                with trio.move_on_at(deadline_or_inf(self._env.clock, self._wakeups.next_wake())):
+                    await self._wakeups_changed.wait()
+                self._wakeups_changed = trio.Event()
 
-    # -------------------------------------------------------------- supervision
+    # ---------------------------------------------------------- supervision
 
     async def _supervise(
         self, job: Job, runs: list[Run], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -362,19 +387,19 @@ class Supervisor:
             actor = JobActor(
                 job, self._env, runs=runs, hibernate=self._hibernate, closing=lambda: self._closing
             )
-            entry.actor = actor
+            entry.actor, entry.retired = actor, trio.Event()
+            retired = entry.retired
             try:
-                await actor.run(task_status=status)
-                self._retire(entry, actor)
+                self._retire(entry, await actor.run(task_status=status))
                 return
             except Exception as exc:
-                logger.exception("job actor %s (%s) crashed", job.id, job.name)
+                logger.exception("job actor %s (%s) crashed", job.id, job.spec.name)
                 if self._closing or not self._may_restart(crashes, job, exc):
                     return
             finally:
                 if entry.actor is actor:
                     entry.actor = None
-                actor.retired.set()
+                retired.set()
             status = trio.TASK_STATUS_IGNORED
             entry.waking = trio.Event()  # requests wait for the restart instead of failing
             try:
@@ -386,13 +411,13 @@ class Supervisor:
                 return
             job, runs = reloaded
 
-    def _retire(self, entry: _Entry, actor: JobActor) -> None:
+    def _retire(self, entry: _Entry, ended: ActorExit) -> None:
         """An actor ended cleanly: deleted, hibernating, or the service is stopping."""
         entry.actor = None
-        if actor.deleted:
+        if ended.reason == "deleted":
             self._entries.pop(entry.job_id, None)
-        elif actor.hibernated and actor.job.enabled and actor.job.next_run_at is not None:
-            self._push_timer(entry, actor.job.next_run_at)
+        elif ended.reason == "hibernated" and ended.job.spec.enabled and ended.job.next_run_at is not None:
+            self._wake_at(entry.job_id, ended.job.next_run_at)
 
     def _may_restart(self, crashes: deque[float], job: Job, exc: Exception) -> bool:
         now = trio.current_time()
@@ -424,54 +449,11 @@ class Supervisor:
                 delay = min(60.0, delay * 2)
 
     async def _reload(self, job_id: str) -> tuple[Job, list[Run]] | None:
-        job = await self._env.gateway.read(lambda conn: store.get_job(conn, job_id))
+        job = await self._env.storage.get_job(job_id)
         if job is None:
             self._entries.pop(job_id, None)
             return None
-        active = await self._env.gateway.read(lambda conn: store.active_runs(conn, job_id))
-        await self._finish_lost([run for run in active if run.status is not RunStatus.QUEUED])
-        runs = await self._env.gateway.read(lambda conn: store.active_runs(conn, job_id))
+        active = await self._env.storage.active_runs([job_id])
+        await finish_lost(self._env, [run for run in active if run.status is not RunStatus.QUEUED])
+        runs = await self._env.storage.active_runs([job_id])
         return job, [run for run in runs if run.status is RunStatus.QUEUED]
-
-    # ----------------------------------------------------------------- recovery
-
-    async def _recover(self) -> None:
-        """Finish runs that a previous process left claimed, running or cancelling."""
-        interrupted = await self._env.gateway.read(
-            lambda conn: [r for r in store.active_runs(conn) if r.status is not RunStatus.QUEUED]
-        )
-        self.recovered = await self._finish_lost(interrupted)
-        if self.recovered:
-            logger.warning(
-                "recovered %d run(s) interrupted by the previous shutdown or crash", self.recovered
-            )
-
-    async def _finish_lost(self, interrupted: list[Run]) -> int:
-        """End runs whose owner is gone: ``failed``/``worker_lost`` (retried per policy),
-        or ``cancelled`` if a cancel was pending; kill what they left running."""
-        if not interrupted:
-            return 0
-        lost_ids = [run.id for run in interrupted]
-        for reap in self._env.reapers:
-            await trio.to_thread.run_sync(reap, lost_ids)
-        now = self._env.clock.now()
-        job_ids = sorted({run.job_id for run in interrupted})
-        jobs = {
-            job.id: job for job in await self._env.gateway.read(lambda conn: store.get_jobs(conn, job_ids))
-        }
-
-        def recover(tx: WriteTx) -> int:
-            for run in interrupted:
-                outcome = _recovered_outcome(run)
-                job = jobs.get(run.job_id)
-                retry = plan_retry(job, run, outcome.status, now, self._env.rng) if job else None
-                runops.finish_run(tx, run, outcome, now=now, retry=retry)
-            return len(interrupted)
-
-        return await self._env.gateway.write(recover)
-
-
-def _recovered_outcome(run: Run) -> runops.Outcome:
-    if run.status is RunStatus.CANCEL_REQUESTED:
-        return runops.Outcome.keeping(run, RunStatus.CANCELLED, ExitReason.CANCELLED, INTERRUPTED_CANCEL)
-    return runops.Outcome.keeping(run, RunStatus.FAILED, ExitReason.WORKER_LOST, LOST_MESSAGE)

@@ -211,11 +211,10 @@ async def validate_job(opts: Options, file: str | None, data: str | None) -> Non
 
     payload = encode_payload(await read_payload(file, data))
     try:
-        valid = definition_for_create(decode_body(payload))
+        defn = definition_for_create(decode_body(payload))
     except InvalidRequest as exc:
         raise click.ClickException(f"invalid job definition: {render.one_line(exc.message)}") from None
-    defn = valid.definition
-    next_run = initial_next_run(valid.trigger, enabled=defn.enabled, now=now(), last_fire_at=None)
+    next_run = initial_next_run(defn.parsed.trigger, enabled=defn.enabled, now=now(), last_fire_at=None)
     next_text = format_ts(next_run) if next_run else None
     if opts.json:
         echo_json({"valid": True, "name": defn.name, "next_run_at": next_text})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncclick as click
 
-from termjobs.cli.bench import bench
 from termjobs.cli.completion import PROG_NAME, completion
 from termjobs.cli.jobs import jobs
 from termjobs.cli.serve import serve
@@ -19,7 +18,6 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(jobs)
 cli.add_command(completion)
-cli.add_command(bench)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TextIO
 
 from termjobs.cli.client import Job, RunEvent, RunSummary
+from termjobs.model import RunStatus
 
 Tone = Literal["ok", "bad", "busy", "warn", "muted", "header"]
 
@@ -46,9 +47,9 @@ _SHORT_STATUS: Final = {
     "skipped": "skipped",
 }
 #: Statuses of a run that has not ended (the server's ``ACTIVE_STATUSES``).
-ACTIVE_STATUSES: Final = ("queued", "claimed", "running", "cancel_requested")
+ACTIVE_STATUSES: Final = tuple(status.value for status in RunStatus if not status.terminal)
 #: Statuses of a run that has ended.
-FINISHED_STATUSES: Final = ("succeeded", "failed", "timed_out", "cancelled", "skipped")
+FINISHED_STATUSES: Final = tuple(status.value for status in RunStatus if status.terminal)
 #: A finished once-off job disappears from ``jobs list`` this long after its last change.
 HIDE_FINISHED_ONCE_AFTER: Final = dt.timedelta(hours=6)
 COLUMN_GAP: Final = "  "

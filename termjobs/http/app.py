@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 import h11
 from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from termjobs.errors import TermjobsError, Unauthorized
+from termjobs.errors import InternalError, TermjobsError, Unauthorized
 from termjobs.http import jobs, runs, stream
 from termjobs.http.auth import is_authorised
 from termjobs.http.responses import error_response, json_response
-from termjobs.service import Services
+from termjobs.model import JSONObject
+from termjobs.services import Services
+from termjobs.storage import StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ def create_app(services: Services) -> QuartTrio:
 
     @app.route("/healthz", methods=["GET"])
     async def healthz() -> Response:
-        body: dict[str, object] = {"status": "ok"}
+        body: JSONObject = {"status": "ok"}
         if is_authorised(services.settings, request.headers):
             body.update(version=services.version, capabilities=["jobs"])
         return json_response(body)
@@ -62,9 +65,14 @@ def _register_body_drain(app: QuartTrio) -> None:
 def _register_errors(app: QuartTrio, max_body_bytes: int) -> None:
     @app.errorhandler(TermjobsError)
     async def domain_error(exc: TermjobsError) -> Response:
-        if exc.status >= 500:
+        if exc.status >= 500 and exc.status != 503:
             logger.error("request %s %s failed: %s", request.method, request.path, exc.message)
         return error_response(exc.message, exc.status, exc.error_type)
+
+    @app.errorhandler(StorageUnavailable)
+    async def storage_unavailable(exc: StorageUnavailable) -> Response:
+        # The message names no host or port; the log has the driver's error.
+        return error_response(str(exc), 503, "unavailable_error", {"Retry-After": "1"})
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -80,7 +88,7 @@ def _register_errors(app: QuartTrio, max_body_bytes: int) -> None:
             )
         if status == 404:
             return error_response(
-                f"no such endpoint: {request.method} {request.path} (see the REST reference in the README)",
+                f"no such endpoint: {request.method} {request.path} (see docs/rest.md)",
                 404,
                 "invalid_request_error",
             )
@@ -93,8 +101,9 @@ def _register_errors(app: QuartTrio, max_body_bytes: int) -> None:
             # The client broke HTTP (the connection cannot carry an answer): not our fault.
             logger.info("%s: the client broke the HTTP protocol (%s)", where, exc)
             return error_response("malformed HTTP request", 400, "invalid_request_error")
-        logger.error("unhandled error in %s", where, exc_info=exc)
-        return error_response("internal server error; see the server log", 500, "internal_error")
+        ref = secrets.token_hex(4)
+        logger.error("unhandled error in %s (ref %s)", where, ref, exc_info=exc)
+        return error_response(InternalError(ref).message, 500, "internal_error")
 
 
 def _size(n: int) -> str:

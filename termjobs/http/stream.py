@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 
-import sqlalchemy as sa
 import trio
 from quart import Quart, websocket
 
@@ -28,9 +27,8 @@ from termjobs.actors.hub import CloseReason, Subscription
 from termjobs.errors import InvalidRequest
 from termjobs.http.auth import is_authorised
 from termjobs.http.params import non_negative_int
-from termjobs.model import EventType, RunEvent
-from termjobs.service import Services
-from termjobs.storage import store
+from termjobs.model import TERMINAL_EVENTS, RunEvent
+from termjobs.services import Services
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -42,10 +40,6 @@ CLOSE_LAGGED = 4408
 REPLAY_PAGE = 1000
 #: Handshake response header of a firehose opened without since_id: the id it starts after.
 SINCE_ID_HEADER = "Termjobs-Since-Id"
-
-TERMINAL_EVENTS = frozenset(
-    {EventType.SUCCEEDED, EventType.FAILED, EventType.TIMED_OUT, EventType.CANCELLED, EventType.SKIPPED}
-)
 
 
 class _Closed(Exception):
@@ -73,7 +67,7 @@ async def _serve(services: Services, *, run_id: str | None) -> None:
     if run_id is None and "since_id" not in websocket.args and _is_authorised(services):
         # No since_id on the firehose means "from now on": replaying the whole history
         # by default could mean millions of events. "Now" is told to the client.
-        now = await services.gateway.read(store.max_event_id)
+        now = await services.storage.max_event_id()
     await websocket.accept(headers={SINCE_ID_HEADER: str(now)} if now is not None else None)
     try:
         _authorise(services)
@@ -107,7 +101,7 @@ async def _job_filter(services: Services) -> str | None:
     ref = websocket.args.get("job_id", "").strip()
     if not ref:
         return None
-    job = await services.gateway.read(lambda conn: store.find_job(conn, ref))
+    job = await services.storage.resolve_job(ref)
     if job is None:
         raise _Closed(CLOSE_NOT_FOUND, "job not found")
     return job.id
@@ -117,7 +111,7 @@ async def _stream_run(services: Services, run_id: str, since_id: int) -> None:
     last = since_id
     while True:
         with services.hub.subscribe(run_id=run_id, buffer=services.settings.stream_buffer) as sub:
-            run = await services.gateway.read(lambda conn: store.get_run(conn, run_id, full=False))
+            run = await services.storage.get_run(run_id, full=False)
             if run is None:
                 raise _Closed(CLOSE_NOT_FOUND, "run not found")
             last, finished = await _replay(services, last, run_id=run_id)
@@ -145,11 +139,9 @@ async def _replay(
     """Send stored events after ``since_id``; the last id sent and whether a terminal
     event was among them."""
     last, finished = since_id, False
-
-    def page(conn: sa.Connection) -> list[RunEvent]:
-        return store.events_after(conn, last, run_id=run_id, job_id=job_id, limit=REPLAY_PAGE)
-
-    while events := await services.gateway.read(page, heavy=True):
+    while events := await services.storage.events_after(
+        last, run_id=run_id, job_id=job_id, limit=REPLAY_PAGE
+    ):
         for event in events:
             await _send(event)
             finished = finished or event.event_type in TERMINAL_EVENTS

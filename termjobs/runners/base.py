@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import trio
 
-from termjobs.model import EventType, ExitReason, Job, JSONValue, Run
+from termjobs.jobdef import Job
+from termjobs.model import EventType, ExitReason, JSONValue, Run, RunOutput
 
-Emit = Callable[[EventType, str | None, JSONValue | None], Awaitable[None]]
+Emit = Callable[[EventType, str | None, "JSONValue"], Awaitable[None]]
 
 
 class StopReason(enum.Enum):
@@ -64,26 +65,22 @@ class RunContext:
 class RunResult:
     """What a runner observed. ``error`` set means the run failed."""
 
-    exit_code: int | None = None
+    output: RunOutput = field(default_factory=RunOutput)
     error: str | None = None
-    stdout: str | None = None
-    stderr: str | None = None
-    thinking: str | None = None
-    response: str | None = None
-    session_id: str | None = None
     exit_reason: ExitReason | None = None
-    truncated: bool = False
-    turn_count: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
 
 
 class Runner(Protocol):
     """Executes runs of one runner type."""
 
     async def run(self, ctx: RunContext) -> RunResult:
-        """Execute ``ctx.run`` and return what happened; must return soon after
-        ``ctx.stop`` is requested."""
+        """Execute ``ctx.run`` and return what happened; must return within
+        :meth:`stop_grace` of ``ctx.stop`` being requested."""
+        ...
+
+    def stop_grace(self, job: Job) -> float:
+        """Seconds a run of ``job`` may take to wind down after a stop request (the
+        program runner's ``kill_grace_seconds``)."""
         ...
 
 
@@ -107,6 +104,9 @@ class OrphanReaper(Protocol):
 
 class UnconfiguredLLMRunner:
     """Stands in for the LLM runner when the server has no LLM executor configured."""
+
+    def stop_grace(self, job: Job) -> float:
+        return 0.0
 
     async def run(self, ctx: RunContext) -> RunResult:
         await trio.lowlevel.checkpoint()

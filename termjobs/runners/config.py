@@ -55,9 +55,10 @@ def _string_list(obj: dict[str, JSONValue], key: str, prefix: str) -> list[str]:
     raw = obj.get(key)
     if raw is None:
         return []
-    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+    strings = [item for item in raw if isinstance(item, str)] if isinstance(raw, list) else []
+    if not isinstance(raw, list) or len(strings) != len(raw):
         raise ValueError(f"{prefix}.{key} must be an array of strings")
-    return raw
+    return strings
 
 
 def _env(obj: dict[str, JSONValue]) -> tuple[tuple[str, str], ...]:
@@ -120,10 +121,13 @@ def parse_llm_config(value: JSONValue) -> LLMConfig:
     return LLMConfig(**found)
 
 
-def validate_runner_config(runner_type: RunnerType, value: JSONValue) -> None:
-    """Raise ``ValueError`` with a fix-it message if ``value`` is unusable."""
+RunnerConfig = ProgramConfig | LLMConfig
+
+
+def parse_runner_config(runner_type: RunnerType, value: JSONValue) -> RunnerConfig:
+    """The typed configuration; ``ValueError`` with a fix-it message if unusable."""
     match runner_type:
         case RunnerType.PROGRAM:
-            parse_program_config(value)
+            return parse_program_config(value)
         case RunnerType.LLM:
-            parse_llm_config(value)
+            return parse_llm_config(value)

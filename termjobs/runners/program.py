@@ -27,9 +27,10 @@ from pathlib import Path
 
 import trio
 
-from termjobs.model import EventType, ExitReason
+from termjobs.jobdef import Job
+from termjobs.model import EventType, ExitReason, RunOutput
 from termjobs.runners.base import RunContext, RunResult
-from termjobs.runners.config import ProgramConfig, parse_program_config
+from termjobs.runners.config import DEFAULT_KILL_GRACE_SECONDS, ProgramConfig
 from termjobs.runners.output import HeadTail, LiveOutput
 
 logger = logging.getLogger(__name__)
@@ -65,11 +66,17 @@ class ProgramRunner:
             return
         await self.sweeper.serve(task_status=task_status)
 
+    def stop_grace(self, job: Job) -> float:
+        config = job.spec.parsed.runner
+        return config.kill_grace_seconds if isinstance(config, ProgramConfig) else DEFAULT_KILL_GRACE_SECONDS
+
     async def run(self, ctx: RunContext) -> RunResult:
-        try:
-            config = parse_program_config(ctx.job.runner_config)
-        except ValueError as exc:
-            return RunResult(error=f"invalid program runner config: {exc}", exit_reason=ExitReason.EXCEPTION)
+        config = ctx.job.spec.parsed.runner
+        if not isinstance(config, ProgramConfig):
+            problem = ctx.job.spec.parsed.problem or "not a program job"
+            return RunResult(
+                error=f"invalid program runner config: {problem}", exit_reason=ExitReason.EXCEPTION
+            )
         marker = f"{ctx.run.id}-{secrets.token_hex(8)}"
         try:
             proc = await self._spawn(config, self._env(ctx, config, marker))
@@ -84,7 +91,7 @@ class ProgramRunner:
         env = dict(self._base_env)
         env.update(
             TERM_LLM_JOB_ID=ctx.job.id,
-            TERM_LLM_JOB_NAME=ctx.job.name,
+            TERM_LLM_JOB_NAME=ctx.job.spec.name,
             TERM_LLM_RUN_ID=ctx.run.id,
             TERM_LLM_RUN_ATTEMPT=str(ctx.run.attempt),
             PYTHONUNBUFFERED="1",
@@ -249,14 +256,13 @@ class _Execution:
         error = None
         if code != 0 and not self.ctx.stop.requested:
             error = _exit_error(self.proc.returncode)
-        return RunResult(
+        output = RunOutput(
             exit_code=code,
-            error=error,
             stdout=out.text() or None,
             stderr=err.text() or None,
             truncated=out.truncated or err.truncated,
-            exit_reason=ExitReason.EXCEPTION if error else None,
         )
+        return RunResult(output=output, error=error, exit_reason=ExitReason.EXCEPTION if error else None)
 
 
 def _exit_code(returncode: int | None) -> int | None:

@@ -12,13 +12,16 @@
   so trio's ``MockClock`` never jumps while a query is in flight.
 * After a commit, the run events it inserted are handed to ``on_commit`` (the event
   hub) in id order; subscribers never see an event that could still roll back.
+* Driver errors leave as storage errors: :class:`StorageUnavailable` when the database
+  could not be reached or stayed locked (worth retrying), :class:`StorageRefused` when
+  it refused the request for good. Other errors (raised by the operation) pass as is.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -27,11 +30,11 @@ import sqlalchemy as sa
 import trio
 from sqlalchemy.engine import URL
 
-from termjobs.errors import Unavailable
 from termjobs.model import RunEvent
 from termjobs.storage import migrate
+from termjobs.storage.base import StorageClosed, StorageRefused, StorageUnavailable
 from termjobs.storage.engine import Engines, create_engines
-from termjobs.storage.store import WriteTx
+from termjobs.storage.sql import WriteTx
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +98,11 @@ class Gateway:
         with counts, retention scans, replay pages) may take long enough to delay
         timers, so they run in the reader threads, as every PostgreSQL read does.
         """
-        if self.engines.is_sqlite and not heavy:
-            await trio.lowlevel.checkpoint()
-            return self._read(op)
-        return await self._in_thread(self._read, op, limiter=self._read_limiter)
+        with _translated_errors():
+            if self.engines.is_sqlite and not heavy:
+                await trio.lowlevel.checkpoint()
+                return self._read(op)
+            return await self._in_thread(self._read, op, limiter=self._read_limiter)
 
     def _read(self, op: ReadOp[T]) -> T:
         with self.engines.reader.connect() as conn, conn.begin():
@@ -115,10 +119,11 @@ class Gateway:
         try:
             await self._send.send(request)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise Unavailable("storage is closed; the server is shutting down") from None
+            raise StorageClosed() from None
         await request.done.wait()
         assert request.result is not None
-        return request.result.unwrap()
+        with _translated_errors():
+            return request.result.unwrap()
 
     async def submit(self, op: WriteOp[object]) -> None:
         """Queue ``op`` for the next group commit without waiting for it (for writes
@@ -129,7 +134,7 @@ class Gateway:
         try:
             await self._send.send(request)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise Unavailable("storage is closed; the server is shutting down") from None
+            raise StorageClosed() from None
 
     async def _writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -225,6 +230,18 @@ class Gateway:
         for request in batch:
             request.done.set()
         self._log_detached_failures(batch)
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Driver errors as storage errors (see the module docstring)."""
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        logger.warning("storage unavailable: %s", exc)
+        raise StorageUnavailable() from exc
+    except sa.exc.DBAPIError as exc:
+        raise StorageRefused(f"the database refused the request: {exc.orig or exc}") from exc
 
 
 @asynccontextmanager

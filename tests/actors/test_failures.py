@@ -12,7 +12,9 @@ import trio.testing
 from sqlalchemy.engine import URL
 
 from termjobs.actors.job import HIBERNATE_IDLE_S, JobActor
+from termjobs.jobspec import JobPatch
 from termjobs.model import ExitReason, RunStatus
+from termjobs.storage import StorageUnavailable
 from termjobs.storage.gateway import Gateway
 from tests.helpers import Harness, at, cron_body, harness, job_body
 
@@ -44,7 +46,7 @@ class Outage:
         async def call(gateway: Gateway, op: Any, **options: Any) -> Any:
             if self.down:
                 await trio.sleep(0.1)
-                raise sa.exc.OperationalError("statement", {}, Exception("database is locked"))
+                raise StorageUnavailable()
             return await original(gateway, op, **options)
 
         return call
@@ -59,10 +61,10 @@ async def test_a_pause_arriving_just_before_a_fire_is_answered_and_kept(
         assert job.next_run_at is not None
         await trio.sleep_until(h.clock.deadline_for(job.next_run_at) - 0.005)
         paused = await h.update(job.id, {"enabled": False})
-        assert not paused.enabled
+        assert not paused.spec.enabled
         await trio.sleep(180)
         current = await h.job(job.id)
-        assert current is not None and not current.enabled
+        assert current is not None and not current.spec.enabled
         assert len(await h.runs(job.id)) <= 1  # at most the fire that was already due
 
 
@@ -82,22 +84,22 @@ async def test_a_trigger_just_before_a_fire_starts_its_run(
 async def test_requests_are_served_while_scheduled_fires_cannot_be_recorded(
     sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from termjobs.storage import runops
+    from termjobs.storage import database
 
     failing = {"on": True}
-    original = runops.record_fires
+    original = database._record_fires
 
     def record_fires(*args: Any, **kwargs: Any) -> Any:
         if failing["on"]:
             raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runops, "record_fires", record_fires)
+    monkeypatch.setattr(database, "_record_fires", record_fires)
     async with harness(sqlite_url) as h:
         job = await h.create(cron_body("hourly", "0 * * * *"))
         await trio.sleep(3600 + 30)  # the 13:00 fire keeps failing, with backoff
         renamed = await h.update(job.id, {"name": "still-served"})
-        assert renamed.name == "still-served"
+        assert renamed.spec.name == "still-served"
         failing["on"] = False
         await trio.sleep(120)
         (run,) = await h.runs(job.id)
@@ -216,7 +218,7 @@ async def test_a_storage_error_while_waking_a_job_does_not_lose_its_schedule(
 
         monkeypatch.setattr(Gateway, "read", read)
         updated = await h.update(job_id, {"labels": {"a": "b"}})  # the wake-up is retried
-        assert updated.labels == {"a": "b"}
+        assert updated.spec.labels == {"a": "b"}
         await trio.sleep(3 * 3600)
         assert len(await h.runs(job_id)) == 3
 
@@ -230,9 +232,9 @@ async def test_requests_waiting_at_a_crash_are_answered_by_the_restarted_actor(
         assert actor is not None and actor._nursery is not None
         original = JobActor._update
 
-        async def slow_update(self: JobActor, body: dict[str, object]) -> Any:
+        async def slow_update(self: JobActor, patch: JobPatch) -> Any:
             await trio.sleep(1)
-            return await original(self, body)
+            return await original(self, patch)
 
         async def crash() -> None:
             await trio.sleep(0.5)
@@ -243,7 +245,7 @@ async def test_requests_waiting_at_a_crash_are_answered_by_the_restarted_actor(
 
         async def update(i: int) -> None:
             try:
-                answers.append((await h.update(job.id, {"labels": {"i": i}})).labels)
+                answers.append((await h.update(job.id, {"labels": {"i": i}})).spec.labels)
             except Exception as exc:
                 answers.append(exc)
 

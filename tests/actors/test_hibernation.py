@@ -55,10 +55,10 @@ async def test_requests_racing_with_hibernation_are_never_lost(
         for i in range(6):
             # arrive right at the moment the actor decides to hibernate, and around it
             await trio.sleep(HIBERNATE_IDLE_S - 0.001 * i)
-            names.append((await h.update(job.id, {"name": f"racy-{i}"})).name)
+            names.append((await h.update(job.id, {"name": f"racy-{i}"})).spec.name)
         assert names == [f"racy-{i}" for i in range(6)]
         current = await h.job(job.id)
-        assert current is not None and current.name == "racy-5"
+        assert current is not None and current.spec.name == "racy-5"
 
 
 async def test_a_job_with_a_running_run_stays_awake(

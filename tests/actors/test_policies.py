@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from typing import Any
 
 import pytest
 import trio
@@ -17,7 +18,7 @@ from tests.helpers import EPOCH, at, cron_body, harness, job_body
 SECOND = dt.timedelta(seconds=1)
 
 
-def slow(seconds: float, **config: object) -> dict[str, object]:
+def slow(seconds: float, **config: object) -> dict[str, Any]:
     return {"command": "x", "seconds": seconds, **config}
 
 
@@ -216,7 +217,9 @@ async def test_a_wall_clock_jump_is_treated_as_a_misfire(
         (run,) = await h.runs(job.id)
         assert run.status is RunStatus.SKIPPED and run.scheduled_for == at("2026-03-01T13:00:00Z")
         (event,) = await h.events(run.id)
-        assert event.data is not None and event.data["missed"] == 3 and event.data["reason"] == "misfire"
+        assert (
+            isinstance(event.data, dict) and event.data["missed"] == 3 and event.data["reason"] == "misfire"
+        )
         current = await h.job(job.id)
         assert current is not None and current.next_run_at == at("2026-03-01T16:00:00Z")
         await trio.sleep(3600)
@@ -246,4 +249,4 @@ async def test_a_once_job_missed_beyond_its_grace_is_skipped_and_disabled(
         (run,) = await h.runs(job.id)
         assert run.status is RunStatus.SKIPPED and run.scheduled_for == at("2026-03-01T13:00:00Z")
         current = await h.job(job.id)
-        assert current is not None and not current.enabled and current.next_run_at is None
+        assert current is not None and not current.spec.enabled and current.next_run_at is None

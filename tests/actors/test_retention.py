@@ -9,9 +9,11 @@ import trio
 import trio.testing
 from sqlalchemy.engine import URL
 
-from termjobs.model import EventType, Job, Run, RunStatus, RunTrigger
-from termjobs.storage import runops, store
-from termjobs.storage.store import WriteTx
+from termjobs.jobdef import Job
+from termjobs.model import EventType, Run, RunStatus, RunTrigger
+from termjobs.rundomain import new_run
+from termjobs.storage.database import SqlStorage
+from termjobs.storage.sql import WriteTx, events, runs
 from tests.helpers import EPOCH, harness, job_body
 
 DAY = dt.timedelta(days=1)
@@ -20,7 +22,7 @@ DAY = dt.timedelta(days=1)
 def aged(job: Job, age: dt.timedelta, status: RunStatus, n: int) -> Run:
     """A run created ``age`` before EPOCH (+n µs, for a stable order), finished if terminal."""
     created = EPOCH - age + dt.timedelta(microseconds=n)
-    run = runops.new_run(job, trigger=RunTrigger.SCHEDULE, scheduled_for=created, now=created)
+    run = new_run(job.id, trigger=RunTrigger.SCHEDULE, scheduled_for=created, now=created)
     finished = created if status.terminal else None
     return dataclasses.replace(run, status=status, finished_at=finished)
 
@@ -42,12 +44,14 @@ async def test_retention_keeps_exactly_what_it_should(
         plan += [aged(c, 31 * DAY, RunStatus.SKIPPED, i) for i in range(500)]
         assert len(plan) == 5000
 
+        # History in any state is planted below the facade, in one transaction.
         def insert(tx: WriteTx) -> None:
             for run in plan:
-                store.insert_run(tx, run)
-                store.insert_event(tx, run=run, event_type=EventType.QUEUED, message="x", now=run.created_at)
+                runs.insert(tx, run)
+                events.insert(tx, run, EventType.QUEUED, "x", None, now=run.created_at)
 
-        await h.services.gateway.write(insert)
+        assert isinstance(h.services.storage, SqlStorage)
+        await h.services.storage.gateway.write(insert)
         newest_a = sorted(
             (r for r in plan if r.job_id == a.id and r.status is RunStatus.FAILED),
             key=lambda r: r.created_at,
@@ -61,10 +65,8 @@ async def test_retention_keeps_exactly_what_it_should(
         assert stats.batches > 2  # bounded batches, not one huge delete
 
         async def ids(job: Job, statuses: list[RunStatus] | None = None) -> set[str]:
-            page = await h.services.gateway.read(
-                lambda conn: store.list_runs(
-                    conn, limit=10_000, offset=0, job_id=job.id, statuses=statuses or ()
-                )
+            page = await h.services.storage.runs_page(
+                limit=10_000, offset=0, job_ref=job.id, statuses=statuses or ()
             )
             return {r.id for r in page.items}
 
@@ -74,5 +76,5 @@ async def test_retention_keeps_exactly_what_it_should(
         }
         assert len(await ids(b)) == 1500
         assert await ids(c) == set()
-        events = await h.services.gateway.read(lambda conn: store.events_after(conn, 0, limit=100_000))
-        assert len(events) == 1000 + 1500  # events went with their runs
+        kept = await h.services.storage.events_after(0, limit=100_000)
+        assert len(kept) == 1000 + 1500  # events went with their runs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 import trio
@@ -11,15 +12,14 @@ from sqlalchemy.engine import URL
 
 from termjobs.errors import Conflict, JobNotFound, RunNotFound
 from termjobs.model import ExitReason, RunStatus, RunTrigger
-from termjobs.storage import runops, store
-from termjobs.storage.gateway import open_gateway
-from termjobs.storage.store import WriteTx
+from termjobs.rundomain import new_run
+from termjobs.storage.database import open_storage
 from tests.helpers import EPOCH, at, harness, job_body
 
 SECOND = dt.timedelta(seconds=1)
 
 
-def slow(seconds: float, **config: object) -> dict[str, object]:
+def slow(seconds: float, **config: object) -> dict[str, Any]:
     return {"command": "x", "seconds": seconds, **config}
 
 
@@ -37,7 +37,7 @@ async def test_manual_trigger_runs_to_success(
         )
         final = await h.wait_final(run.id)
         assert final.status is RunStatus.SUCCEEDED and final.exit_reason is ExitReason.NATURAL_COMPLETION
-        assert final.stdout == "hello\n" and final.exit_code == 0
+        assert final.output.stdout == "hello\n" and final.output.exit_code == 0
         assert (final.started_at, final.finished_at) == (EPOCH, EPOCH + 2 * SECOND)
         assert await h.event_types(run.id) == ["queued", "claimed", "running", "succeeded"]
 
@@ -106,7 +106,7 @@ async def test_cancel_a_queued_run(sqlite_url: URL, autojump_clock: trio.testing
         await trio.sleep(5)
         cancelled = await h.cancel(queued.id)
         assert cancelled.status is RunStatus.CANCELLED and cancelled.finished_at == EPOCH + 5 * SECOND
-        assert cancelled.exit_code is None and cancelled.exit_reason is None
+        assert cancelled.output.exit_code is None and cancelled.exit_reason is None
         events = await h.events(queued.id)
         assert [(e.event_type.value, e.message) for e in events] == [
             ("queued", "manual run queued"),
@@ -124,7 +124,7 @@ async def test_cancel_a_running_run(sqlite_url: URL, autojump_clock: trio.testin
         assert answer.status is RunStatus.CANCEL_REQUESTED
         final = await h.wait_final(run.id)
         assert final.status is RunStatus.CANCELLED and final.exit_reason is ExitReason.CANCELLED
-        assert final.error == "cancelled by request" and final.exit_code == 143
+        assert final.error == "cancelled by request" and final.output.exit_code == 143
         assert final.finished_at == EPOCH + 30 * SECOND
         assert await h.event_types(run.id) == [
             "queued",
@@ -158,7 +158,7 @@ async def test_failure_retries_with_backoff(sqlite_url: URL, autojump_clock: tri
         first = await h.trigger(job.id)
         await trio.sleep(600)
         runs = await h.runs(job.id)
-        assert [(r.attempt, r.trigger, r.status, r.exit_code) for r in runs] == [
+        assert [(r.attempt, r.trigger, r.status, r.output.exit_code) for r in runs] == [
             (1, RunTrigger.MANUAL, RunStatus.FAILED, 2),
             (2, RunTrigger.RETRY, RunStatus.FAILED, 2),
             (3, RunTrigger.RETRY, RunStatus.FAILED, 2),
@@ -184,7 +184,7 @@ async def test_delete_refuses_active_runs_unless_asked_to_cancel_them(
         await h.delete(job.id, cancel_active=True)
         assert h.runner.ends[0][1] == EPOCH + SECOND  # stopped at once
         assert await h.job(job.id) is None
-        assert await h.services.gateway.read(lambda conn: store.get_run(conn, run.id)) is None
+        assert await h.services.storage.get_run(run.id) is None
         with pytest.raises(JobNotFound):
             await h.trigger(job.id)
 
@@ -197,8 +197,8 @@ async def test_shutdown_lets_short_runs_finish_and_stops_long_ones(
         long = await h.trigger((await h.create(job_body("long", runner_config=slow(500)))).id)
         queued = await h.trigger((await h.create(job_body("queued", runner_config=slow(5)))).id)
         await trio.sleep(1)
-    async with open_gateway(sqlite_url) as gw:
-        final = {r.id: r for r in (await gw.read(lambda c: store.list_runs(c, limit=10, offset=0))).items}
+    async with open_storage(sqlite_url) as storage:
+        final = {r.id: r for r in (await storage.runs_page(limit=10, offset=0)).items}
     assert final[short.id].status is RunStatus.SUCCEEDED
     assert final[long.id].status is RunStatus.CANCELLED
     assert final[long.id].error == "cancelled: the server shut down before the run finished"
@@ -218,19 +218,14 @@ async def test_crash_recovery_marks_lost_runs_and_retries_them(
         )
         plain = await h.create(job_body("plain", concurrency_policy="allow", max_concurrent_runs=3))
     # Simulate a server killed mid-run: rows left running / cancel_requested / queued.
-    async with open_gateway(sqlite_url) as gw:
+    async with open_storage(sqlite_url) as storage:
         rows = {}
         for name, job in (("running", retrying), ("cancelling", plain), ("queued", plain)):
-            rows[name] = runops.new_run(job, trigger=RunTrigger.MANUAL, scheduled_for=EPOCH, now=EPOCH)
-
-        def crashed_state(tx: WriteTx) -> None:
-            for run in rows.values():
-                runops.create_run(tx, run, now=EPOCH)
-            for name in ("running", "cancelling"):
-                runops.start_run(tx, rows[name], worker_id="worker_dead", now=EPOCH)
-            runops.request_cancel(tx, rows["cancelling"], now=EPOCH, message="cancellation requested")
-
-        await gw.write(crashed_state)
+            rows[name] = new_run(job.id, trigger=RunTrigger.MANUAL, scheduled_for=EPOCH, now=EPOCH)
+            await storage.create_run(rows[name])
+        for name in ("running", "cancelling"):
+            await storage.start_run(rows[name], worker_id="worker_dead", now=EPOCH)
+        await storage.request_cancel(rows["cancelling"], now=EPOCH, message="cancellation requested")
     restart = at("2026-03-01T12:30:00Z")
     async with harness(sqlite_url, epoch=restart) as h:
         lost = await h.run(rows["running"].id)

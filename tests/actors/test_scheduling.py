@@ -79,10 +79,10 @@ async def test_once_job_fires_at_run_at_then_disables_itself(
         assert run.scheduled_for == at("2026-03-01T13:30:00Z") and run.started_at == run.scheduled_for
         assert run.status is RunStatus.SUCCEEDED
         fired = await h.job(job.id)
-        assert fired is not None and not fired.enabled and fired.next_run_at is None
+        assert fired is not None and not fired.spec.enabled and fired.next_run_at is None
         # resuming does not re-arm a once job that already fired...
         resumed = await h.update(job.id, {"enabled": True})
-        assert resumed.enabled and resumed.next_run_at is None
+        assert resumed.spec.enabled and resumed.next_run_at is None
         await trio.sleep(DAY)
         assert len(await h.runs(job.id)) == 1
         # ...but giving it a new run_at does
@@ -127,7 +127,7 @@ async def test_edits_recompute_next_run_only_when_the_schedule_changes(
         job = await h.create(cron_body("edit", "0 0 * * *"))
         await trio.sleep(3600)
         renamed = await h.update(job.id, {"name": "edited", "timeout_seconds": 60})
-        assert renamed.next_run_at == job.next_run_at and renamed.name == "edited"
+        assert renamed.next_run_at == job.next_run_at and renamed.spec.name == "edited"
         moved = await h.update(job.id, {"trigger_config": {"expression": "30 13 * * *"}})
         assert moved.next_run_at == at("2026-03-01T13:30:00Z")
         zoned = await h.update(job.id, {"schedule_timezone": "Asia/Tokyo"})
@@ -191,4 +191,6 @@ async def test_missed_fires_collapse_into_one_catch_up_run_under_the_run_policy(
         ]
         assert runs[0].started_at == at("2026-03-01T15:20:00Z")
         queued = (await h.events(runs[0].id))[0]
-        assert queued.data is not None and queued.data["catch_up"] is True and queued.data["missed"] == 3
+        assert (
+            isinstance(queued.data, dict) and queued.data["catch_up"] is True and queued.data["missed"] == 3
+        )

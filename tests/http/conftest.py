@@ -16,8 +16,8 @@ from sqlalchemy.engine import URL
 from termjobs.clock import VirtualClock
 from termjobs.config import Settings
 from termjobs.http.app import create_app
-from termjobs.service import Services, open_services
-from termjobs.storage import store
+from termjobs.service import open_services
+from termjobs.services import Services
 from tests.helpers import EPOCH
 
 TOKEN = "test-token"
@@ -80,10 +80,8 @@ class Api:
     async def wait_event(self, run_id: str, event_type: str) -> None:
         """Wait until the run has an event of this type (event-driven, bounded)."""
         with trio.fail_after(20), self.services.hub.subscribe(run_id=run_id) as sub:
-            page = await self.services.gateway.read(
-                lambda conn: store.list_events(conn, run_id, since_id=0, limit=1000, offset=0)
-            )
-            if any(event.event_type.value == event_type for event in page.items):
+            page = await self.services.storage.events_page(run_id, since_id=0, limit=1000, offset=0)
+            if page is not None and any(event.event_type.value == event_type for event in page.items):
                 return
             async for event in sub.receive:
                 if event.event_type.value == event_type:
@@ -92,7 +90,7 @@ class Api:
     async def wait_final(self, run_id: str) -> dict[str, Any]:
         """Wait for the run's terminal event (event-driven, bounded), then GET it."""
         with trio.fail_after(20), self.services.hub.subscribe(run_id=run_id) as sub:
-            run = await self.services.gateway.read(lambda conn: store.get_run(conn, run_id))
+            run = await self.services.storage.get_run(run_id)
             if run is not None and not run.status.terminal:
                 async for event in sub.receive:
                     if event.event_type.value in ("succeeded", "failed", "timed_out", "cancelled", "skipped"):

@@ -16,10 +16,12 @@ from sqlalchemy.engine import URL
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from termjobs.config import Settings
-from termjobs.model import EventType, ExitReason, Job, Run, RunEvent, RunStatus
-from termjobs.service import Services, open_services, serve_http
-from termjobs.storage import runops, store
-from termjobs.storage.store import WriteTx
+from termjobs.jobdef import Job
+from termjobs.jobspec import definition_for_create
+from termjobs.model import EventType, ExitReason, Run, RunStatus
+from termjobs.rundomain import Ending, Outcome
+from termjobs.service import open_services, serve_http
+from termjobs.services import Services
 from tests.helpers import EPOCH, job_body, make_job, make_run
 
 TOKEN = "stream-token"
@@ -71,33 +73,24 @@ async def live(sqlite_url: URL, nursery: trio.Nursery) -> AsyncIterator[Live]:
 
 
 async def seed(live: Live, name: str = "seed") -> tuple[Job, Run]:
-    job, run = make_job(name), None
-    run = make_run(job)
-
-    def write(tx: WriteTx) -> None:
-        store.insert_job(tx, job)
-        runops.create_run(tx, run, now=EPOCH)
-
-    await live.services.gateway.write(write)
-    return job, run
+    job = make_job(name)
+    await live.services.storage.create_job(job)
+    return job, await live.services.storage.create_run(make_run(job))
 
 
 async def add_events(live: Live, run: Run, count: int, *, per_write: int = 10) -> list[int]:
     ids: list[int] = []
+
+    async def add(i: int) -> None:
+        event = await live.services.storage.add_event(run, EventType.OUTPUT, None, {"n": i}, now=EPOCH)
+        ids.append(event.id)
+
     for start in range(0, count, per_write):
-        n = min(per_write, count - start)
-
-        def write(tx: WriteTx, n: int = n) -> list[int]:
-            return [
-                store.insert_event(
-                    tx, run=run, event_type=EventType.OUTPUT, message=None, now=EPOCH, data={"n": i}
-                ).id
-                for i in range(n)
-            ]
-
-        ids += await live.services.gateway.write(write)
+        async with trio.open_nursery() as nursery:  # committed together (group commit)
+            for i in range(start, min(count, start + per_write)):
+                nursery.start_soon(add, i)
         await trio.lowlevel.checkpoint()
-    return ids
+    return sorted(ids)
 
 
 @dataclass(frozen=True)
@@ -126,10 +119,7 @@ async def close_transport(ws: WebSocketConnection) -> None:
 
 
 async def stored_ids(live: Live) -> list[int]:
-    events: list[RunEvent] = await live.services.gateway.read(
-        lambda conn: store.events_after(conn, 0, limit=100_000)
-    )
-    return [e.id for e in events]
+    return [e.id for e in await live.services.storage.events_after(0, limit=100_000)]
 
 
 async def test_replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_writes(live: Live) -> None:
@@ -149,14 +139,11 @@ async def test_replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_wri
 
 async def test_a_run_stream_replays_then_streams_then_closes_after_the_terminal_event(live: Live) -> None:
     job = await live.services.supervisor.create_job(
-        job_body("echo", runner_config={"command": "echo", "args": ["hi"]})
+        definition_for_create(job_body("echo", runner_config={"command": "echo", "args": ["hi"]}))
     )
     with trio.fail_after(LIMIT_S):
         async with trio.open_nursery() as nursery:
-            from termjobs.actors.job import TriggerNow
-
-            message = TriggerNow()
-            run = await live.services.supervisor.ask(job.id, message, message.reply)
+            run = await live.services.supervisor.trigger(job.id)
             ws = await live.connect(nursery, f"/v2/runs/{run.id}/events/stream")
             messages, closed = await receive_until_closed(ws)
     assert [m["event_type"] for m in messages] == ["queued", "claimed", "running", "output", "succeeded"]
@@ -168,12 +155,10 @@ async def test_a_run_stream_replays_then_streams_then_closes_after_the_terminal_
 async def test_a_finished_run_stream_replays_and_closes_and_since_id_skips(live: Live) -> None:
     _, run = await seed(live)
     ids = await add_events(live, run, 5)
-    running = await live.services.gateway.write(
-        lambda tx: runops.start_run(tx, run, worker_id="w", now=EPOCH)
-    )
+    running = await live.services.storage.start_run(run, worker_id="w", now=EPOCH)
     assert running is not None
-    outcome = runops.Outcome(RunStatus.SUCCEEDED, ExitReason.NATURAL_COMPLETION)
-    await live.services.gateway.write(lambda tx: runops.finish_run(tx, running, outcome, now=EPOCH))
+    outcome = Outcome(RunStatus.SUCCEEDED, ExitReason.NATURAL_COMPLETION)
+    await live.services.storage.finish_runs([Ending(running, outcome)], now=EPOCH)
     with trio.fail_after(LIMIT_S):
         async with trio.open_nursery() as nursery:
             ws = await live.connect(nursery, f"/v2/runs/{run.id}/events/stream", since_id=ids[2])

@@ -11,10 +11,10 @@ import pytest
 import trio
 
 from termjobs.model import EventType, JSONValue, RunTrigger
+from termjobs.rundomain import new_run
 from termjobs.runners import program
 from termjobs.runners.base import RunContext, RunResult, StopReason, StopSignal
 from termjobs.runners.program import MARKER_ENV, ProgramRunner
-from termjobs.storage import runops
 from tests.helpers import EPOCH, alive, make_job
 
 LIMIT_S = 20
@@ -26,15 +26,17 @@ class Call:
     def __init__(self, config: dict[str, Any], *, env: dict[str, str] | None = None) -> None:
         fields: dict[str, Any] = {"runner_config": config}
         self.job = make_job("prog", **fields)
-        self.run = runops.new_run(self.job, trigger=RunTrigger.MANUAL, scheduled_for=EPOCH, now=EPOCH)
+        self.run = new_run(self.job.id, trigger=RunTrigger.MANUAL, scheduled_for=EPOCH, now=EPOCH)
         self.stop = StopSignal()
         self.events: list[tuple[float, str, str]] = []
         self.first_output = trio.Event()
         self.runner = ProgramRunner(base_env=env if env is not None else dict(os.environ))
 
-    async def emit(self, event_type: EventType, message: str | None, data: JSONValue | None) -> None:
+    async def emit(self, event_type: EventType, message: str | None, data: JSONValue) -> None:
         assert event_type is EventType.OUTPUT and isinstance(data, dict)
-        self.events.append((trio.current_time(), data["stream"], data["text"]))
+        stream, text = data["stream"], data["text"]
+        assert isinstance(stream, str) and isinstance(text, str)
+        self.events.append((trio.current_time(), stream, text))
         self.first_output.set()
 
     def live(self, stream: str = "stdout") -> str:
@@ -53,20 +55,25 @@ def sh(script: str, **config: Any) -> dict[str, Any]:
 async def test_success_captures_and_streams_output() -> None:
     call = Call({"command": "echo", "args": ["hello", "world"]})
     result = await call()
-    assert (result.exit_code, result.error, result.stdout, result.stderr) == (0, None, "hello world\n", None)
+    assert (result.output.exit_code, result.error, result.output.stdout, result.output.stderr) == (
+        0,
+        None,
+        "hello world\n",
+        None,
+    )
     assert call.live() == "hello world\n"
 
 
 async def test_non_zero_exit_fails_with_the_real_code() -> None:
     call = Call(sh("echo oops >&2; exit 3"))
     result = await call()
-    assert result.exit_code == 3 and result.error == "program exited with code 3"
-    assert result.stderr == "oops\n" and call.live("stderr") == "oops\n"
+    assert result.output.exit_code == 3 and result.error == "program exited with code 3"
+    assert result.output.stderr == "oops\n" and call.live("stderr") == "oops\n"
 
 
 async def test_shell_args_become_positional_parameters() -> None:
     result = await Call(sh('printf \'%s %s\' "$1" "$2"', args=["alpha", "beta"]))()
-    assert result.stdout == "alpha beta"
+    assert result.output.stdout == "alpha beta"
 
 
 async def test_environment_cwd_and_stdin(tmp_path: Path) -> None:
@@ -77,7 +84,7 @@ async def test_environment_cwd_and_stdin(tmp_path: Path) -> None:
     )
     call = Call(sh(script, cwd=str(tmp_path), env=["OVERRIDE=job"]), env=env)
     result = await call()
-    lines = (result.stdout or "").splitlines()
+    lines = (result.output.stdout or "").splitlines()
     assert lines[0] == f"{call.job.id} prog 1 1"
     assert lines[1] == "token=none base job"
     assert lines[2] == str(tmp_path)
@@ -99,7 +106,7 @@ async def test_start_failures_have_no_exit_code(config: dict[str, Any], message:
     (tmp_path / "noshebang").chmod(0o755)
     config = {key: value.format(tmp=tmp_path) for key, value in config.items()}
     result = await Call(config)()
-    assert result.exit_code is None and result.error is not None
+    assert result.output.exit_code is None and result.error is not None
     assert message.format(tmp=tmp_path) in result.error
 
 
@@ -119,7 +126,7 @@ async def test_stop_kills_the_whole_process_group_including_background_grandchil
         call.stop.request(StopReason.CANCEL)
     (result,) = result_box
     assert trio.current_time() - started < 3
-    assert result.exit_code == 143  # SIGTERM
+    assert result.output.exit_code == 143  # SIGTERM
     await trio.sleep(0.05)
     assert not alive(grandchild)
 
@@ -136,15 +143,15 @@ async def test_a_program_ignoring_sigterm_is_killed_after_the_grace() -> None:
         await call.first_output.wait()
         started = trio.current_time()
         call.stop.request(StopReason.TIMEOUT)
-    assert results[0].exit_code == 137  # SIGKILL
+    assert results[0].output.exit_code == 137  # SIGKILL
     assert 0.3 <= trio.current_time() - started < 3
 
 
 async def test_background_children_of_a_successful_run_do_not_outlive_it() -> None:
     result = await Call(sh("sleep 1000 >/dev/null 2>&1 & echo $!"))()
-    assert result.exit_code == 0
+    assert result.output.exit_code == 0
     await trio.sleep(0.05)
-    assert not alive(int((result.stdout or "").strip()))
+    assert not alive(int((result.output.stdout or "").strip()))
 
 
 def escaping(tmp_path: Path) -> str:
@@ -159,7 +166,7 @@ def escaping(tmp_path: Path) -> str:
 
 async def test_descendants_that_left_the_group_are_found_by_their_marker(tmp_path: Path) -> None:
     result = await Call(sh(escaping(tmp_path)))()
-    pid = int((result.stdout or "").strip())
+    pid = int((result.output.stdout or "").strip())
     await trio.sleep(0.05)
     assert not alive(pid)
 
@@ -173,7 +180,7 @@ async def test_a_batched_sweep_still_kills_escaped_processes_when_the_server_sto
         async with trio.open_nursery() as nursery:
             await nursery.start(call.runner.serve)
             result = await call()
-            pid = int((result.stdout or "").strip())
+            pid = int((result.output.stdout or "").strip())
             assert alive(pid)  # waiting for the next batched scan
             nursery.cancel_scope.cancel()  # shutdown before it came
     await trio.sleep(0.05)
@@ -182,15 +189,15 @@ async def test_a_batched_sweep_still_kills_escaped_processes_when_the_server_sto
 
 async def test_killed_by_a_foreign_signal_reports_128_plus_n() -> None:
     result = await Call(sh("kill -9 $$"))()
-    assert result.exit_code == 137
+    assert result.output.exit_code == 137
     assert result.error == "program was killed by signal 9 (SIGKILL), exit code 137"
 
 
 async def test_large_output_keeps_the_first_and_last_32_kib_exactly() -> None:
     result = await Call({"command": "seq", "args": ["1", "100000"]})()
     full = "".join(f"{i}\n" for i in range(1, 100_001)).encode()
-    assert len(full) > 64 * 1024 and result.truncated
-    head, marker, tail = (result.stdout or "").partition("\n[... termjobs: ")
+    assert len(full) > 64 * 1024 and result.output.truncated
+    head, marker, tail = (result.output.stdout or "").partition("\n[... termjobs: ")
     assert head.encode() == full[: 32 * 1024]
     dropped = len(full) - 64 * 1024
     assert marker and tail == f"{dropped} bytes of output omitted ...]\n" + full[-32 * 1024 :].decode()
@@ -210,4 +217,4 @@ async def test_output_streams_live_before_the_program_ends() -> None:
 
 async def test_marker_is_set_for_children() -> None:
     result = await Call(sh(f'echo "${MARKER_ENV}"'))()
-    assert (result.stdout or "").startswith("run_")
+    assert (result.output.stdout or "").startswith("run_")

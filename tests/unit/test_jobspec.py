@@ -7,15 +7,10 @@ from typing import Any
 import pytest
 
 from termjobs.errors import InvalidRequest
-from termjobs.jobspec import (
-    build_job,
-    decode_body,
-    definition_for_create,
-    definition_for_patch,
-    schedule_changed,
-)
-from termjobs.model import ConcurrencyPolicy, Job, MisfirePolicy, RunnerType, TriggerType
-from tests.helpers import EPOCH, job_body
+from termjobs.jobdef import JobDefinition
+from termjobs.jobspec import apply_patch, decode_body, definition_for_create, parse_patch
+from termjobs.model import ConcurrencyPolicy, MisfirePolicy, RunnerType, TriggerType
+from tests.helpers import job_body
 
 
 def create_error(body: dict[str, Any]) -> str:
@@ -24,20 +19,16 @@ def create_error(body: dict[str, Any]) -> str:
     return info.value.message
 
 
-def stored(body: dict[str, Any]) -> Job:
-    valid = definition_for_create(body)
-    return build_job(
-        valid.definition,
-        job_id="job_x",
-        created_at=EPOCH,
-        updated_at=EPOCH,
-        next_run_at=None,
-        last_fire_at=None,
-    )
+def stored(body: dict[str, Any]) -> JobDefinition:
+    return definition_for_create(body)
+
+
+def definition_for_patch(current: JobDefinition, body: dict[str, Any]) -> JobDefinition:
+    return apply_patch(current, parse_patch(body))
 
 
 def test_defaults() -> None:
-    defn = definition_for_create(job_body()).definition
+    defn = definition_for_create(job_body())
     assert defn.enabled is True
     assert defn.concurrency_policy is ConcurrencyPolicy.FORBID
     assert defn.max_concurrent_runs == 1
@@ -48,8 +39,8 @@ def test_defaults() -> None:
 
 
 def test_explicit_disabled_and_null_enabled() -> None:
-    assert definition_for_create(job_body(enabled=False)).definition.enabled is False
-    assert definition_for_create(job_body(enabled=None)).definition.enabled is True
+    assert definition_for_create(job_body(enabled=False)).enabled is False
+    assert definition_for_create(job_body(enabled=None)).enabled is True
 
 
 @pytest.mark.parametrize(
@@ -127,17 +118,19 @@ def test_llm_jobs_need_agent_instructions_and_cwd() -> None:
     body = job_body(runner_type="llm", runner_config={"agent_name": "a", "instructions": "do it"})
     assert create_error(body) == "llm runner_config.cwd is required"
     body["runner_config"]["cwd"] = "/tmp"
-    assert definition_for_create(body).definition.runner_type is RunnerType.LLM
+    assert definition_for_create(body).runner_type is RunnerType.LLM
 
 
 def test_read_only_fields_are_accepted_and_ignored() -> None:
     body = job_body(id="job_other", created_at="x", updated_at="y", next_run_at=None, last_run={})
-    assert definition_for_create(body).definition.name == "job"
+    assert definition_for_create(body).name == "job"
 
 
 def test_raw_json_fields_keep_unknown_keys_and_order() -> None:
     config = {"command": "x", "zeta": 1, "alpha": {"nested": [1, 2]}}
-    assert list(definition_for_create(job_body(runner_config=config)).definition.runner_config) == [
+    stored_config = definition_for_create(job_body(runner_config=config)).runner_config
+    assert isinstance(stored_config, dict)
+    assert list(stored_config) == [
         "command",
         "zeta",
         "alpha",
@@ -146,12 +139,12 @@ def test_raw_json_fields_keep_unknown_keys_and_order() -> None:
 
 def test_patch_keeps_absent_fields_and_null_restores_defaults() -> None:
     job = stored(job_body(labels={"team": "a"}, timeout_seconds=60, schedule_timezone="Europe/Berlin"))
-    renamed = definition_for_patch(job, {"name": "renamed"}).definition
+    renamed = definition_for_patch(job, {"name": "renamed"})
     assert renamed.name == "renamed" and renamed.timeout_seconds == 60 and renamed.enabled is True
     cleared = definition_for_patch(job, {"labels": None, "timeout_seconds": None, "schedule_timezone": None})
-    assert cleared.definition.labels is None
-    assert cleared.definition.timeout_seconds == 300
-    assert cleared.definition.schedule_timezone is None
+    assert cleared.labels is None
+    assert cleared.timeout_seconds == 300
+    assert cleared.schedule_timezone is None
 
 
 def test_patch_validates_the_merged_definition() -> None:
@@ -167,12 +160,34 @@ def test_patch_validates_the_merged_definition() -> None:
 
 
 def test_schedule_changed_only_for_schedule_fields() -> None:
-    job = stored(job_body())
-    base = definition_for_create(job_body()).definition
-    assert not schedule_changed(base, definition_for_patch(job, {"name": "other"}).definition)
-    assert schedule_changed(base, definition_for_patch(job, {"enabled": False}).definition)
+    base = stored(job_body())
+    assert not base.schedule_differs(definition_for_patch(base, {"name": "other"}))
+    assert base.schedule_differs(definition_for_patch(base, {"enabled": False}))
     once = {"trigger_type": "once", "trigger_config": {"run_at": "2026-01-01T00:00:00Z"}}
-    assert schedule_changed(base, definition_for_patch(job, once).definition)
+    assert base.schedule_differs(definition_for_patch(base, once))
+
+
+def test_a_definition_parses_its_json_parts_once() -> None:
+    spec = definition_for_create(
+        job_body(retry_policy={"max_attempts": 3}, runner_config={"command": "x", "kill_grace_seconds": 2})
+    )
+    assert spec.parsed is spec.parsed  # cached on the value
+    assert spec.parsed.retry.max_attempts == 3 and spec.parsed.problem is None
+    assert getattr(spec.parsed.runner, "kill_grace_seconds", None) == 2.0
+
+
+def test_a_stored_definition_that_no_longer_parses_is_inert_and_says_why() -> None:
+    broken = JobDefinition(
+        name="old",
+        runner_type=RunnerType.PROGRAM,
+        runner_config={"command": "x"},
+        trigger_type=TriggerType.CRON,
+        trigger_config={"expression": "0 0 * * *", "timezone": "Mars/Olympus"},
+    )
+    assert broken.parsed.problem is not None and "unknown time zone 'Mars/Olympus'" in broken.parsed.problem
+    assert type(broken.parsed.trigger).__name__ == "ManualTrigger"
+    with pytest.raises(InvalidRequest, match="Mars/Olympus"):
+        definition_for_patch(broken, {"name": "renamed"})
 
 
 @pytest.mark.parametrize(
@@ -199,4 +214,4 @@ def test_trigger_types_parse() -> None:
     valid = definition_for_create(
         job_body(trigger_type="once", trigger_config={"run_at": "2026-03-02T00:00:00+01:00"})
     )
-    assert valid.definition.trigger_type is TriggerType.ONCE
+    assert valid.trigger_type is TriggerType.ONCE

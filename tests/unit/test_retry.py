@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from termjobs.model import JSONValue
 from termjobs.retry import (
     Backoff,
     RetryPolicy,
@@ -45,7 +46,7 @@ def test_defaults_and_validation_messages() -> None:
     policy = parse_retry_policy({"max_attempts": 3, "backoff": "exponential", "initial_delay": "30s"})
     assert policy == RetryPolicy(3, Backoff.EXPONENTIAL, 30 * S, 300 * S, 0)
     assert parse_retry_policy({"initial_delay": "10m"}).max_delay == 600 * S
-    cases = [
+    cases: list[tuple[JSONValue, str]] = [
         ({"max_attempts": 0}, "retry_policy.max_attempts must be a whole number from 1 to 100"),
         ({"max_attempts": "3"}, "retry_policy.max_attempts must be a whole number"),
         ({"backoff": "random"}, "retry_policy.backoff must be one of: fixed, linear, exponential"),

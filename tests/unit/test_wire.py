@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from termjobs import wire
+from termjobs.jobdef import Job, JobDefinition
 from termjobs.model import (
-    ConcurrencyPolicy,
     EventType,
     ExitReason,
-    Job,
-    MisfirePolicy,
     Run,
     RunEvent,
     RunnerType,
+    RunOutput,
     RunStatus,
     RunTrigger,
     TriggerType,
@@ -34,28 +34,41 @@ def test_timestamps_are_utc_z_with_trimmed_fractions() -> None:
 
 
 def job(**changes: object) -> Job:
-    base = Job(
-        id="job_a",
+    spec = JobDefinition(
         name="a",
-        enabled=True,
         runner_type=RunnerType.PROGRAM,
         runner_config={"command": "true"},
         trigger_type=TriggerType.MANUAL,
         trigger_config={},
-        schedule_timezone=None,
-        concurrency_policy=ConcurrencyPolicy.FORBID,
-        max_concurrent_runs=1,
-        retry_policy=None,
-        timeout_seconds=300,
-        misfire_policy=MisfirePolicy.SKIP,
-        misfire_grace_seconds=60,
-        labels=None,
-        next_run_at=None,
-        last_fire_at=None,
-        created_at=EPOCH,
-        updated_at=EPOCH,
     )
-    return Job(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, **changes})
+    base = Job(id="job_a", spec=spec, next_run_at=None, last_fire_at=None, created_at=EPOCH, updated_at=EPOCH)
+    spec_changes = {key: value for key, value in changes.items() if hasattr(spec, key)}
+    job_changes = {key: value for key, value in changes.items() if key not in spec_changes}
+    return dataclasses.replace(base, spec=dataclasses.replace(spec, **spec_changes), **job_changes)  # type: ignore[arg-type]
+
+
+def test_job_keeps_the_field_order_of_the_reference_system() -> None:
+    out = wire.job_json(job(labels={"k": "v"}, schedule_timezone="UTC", next_run_at=EPOCH))
+    assert list(out) == [
+        "id",
+        "name",
+        "enabled",
+        "runner_type",
+        "runner_config",
+        "trigger_type",
+        "trigger_config",
+        "schedule_timezone",
+        "concurrency_policy",
+        "max_concurrent_runs",
+        "timeout_seconds",
+        "misfire_policy",
+        "misfire_grace_seconds",
+        "labels",
+        "next_run_at",
+        "created_at",
+        "updated_at",
+    ]
+    assert out["concurrency_policy"] == "forbid" and out["runner_type"] == "program"
 
 
 def test_job_omits_empty_optional_fields() -> None:
@@ -75,11 +88,9 @@ def test_run_summary_drops_payloads_but_keeps_metadata() -> None:
         trigger=RunTrigger.MANUAL,
         scheduled_for=EPOCH,
         status=RunStatus.FAILED,
-        exit_code=0,
         error="boom",
-        stdout="out",
-        stderr="err",
         exit_reason=ExitReason.EXCEPTION,
+        output=RunOutput(exit_code=0, stdout="out", stderr="err"),
         created_at=EPOCH,
         updated_at=EPOCH,
     )

@@ -1,0 +1,256 @@
+"""The storage facade: the named transactions and queries the rest of termjobs uses.
+
+:class:`Storage` is the only way into the database. Each method is one transaction
+(or one consistent read); callers never compose statements or transactions. Two
+implementations keep the same contract (``tests/storage``): :class:`SqlStorage` over
+SQLite or PostgreSQL (``termjobs.storage.database``) and :class:`MemoryStorage`, an
+in-memory fake for tests of the layers above (``termjobs.storage.memory``).
+
+Storage persists what it is told; it decides nothing. Status changes are guarded by
+``termjobs.lifecycle`` (a refused change returns ``None``); which status to move to is
+decided in ``termjobs.rundomain``. Errors are storage errors (:class:`NameTaken`,
+:class:`StorageError`), which callers translate for their own clients.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from termjobs.jobdef import Job
+from termjobs.model import EventType, JSONObject, JSONValue, Run, RunEvent, RunStatus, TriggerType
+from termjobs.rundomain import Ending, FireDecision
+
+T = TypeVar("T")
+
+
+class StorageError(Exception):
+    """Storage could not do what was asked (the message says why)."""
+
+
+class StorageUnavailable(StorageError):
+    """The database could not be reached, or stayed busy; trying again later may work.
+
+    The message carries no connection details (it may reach API clients); the driver's
+    error is chained for the log."""
+
+    def __init__(self, message: str = "the database is unavailable; try again shortly") -> None:
+        super().__init__(message)
+
+
+class StorageClosed(StorageUnavailable):
+    """Storage has been closed (the server is shutting down)."""
+
+    def __init__(self) -> None:
+        super().__init__("storage is closed; the server is shutting down")
+
+
+class StorageRefused(StorageError):
+    """The database refused a write for good (a constraint, a value it cannot store)."""
+
+
+class NameTaken(StorageError):
+    """Another job already has this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a job named {name!r} already exists; choose another name")
+        self.name = name
+
+
+class DuplicateRun(StorageError):
+    """A scheduled run of this job and nominal time is already stored."""
+
+
+def storable(text: str | None) -> str | None:
+    """``text`` without NUL characters, which PostgreSQL text columns refuse (a program
+    may print anything); each becomes U+FFFD, as undecodable bytes do."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list, with the count of all matching rows."""
+
+    items: list[T]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilters:
+    """Optional filters of the job list."""
+
+    name: str | None = None
+    enabled: bool | None = None
+    trigger_type: TriggerType | None = None
+    #: Jobs whose id starts with this text, case-sensitively (CLI prefix resolution).
+    id_prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleEntry:
+    """What the supervisor keeps in memory about a job whose actor is hibernating."""
+
+    job_id: str
+    enabled: bool
+    next_run_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job with its newest run (a summary), as the API shows it."""
+
+    job: Job
+    last_run: Run | None
+
+
+class Storage(Protocol):
+    """Every transaction and query of termjobs (see the module docstring)."""
+
+    # ------------------------------------------------------------------ jobs
+
+    async def create_job(self, job: Job) -> None:
+        """Store a new job; :class:`NameTaken` if its name is in use."""
+        ...
+
+    async def import_jobs(self, jobs: Sequence[Job]) -> None:
+        """Store many new jobs at once (imports, benchmarks); all or none."""
+        ...
+
+    async def update_job(self, job: Job) -> None:
+        """Store every field of ``job``; :class:`NameTaken` if renamed onto a taken name."""
+        ...
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Delete a job with its runs and events; whether it existed."""
+        ...
+
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        """The jobs with these ids that exist."""
+        ...
+
+    async def resolve_job(self, ref: str) -> Job | None:
+        """The job whose id is ``ref``, else the job named exactly ``ref``."""
+        ...
+
+    async def job_view(self, ref: str) -> JobView | None:
+        """:meth:`resolve_job` with the job's newest run, in one read."""
+        ...
+
+    async def jobs_page(self, *, limit: int, offset: int, filters: JobFilters) -> Page[JobView]:
+        """Jobs, newest first, each with its newest run."""
+        ...
+
+    async def schedule_index(self) -> list[ScheduleEntry]:
+        """Every job's id and next fire time (cheap: for start-up)."""
+        ...
+
+    # ------------------------------------------------------------------ runs
+
+    async def create_run(self, run: Run, *, data: JSONObject | None = None) -> Run:
+        """Store a new queued run and its ``queued`` event (``data`` added to it)."""
+        ...
+
+    async def record_fires(
+        self, job: Job, decisions: Sequence[FireDecision], *, now: dt.datetime
+    ) -> list[Run]:
+        """Store a scheduler wake-up: the queued and skipped runs and the job's advanced
+        schedule, atomically; fires already stored for the same nominal time are
+        ignored. Returns the queued runs."""
+        ...
+
+    async def start_run(self, run: Run, *, worker_id: str, now: dt.datetime) -> Run | None:
+        """``queued -> claimed -> running`` with both events; ``None`` if not queued."""
+        ...
+
+    async def finish_runs(self, endings: Sequence[Ending], *, now: dt.datetime) -> list[Run | None]:
+        """Write each run's final state, terminal event and retry (if any) in one
+        transaction. A run whose cancel was requested meanwhile gets the ending's
+        ``if_cancel_requested`` outcome instead, without retry. ``None`` for a run that
+        was already terminal."""
+        ...
+
+    async def cancel_queued(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
+        """``queued|claimed -> cancelled`` before the run started."""
+        ...
+
+    async def skip_queued(self, run: Run, *, now: dt.datetime, message: str, data: JSONObject) -> Run | None:
+        """``queued -> skipped`` (a retry that came due while its job was paused or busy)."""
+        ...
+
+    async def request_cancel(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
+        """``running -> cancel_requested``; ``None`` if the run is not running."""
+        ...
+
+    async def get_run(self, run_id: str, *, full: bool = True) -> Run | None:
+        """The run (``full`` includes the captured payloads)."""
+        ...
+
+    async def runs_page(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        job_ref: str | None = None,
+        statuses: Sequence[RunStatus] = (),
+        full: bool = True,
+    ) -> Page[Run]:
+        """Runs, newest first (creation time, then insertion order), optionally of one
+        job (by id or name) and with one of ``statuses``."""
+        ...
+
+    async def active_runs(self, job_ids: Sequence[str] | None = None) -> list[Run]:
+        """Non-terminal runs (of these jobs), each job's oldest first."""
+        ...
+
+    # ---------------------------------------------------------------- events
+
+    async def add_event(
+        self, run: Run, event_type: EventType, message: str | None, data: JSONValue, *, now: dt.datetime
+    ) -> RunEvent:
+        """Append an event to ``run``'s timeline; the stored event once committed."""
+        ...
+
+    async def submit_event(
+        self, run: Run, event_type: EventType, message: str | None, data: JSONValue, *, now: dt.datetime
+    ) -> None:
+        """Queue an event for the next commit without waiting for it (live output);
+        it is committed in order with every other write."""
+        ...
+
+    async def events_page(
+        self, run_id: str, *, since_id: int, limit: int, offset: int
+    ) -> Page[RunEvent] | None:
+        """A run's events after ``since_id``, oldest first; ``None`` if no such run."""
+        ...
+
+    async def events_after(
+        self, since_id: int, *, job_id: str | None = None, run_id: str | None = None, limit: int = 1000
+    ) -> list[RunEvent]:
+        """Events after ``since_id`` (of one job or run), oldest first."""
+        ...
+
+    async def max_event_id(self) -> int:
+        """The newest event's id (0 when there is none)."""
+        ...
+
+    # ------------------------------------------------------------- retention
+
+    async def expired_runs(self, *, before: dt.datetime, limit: int) -> list[str]:
+        """Up to ``limit`` terminal runs that ended before ``before``."""
+        ...
+
+    async def jobs_over_run_cap(self, *, cap: int) -> list[str]:
+        """Jobs that keep more than ``cap`` terminal runs."""
+        ...
+
+    async def runs_beyond_cap(self, job_id: str, *, cap: int, limit: int) -> list[str]:
+        """Up to ``limit`` of the job's terminal runs older than its newest ``cap``."""
+        ...
+
+    async def delete_terminal_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete these runs (and their events) if they are terminal; how many."""
+        ...

@@ -1,0 +1,321 @@
+"""The storage facade over SQLite or PostgreSQL (see ``termjobs.storage.base``).
+
+Each method is one transaction run by the gateway's writer (group commit) or one read
+on a reader connection. The transactions are composed here, from the per-table
+statements in ``termjobs.storage.sql``; a status change and the timeline event that
+records it are always written in the same transaction, so the timeline can never
+disagree with the run row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from termjobs.jobdef import Job
+from termjobs.model import EventType, JSONObject, JSONValue, Run, RunEvent, RunStatus, RunTrigger
+from termjobs.rundomain import (
+    QUEUED_MESSAGES,
+    Ending,
+    FireDecision,
+    Outcome,
+    Skip,
+    queued_data,
+    terminal_data,
+)
+from termjobs.storage.base import DuplicateRun, JobFilters, JobView, Page, ScheduleEntry, Storage
+from termjobs.storage.gateway import Gateway, OnCommit, open_gateway
+from termjobs.storage.sql import WriteTx, events, history, jobs, runs
+
+#: Read pages of the firehose replay are at most this long.
+DEFAULT_EVENTS_LIMIT = 1000
+
+
+class SqlStorage(Storage):
+    """:class:`~termjobs.storage.base.Storage` on a database, through a gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    # ------------------------------------------------------------------ jobs
+
+    async def create_job(self, job: Job) -> None:
+        await self.gateway.write(partial(jobs.insert, job=job))
+
+    async def import_jobs(self, new_jobs: Sequence[Job]) -> None:
+        await self.gateway.write(partial(jobs.insert_many, new_jobs=new_jobs))
+
+    async def update_job(self, job: Job) -> None:
+        await self.gateway.write(partial(jobs.update, job=job))
+
+    async def delete_job(self, job_id: str) -> bool:
+        return await self.gateway.write(partial(jobs.delete, job_id=job_id))
+
+    async def get_job(self, job_id: str) -> Job | None:
+        return await self.gateway.read(partial(jobs.get, job_id=job_id))
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        return await self.gateway.read(partial(jobs.get_many, job_ids=job_ids))
+
+    async def resolve_job(self, ref: str) -> Job | None:
+        return await self.gateway.read(partial(jobs.find, ref=ref))
+
+    async def job_view(self, ref: str) -> JobView | None:
+        return await self.gateway.read(partial(_job_view, ref=ref))
+
+    async def jobs_page(self, *, limit: int, offset: int, filters: JobFilters) -> Page[JobView]:
+        query = partial(_jobs_page, limit=limit, offset=offset, filters=filters)
+        return await self.gateway.read(query, heavy=True)  # counts every match
+
+    async def schedule_index(self) -> list[ScheduleEntry]:
+        return await self.gateway.read(jobs.schedule_index, heavy=True)
+
+    # ------------------------------------------------------------------ runs
+
+    async def create_run(self, run: Run, *, data: JSONObject | None = None) -> Run:
+        return await self.gateway.write(partial(_create_run, run=run, data=data))
+
+    async def record_fires(
+        self, job: Job, decisions: Sequence[FireDecision], *, now: dt.datetime
+    ) -> list[Run]:
+        return await self.gateway.write(partial(_record_fires, job=job, decisions=decisions, now=now))
+
+    async def start_run(self, run: Run, *, worker_id: str, now: dt.datetime) -> Run | None:
+        return await self.gateway.write(partial(_start_run, run=run, worker_id=worker_id, now=now))
+
+    async def finish_runs(self, endings: Sequence[Ending], *, now: dt.datetime) -> list[Run | None]:
+        return await self.gateway.write(partial(_finish_runs, endings=endings, now=now))
+
+    async def cancel_queued(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
+        op = partial(_end_queued, run=run, status=RunStatus.CANCELLED, now=now, message=message, data=None)
+        return await self.gateway.write(op)
+
+    async def skip_queued(self, run: Run, *, now: dt.datetime, message: str, data: JSONObject) -> Run | None:
+        op = partial(_end_queued, run=run, status=RunStatus.SKIPPED, now=now, message=message, data=data)
+        return await self.gateway.write(op)
+
+    async def request_cancel(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
+        return await self.gateway.write(partial(_request_cancel, run=run, now=now, message=message))
+
+    async def get_run(self, run_id: str, *, full: bool = True) -> Run | None:
+        return await self.gateway.read(partial(runs.get, run_id=run_id, full=full))
+
+    async def runs_page(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        job_ref: str | None = None,
+        statuses: Sequence[RunStatus] = (),
+        full: bool = True,
+    ) -> Page[Run]:
+        query = partial(_runs_page, limit=limit, offset=offset, job_ref=job_ref, statuses=statuses, full=full)
+        return await self.gateway.read(query, heavy=True)  # counts every match
+
+    async def active_runs(self, job_ids: Sequence[str] | None = None) -> list[Run]:
+        return await self.gateway.read(partial(runs.active, job_ids=job_ids))
+
+    # ---------------------------------------------------------------- events
+
+    async def add_event(
+        self, run: Run, event_type: EventType, message: str | None, data: JSONValue, *, now: dt.datetime
+    ) -> RunEvent:
+        op = partial(events.insert, run=run, event_type=event_type, message=message, data=data, now=now)
+        return await self.gateway.write(op)
+
+    async def submit_event(
+        self, run: Run, event_type: EventType, message: str | None, data: JSONValue, *, now: dt.datetime
+    ) -> None:
+        op = partial(events.insert, run=run, event_type=event_type, message=message, data=data, now=now)
+        await self.gateway.submit(op)
+
+    async def events_page(
+        self, run_id: str, *, since_id: int, limit: int, offset: int
+    ) -> Page[RunEvent] | None:
+        query = partial(_events_page, run_id=run_id, since_id=since_id, limit=limit, offset=offset)
+        return await self.gateway.read(query, heavy=True)  # counts every match
+
+    async def events_after(
+        self,
+        since_id: int,
+        *,
+        job_id: str | None = None,
+        run_id: str | None = None,
+        limit: int = DEFAULT_EVENTS_LIMIT,
+    ) -> list[RunEvent]:
+        query = partial(events.after, since_id=since_id, job_id=job_id, run_id=run_id, limit=limit)
+        return await self.gateway.read(query, heavy=True)
+
+    async def max_event_id(self) -> int:
+        return await self.gateway.read(events.max_id)
+
+    # ------------------------------------------------------------- retention
+
+    async def expired_runs(self, *, before: dt.datetime, limit: int) -> list[str]:
+        return await self.gateway.read(partial(history.expired, before=before, limit=limit), heavy=True)
+
+    async def jobs_over_run_cap(self, *, cap: int) -> list[str]:
+        return await self.gateway.read(partial(history.jobs_over_cap, cap=cap), heavy=True)
+
+    async def runs_beyond_cap(self, job_id: str, *, cap: int, limit: int) -> list[str]:
+        query = partial(history.beyond_cap, job_id=job_id, cap=cap, limit=limit)
+        return await self.gateway.read(query, heavy=True)
+
+    async def delete_terminal_runs(self, run_ids: Sequence[str]) -> int:
+        return await self.gateway.write(partial(history.delete_terminal, run_ids=run_ids))
+
+
+@asynccontextmanager
+async def open_storage(
+    url: URL, *, inline: bool = False, readers: int = 2, on_commit: OnCommit | None = None
+) -> AsyncIterator[SqlStorage]:
+    """Open the database at ``url`` (migrating it) as a :class:`SqlStorage`; queued
+    writes are committed before it closes."""
+    async with open_gateway(url, inline=inline, readers=readers, on_commit=on_commit) as gateway:
+        yield SqlStorage(gateway)
+
+
+# ---------------------------------------------------------------- transactions
+# Each function below is one unit of work for the gateway's writer (or one read).
+
+
+def _job_view(conn: sa.Connection, ref: str) -> JobView | None:
+    job = jobs.find(conn, ref)
+    if job is None:
+        return None
+    return JobView(job, runs.last_of(conn, [job.id]).get(job.id))
+
+
+def _jobs_page(conn: sa.Connection, *, limit: int, offset: int, filters: JobFilters) -> Page[JobView]:
+    found = jobs.page(conn, limit=limit, offset=offset, filters=filters)
+    last = runs.last_of(conn, [job.id for job in found.items])
+    return Page([JobView(job, last.get(job.id)) for job in found.items], found.total)
+
+
+def _runs_page(
+    conn: sa.Connection,
+    *,
+    limit: int,
+    offset: int,
+    job_ref: str | None,
+    statuses: Sequence[RunStatus],
+    full: bool,
+) -> Page[Run]:
+    job_id = job_ref
+    if job_ref is not None:
+        job = jobs.find(conn, job_ref)  # a job name is accepted too
+        job_id = job.id if job else job_ref
+    return runs.page(conn, limit=limit, offset=offset, job_id=job_id, statuses=statuses, full=full)
+
+
+def _events_page(
+    conn: sa.Connection, *, run_id: str, since_id: int, limit: int, offset: int
+) -> Page[RunEvent] | None:
+    if runs.get(conn, run_id, full=False) is None:
+        return None
+    return events.page(conn, run_id, since_id=since_id, limit=limit, offset=offset)
+
+
+def _create_run(tx: WriteTx, *, run: Run, data: JSONObject | None) -> Run:
+    if run.trigger is RunTrigger.SCHEDULE and runs.scheduled_exists(tx.conn, run.job_id, run.scheduled_for):
+        raise DuplicateRun(f"a scheduled run of {run.job_id} for {run.scheduled_for} is already stored")
+    return _insert_queued(tx, run, data)
+
+
+def _insert_queued(tx: WriteTx, run: Run, data: JSONObject | None) -> Run:
+    runs.insert(tx, run)
+    events.insert(
+        tx, run, EventType.QUEUED, QUEUED_MESSAGES[run.trigger], queued_data(run, data), now=run.created_at
+    )
+    return run
+
+
+def _record_fires(tx: WriteTx, *, job: Job, decisions: Sequence[FireDecision], now: dt.datetime) -> list[Run]:
+    queued: list[Run] = []
+    for decision in decisions:
+        run = decision.run
+        if runs.scheduled_exists(tx.conn, job.id, run.scheduled_for):
+            # Already recorded (a once job re-armed to a time it fired at, or a clock
+            # that stepped back): fires are idempotent per nominal time.
+            continue
+        if isinstance(decision, Skip):
+            skipped = dataclasses.replace(
+                run, status=RunStatus.SKIPPED, finished_at=now, error=decision.message
+            )
+            runs.insert(tx, skipped)
+            events.insert(tx, skipped, EventType.SKIPPED, decision.message, decision.data, now=now)
+        else:
+            queued.append(_insert_queued(tx, run, decision.data))
+    jobs.update(tx, job)
+    return queued
+
+
+def _start_run(tx: WriteTx, *, run: Run, worker_id: str, now: dt.datetime) -> Run | None:
+    running = runs.start(tx, run.id, worker_id=worker_id, now=now)
+    if running is not None:
+        data: JSONObject = {"worker_id": worker_id}
+        events.insert(tx, running, EventType.CLAIMED, "run claimed by worker", data, now=now)
+        events.insert(tx, running, EventType.RUNNING, "run started", data, now=now)
+    return running
+
+
+def _finish_runs(tx: WriteTx, *, endings: Sequence[Ending], now: dt.datetime) -> list[Run | None]:
+    return [_finish(tx, ending, now) for ending in endings]
+
+
+def _finish(tx: WriteTx, ending: Ending, now: dt.datetime) -> Run | None:
+    outcome, retry = ending.outcome, ending.retry
+    final = _end(tx, ending.run, outcome, now)
+    if final is None:
+        outcome, retry = ending.if_cancel_requested, None
+        final = _end(tx, ending.run, outcome, now, only_from=RunStatus.CANCEL_REQUESTED)
+    if final is None:
+        return None
+    events.insert(tx, final, EventType(final.status.value), ending.message, terminal_data(final), now=now)
+    if retry is not None and final.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+        _insert_queued(tx, retry.run, None)
+        data: JSONObject = {
+            "retry_run_id": retry.run.id,
+            "next_attempt": retry.run.attempt,
+            "delay": retry.delay,
+        }
+        events.insert(tx, final, EventType.RETRY_SCHEDULED, "retry run scheduled", data, now=now)
+    return final
+
+
+def _end(
+    tx: WriteTx, run: Run, outcome: Outcome, now: dt.datetime, *, only_from: RunStatus | None = None
+) -> Run | None:
+    return runs.end(
+        tx,
+        run.id,
+        status=outcome.status,
+        now=now,
+        error=outcome.error,
+        exit_reason=outcome.exit_reason,
+        output=outcome.output,
+        only_from=only_from,
+    )
+
+
+def _end_queued(
+    tx: WriteTx, *, run: Run, status: RunStatus, now: dt.datetime, message: str, data: JSONObject | None
+) -> Run | None:
+    error = message if status is RunStatus.SKIPPED else None
+    ended = runs.end(tx, run.id, status=status, now=now, error=error)
+    if ended is not None:
+        events.insert(tx, ended, EventType(status.value), message, data, now=now)
+    return ended
+
+
+def _request_cancel(tx: WriteTx, *, run: Run, now: dt.datetime, message: str) -> Run | None:
+    updated = runs.request_cancel(tx, run.id, now=now)
+    if updated is not None:
+        events.insert(tx, updated, EventType.CANCEL_REQUESTED, message, None, now=now)
+    return updated

@@ -1,0 +1,433 @@
+"""An in-memory :class:`~termjobs.storage.base.Storage`, for tests of the layers above.
+
+It keeps the facade's contract (the same suite in ``tests/storage`` runs against it and
+the databases): status changes guarded by the transition table, names unique, fires
+unique per nominal time, events numbered in commit order and published after each
+"commit". Nothing is persisted; every method completes at once (one checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from termjobs import lifecycle
+from termjobs.jobdef import Job
+from termjobs.model import (
+    ACTIVE_STATUSES,
+    PAYLOAD_FIELDS,
+    EventType,
+    JSONObject,
+    JSONValue,
+    Run,
+    RunEvent,
+    RunOutput,
+    RunStatus,
+    RunTrigger,
+)
+from termjobs.rundomain import (
+    QUEUED_MESSAGES,
+    Ending,
+    FireDecision,
+    Outcome,
+    Skip,
+    queued_data,
+    terminal_data,
+)
+from termjobs.storage.base import (
+    DuplicateRun,
+    JobFilters,
+    JobView,
+    NameTaken,
+    Page,
+    ScheduleEntry,
+    Storage,
+    StorageError,
+    storable,
+)
+from termjobs.storage.gateway import OnCommit
+
+_NO_PAYLOADS: dict[str, Any] = dict.fromkeys(PAYLOAD_FIELDS)
+
+
+class MemoryStorage(Storage):
+    """Jobs, runs and events in dictionaries (see the module docstring)."""
+
+    def __init__(self, *, on_commit: OnCommit | None = None) -> None:
+        self._on_commit = on_commit
+        self._jobs: dict[str, Job] = {}
+        self._runs: dict[str, Run] = {}
+        self._seq: dict[str, int] = {}
+        self._events: list[RunEvent] = []
+        self._next_seq = itertools.count(1)
+        self._next_event = itertools.count(1)
+        self._pending: list[RunEvent] = []
+
+    # --------------------------------------------------------------- helpers
+
+    async def _commit(self) -> None:
+        await trio.lowlevel.checkpoint()
+        published, self._pending = self._pending, []
+        if published and self._on_commit is not None:
+            self._on_commit(published)
+
+    def _event(
+        self, run: Run, event_type: EventType, message: str | None, data: JSONValue, now: dt.datetime
+    ) -> RunEvent:
+        if run.id not in self._runs:
+            raise StorageError(f"run {run.id} does not exist")
+        event = RunEvent(
+            id=next(self._next_event),
+            run_id=run.id,
+            job_id=run.job_id,
+            event_type=event_type,
+            message=(message.strip() if message else None) or None,
+            data=data,
+            created_at=now,
+        )
+        self._events.append(event)
+        self._pending.append(event)
+        return event
+
+    def _move(
+        self,
+        run_id: str,
+        status: RunStatus,
+        now: dt.datetime,
+        *,
+        via: RunStatus | None = None,
+        **changes: object,
+    ) -> Run | None:
+        current = self._runs.get(run_id)
+        if via is not None:
+            lifecycle.check(via, status)
+        if current is None or current.status not in lifecycle.allowed_from(via or status):
+            return None
+        moved = dataclasses.replace(current, status=status, updated_at=now, **changes)  # type: ignore[arg-type]
+        self._runs[run_id] = moved
+        return moved
+
+    def _insert_run(self, run: Run) -> None:
+        if run.job_id not in self._jobs:
+            raise StorageError(f"job {run.job_id} does not exist")
+        self._runs[run.id] = run
+        self._seq[run.id] = next(self._next_seq)
+
+    def _scheduled_exists(self, job_id: str, at: dt.datetime) -> bool:
+        return any(
+            r.job_id == job_id and r.trigger is RunTrigger.SCHEDULE and r.scheduled_for == at
+            for r in self._runs.values()
+        )
+
+    def _check_name(self, job: Job) -> None:
+        if any(other.spec.name == job.spec.name and other.id != job.id for other in self._jobs.values()):
+            raise NameTaken(job.spec.name)
+
+    def _find(self, ref: str) -> Job | None:
+        if ref in self._jobs:
+            return self._jobs[ref]
+        return next((job for job in self._jobs.values() if job.spec.name == ref), None)
+
+    def _newest_first(self, found: list[Run]) -> list[Run]:
+        return sorted(found, key=lambda r: (r.created_at, self._seq[r.id]), reverse=True)
+
+    def _last_run(self, job_id: str) -> Run | None:
+        mine = [run for run in self._runs.values() if run.job_id == job_id]
+        if not mine:
+            return None
+        return _summary(max(mine, key=lambda r: self._seq[r.id]))
+
+    # ------------------------------------------------------------------ jobs
+
+    async def create_job(self, job: Job) -> None:
+        self._check_name(job)
+        self._jobs[job.id] = job
+        await self._commit()
+
+    async def import_jobs(self, jobs: Sequence[Job]) -> None:
+        names = [job.spec.name for job in jobs]
+        if len(set(names)) < len(names) or any(self._find(name) for name in names):
+            raise NameTaken(next(name for name in names if names.count(name) > 1 or self._find(name)))
+        self._jobs.update((job.id, job) for job in jobs)
+        await self._commit()
+
+    async def update_job(self, job: Job) -> None:
+        self._check_name(job)
+        if job.id in self._jobs:
+            self._jobs[job.id] = job
+        await self._commit()
+
+    async def delete_job(self, job_id: str) -> bool:
+        existed = self._jobs.pop(job_id, None) is not None
+        if existed:
+            for run_id in [r.id for r in self._runs.values() if r.job_id == job_id]:
+                del self._runs[run_id]
+            self._events = [e for e in self._events if e.job_id != job_id]
+        await self._commit()
+        return existed
+
+    async def get_job(self, job_id: str) -> Job | None:
+        await trio.lowlevel.checkpoint()
+        return self._jobs.get(job_id)
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        await trio.lowlevel.checkpoint()
+        return [self._jobs[job_id] for job_id in job_ids if job_id in self._jobs]
+
+    async def resolve_job(self, ref: str) -> Job | None:
+        await trio.lowlevel.checkpoint()
+        return self._find(ref)
+
+    async def job_view(self, ref: str) -> JobView | None:
+        await trio.lowlevel.checkpoint()
+        job = self._find(ref)
+        return None if job is None else JobView(job, self._last_run(job.id))
+
+    async def jobs_page(self, *, limit: int, offset: int, filters: JobFilters) -> Page[JobView]:
+        await trio.lowlevel.checkpoint()
+        found = [job for job in self._jobs.values() if _matches(job, filters)]
+        found.sort(key=lambda job: (job.created_at, job.id), reverse=True)
+        items = [JobView(job, self._last_run(job.id)) for job in found[offset : offset + limit]]
+        return Page(items, len(found))
+
+    async def schedule_index(self) -> list[ScheduleEntry]:
+        await trio.lowlevel.checkpoint()
+        return [ScheduleEntry(job.id, job.spec.enabled, job.next_run_at) for job in self._jobs.values()]
+
+    # ------------------------------------------------------------------ runs
+
+    async def create_run(self, run: Run, *, data: JSONObject | None = None) -> Run:
+        if run.trigger is RunTrigger.SCHEDULE and self._scheduled_exists(run.job_id, run.scheduled_for):
+            raise DuplicateRun(f"a scheduled run of {run.job_id} for {run.scheduled_for} is already stored")
+        self._queue(run, data)
+        await self._commit()
+        return run
+
+    def _queue(self, run: Run, data: JSONObject | None) -> None:
+        self._insert_run(run)
+        self._event(
+            run, EventType.QUEUED, QUEUED_MESSAGES[run.trigger], queued_data(run, data), run.created_at
+        )
+
+    async def record_fires(
+        self, job: Job, decisions: Sequence[FireDecision], *, now: dt.datetime
+    ) -> list[Run]:
+        queued: list[Run] = []
+        for decision in decisions:
+            run = decision.run
+            if self._scheduled_exists(job.id, run.scheduled_for):
+                continue
+            if isinstance(decision, Skip):
+                skipped = dataclasses.replace(
+                    run, status=RunStatus.SKIPPED, finished_at=now, error=decision.message
+                )
+                self._insert_run(skipped)
+                self._event(skipped, EventType.SKIPPED, decision.message, decision.data, now)
+            else:
+                self._queue(run, decision.data)
+                queued.append(run)
+        self._check_name(job)
+        self._jobs[job.id] = job
+        await self._commit()
+        return queued
+
+    async def start_run(self, run: Run, *, worker_id: str, now: dt.datetime) -> Run | None:
+        running = self._move(
+            run.id, RunStatus.RUNNING, now, via=RunStatus.CLAIMED, worker_id=worker_id, started_at=now
+        )
+        if running is not None:
+            data: JSONObject = {"worker_id": worker_id}
+            self._event(running, EventType.CLAIMED, "run claimed by worker", data, now)
+            self._event(running, EventType.RUNNING, "run started", data, now)
+        await self._commit()
+        return running
+
+    async def finish_runs(self, endings: Sequence[Ending], *, now: dt.datetime) -> list[Run | None]:
+        finals = [self._finish(ending, now) for ending in endings]
+        await self._commit()
+        return finals
+
+    def _finish(self, ending: Ending, now: dt.datetime) -> Run | None:
+        outcome, retry = ending.outcome, ending.retry
+        final = self._end(ending.run.id, outcome, now)
+        current = self._runs.get(ending.run.id)
+        if final is None and current is not None and current.status is RunStatus.CANCEL_REQUESTED:
+            outcome, retry = ending.if_cancel_requested, None
+            final = self._end(ending.run.id, outcome, now)
+        if final is None:
+            return None
+        self._event(final, EventType(final.status.value), ending.message, terminal_data(final), now)
+        if retry is not None and final.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+            self._queue(retry.run, None)
+            data: JSONObject = {
+                "retry_run_id": retry.run.id,
+                "next_attempt": retry.run.attempt,
+                "delay": retry.delay,
+            }
+            self._event(final, EventType.RETRY_SCHEDULED, "retry run scheduled", data, now)
+        return final
+
+    def _end(self, run_id: str, outcome: Outcome, now: dt.datetime) -> Run | None:
+        texts: dict[str, Any] = {
+            item.name: storable(value)
+            for item in dataclasses.fields(RunOutput)
+            if isinstance(value := getattr(outcome.output, item.name), str)
+        }
+        output = dataclasses.replace(outcome.output, **texts)
+        return self._move(
+            run_id,
+            outcome.status,
+            now,
+            finished_at=now,
+            error=storable(outcome.error),
+            exit_reason=outcome.exit_reason,
+            output=output,
+        )
+
+    async def cancel_queued(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
+        ended = self._move(run.id, RunStatus.CANCELLED, now, finished_at=now)
+        if ended is not None:
+            self._event(ended, EventType.CANCELLED, message, None, now)
+        await self._commit()
+        return ended
+
+    async def skip_queued(self, run: Run, *, now: dt.datetime, message: str, data: JSONObject) -> Run | None:
+        ended = self._move(run.id, RunStatus.SKIPPED, now, finished_at=now, error=message)
+        if ended is not None:
+            self._event(ended, EventType.SKIPPED, message, data, now)
+        await self._commit()
+        return ended
+
+    async def request_cancel(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
+        updated = self._move(run.id, RunStatus.CANCEL_REQUESTED, now)
+        if updated is not None:
+            self._event(updated, EventType.CANCEL_REQUESTED, message, None, now)
+        await self._commit()
+        return updated
+
+    async def get_run(self, run_id: str, *, full: bool = True) -> Run | None:
+        await trio.lowlevel.checkpoint()
+        run = self._runs.get(run_id)
+        return run if run is None or full else _summary(run)
+
+    async def runs_page(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        job_ref: str | None = None,
+        statuses: Sequence[RunStatus] = (),
+        full: bool = True,
+    ) -> Page[Run]:
+        await trio.lowlevel.checkpoint()
+        job_id = job_ref
+        if job_ref is not None:
+            job = self._find(job_ref)
+            job_id = job.id if job else job_ref
+        found = [
+            run
+            for run in self._runs.values()
+            if (job_id is None or run.job_id == job_id) and (not statuses or run.status in statuses)
+        ]
+        items = self._newest_first(found)[offset : offset + limit]
+        return Page(items if full else [_summary(run) for run in items], len(found))
+
+    async def active_runs(self, job_ids: Sequence[str] | None = None) -> list[Run]:
+        await trio.lowlevel.checkpoint()
+        wanted = None if job_ids is None else set(job_ids)
+        found = [
+            run
+            for run in self._runs.values()
+            if run.status in ACTIVE_STATUSES and (wanted is None or run.job_id in wanted)
+        ]
+        return sorted(found, key=lambda r: (r.scheduled_for, self._seq[r.id]))
+
+    # ---------------------------------------------------------------- events
+
+    async def add_event(
+        self, run: Run, event_type: EventType, message: str | None, data: JSONValue, *, now: dt.datetime
+    ) -> RunEvent:
+        event = self._event(run, event_type, message, data, now)
+        await self._commit()
+        return event
+
+    async def submit_event(
+        self, run: Run, event_type: EventType, message: str | None, data: JSONValue, *, now: dt.datetime
+    ) -> None:
+        await self.add_event(run, event_type, message, data, now=now)
+
+    async def events_page(
+        self, run_id: str, *, since_id: int, limit: int, offset: int
+    ) -> Page[RunEvent] | None:
+        await trio.lowlevel.checkpoint()
+        if run_id not in self._runs:
+            return None
+        found = [e for e in self._events if e.run_id == run_id and e.id > since_id]
+        return Page(found[offset : offset + limit], len(found))
+
+    async def events_after(
+        self, since_id: int, *, job_id: str | None = None, run_id: str | None = None, limit: int = 1000
+    ) -> list[RunEvent]:
+        await trio.lowlevel.checkpoint()
+        found = (
+            e
+            for e in self._events
+            if e.id > since_id
+            and (job_id is None or e.job_id == job_id)
+            and (run_id is None or e.run_id == run_id)
+        )
+        return list(itertools.islice(found, limit))
+
+    async def max_event_id(self) -> int:
+        await trio.lowlevel.checkpoint()
+        return self._events[-1].id if self._events else 0
+
+    # ------------------------------------------------------------- retention
+
+    def _terminal(self) -> list[Run]:
+        return [run for run in self._runs.values() if run.status.terminal]
+
+    async def expired_runs(self, *, before: dt.datetime, limit: int) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        found = [run for run in self._terminal() if (run.finished_at or run.created_at) < before]
+        return [run.id for run in sorted(found, key=lambda r: self._seq[r.id])[:limit]]
+
+    async def jobs_over_run_cap(self, *, cap: int) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        counts: dict[str, int] = {}
+        for run in self._terminal():
+            counts[run.job_id] = counts.get(run.job_id, 0) + 1
+        return [job_id for job_id, count in counts.items() if count > cap]
+
+    async def runs_beyond_cap(self, job_id: str, *, cap: int, limit: int) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        mine = [run for run in self._terminal() if run.job_id == job_id]
+        mine.sort(key=lambda r: (r.finished_at or r.created_at, self._seq[r.id]), reverse=True)
+        return [run.id for run in mine[cap : cap + limit]]
+
+    async def delete_terminal_runs(self, run_ids: Sequence[str]) -> int:
+        doomed = {run_id for run_id in run_ids if (run := self._runs.get(run_id)) and run.status.terminal}
+        for run_id in doomed:
+            del self._runs[run_id]
+        self._events = [e for e in self._events if e.run_id not in doomed]
+        await self._commit()
+        return len(doomed)
+
+
+def _summary(run: Run) -> Run:
+    return dataclasses.replace(run, output=dataclasses.replace(run.output, **_NO_PAYLOADS))
+
+
+def _matches(job: Job, filters: JobFilters) -> bool:
+    spec = job.spec
+    return (
+        (not filters.name or filters.name.lower() in spec.name.lower())
+        and (filters.enabled is None or spec.enabled == filters.enabled)
+        and (filters.trigger_type is None or spec.trigger_type is filters.trigger_type)
+        and (not filters.id_prefix or job.id.startswith(filters.id_prefix))
+    )

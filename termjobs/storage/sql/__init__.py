@@ -1,0 +1,33 @@
+"""SQL statements, one module per table (``jobs``, ``runs``, ``events``) plus
+``history`` (retention). Synchronous functions that take a SQLAlchemy ``Connection``
+(reads) or a :class:`WriteTx` (writes) already inside a transaction; the facade in
+``termjobs.storage.database`` decides the transactions and runs them through the
+gateway. Every timestamp is a parameter: no SQL-side ``now()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from termjobs.model import RunEvent
+
+
+@dataclass(slots=True)
+class WriteTx:
+    """A write transaction in progress.
+
+    ``events`` collects the run events inserted through it; the gateway publishes them
+    to live subscribers only after the transaction commits.
+    """
+
+    conn: sa.Connection
+    events: list[RunEvent] = field(default_factory=list)
+
+
+def chunks(ids: Sequence[str], size: int = 500) -> Iterator[list[str]]:
+    """``ids`` in slices of ``size``: keeps IN lists small."""
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])

@@ -1,0 +1,200 @@
+"""Statements on the ``runs`` table.
+
+Every status change goes through :func:`_move`, guarded by the transition table in
+``termjobs.lifecycle`` (``UPDATE ... WHERE status IN allowed_from(target)``), so a
+terminal state is never overwritten and two racing writers cannot both win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from termjobs import lifecycle
+from termjobs.model import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    ExitReason,
+    Run,
+    RunOutput,
+    RunStatus,
+    RunTrigger,
+)
+from termjobs.storage.base import Page, storable
+from termjobs.storage.rows import RUN_SUMMARIES, RUNS
+from termjobs.storage.sql import WriteTx, chunks
+from termjobs.storage.tables import runs
+
+_INSERT = runs.insert()
+_ACTIVE = [status.value for status in ACTIVE_STATUSES]
+TERMINAL = [status.value for status in TERMINAL_STATUSES]
+
+
+def insert(tx: WriteTx, run: Run) -> None:
+    """Insert a new run row."""
+    tx.conn.execute(_INSERT, RUNS.values(run))
+
+
+def start(tx: WriteTx, run_id: str, *, worker_id: str, now: dt.datetime) -> Run | None:
+    """``queued -> claimed -> running`` in one update."""
+    values = {"worker_id": worker_id, "started_at": now}
+    return _move(tx, run_id, RunStatus.RUNNING, now, values, via=RunStatus.CLAIMED)
+
+
+def request_cancel(tx: WriteTx, run_id: str, *, now: dt.datetime) -> Run | None:
+    """``running -> cancel_requested``."""
+    return _move(tx, run_id, RunStatus.CANCEL_REQUESTED, now, {})
+
+
+def end(
+    tx: WriteTx,
+    run_id: str,
+    *,
+    status: RunStatus,
+    now: dt.datetime,
+    error: str | None = None,
+    exit_reason: ExitReason | None = None,
+    output: RunOutput | None = None,
+    only_from: RunStatus | None = None,
+) -> Run | None:
+    """Move to a terminal ``status`` (``finished_at = now``); ``output``, when given,
+    replaces what the run keeps of its runner's report; ``only_from`` narrows the
+    statuses the run may be in to that one."""
+    values: dict[str, Any] = {
+        "finished_at": now,
+        "error": storable(error),
+        "exit_reason": exit_reason.value if exit_reason else None,
+    }
+    if output is not None:
+        for item in dataclasses.fields(RunOutput):
+            value = getattr(output, item.name)
+            values[item.name] = storable(value) if isinstance(value, str) else value
+    return _move(tx, run_id, status, now, values, only_from=only_from)
+
+
+def _move(
+    tx: WriteTx,
+    run_id: str,
+    status: RunStatus,
+    now: dt.datetime,
+    values: dict[str, Any],
+    *,
+    via: RunStatus | None = None,
+    only_from: RunStatus | None = None,
+) -> Run | None:
+    """Move a run to ``status`` (setting ``values``) if the transition table allows it
+    from the stored status (or, with ``via``, through ``via`` in one step; with
+    ``only_from``, from that status alone); the updated run, or ``None`` if the guard
+    refused."""
+    for source in (via, only_from):
+        if source is not None:
+            lifecycle.check(source, status)
+    values = {**values, "status": status.value, "updated_at": now}
+    allowed = {only_from} if only_from is not None else lifecycle.allowed_from(via or status)
+    sources = sorted(source.value for source in allowed)
+    statement = _update_statement(tuple(sorted(values)))
+    row = tx.conn.execute(statement, {**values, "_run_id": run_id, "_sources": sources}).mappings().first()
+    return None if row is None else RUNS.load(row)
+
+
+@functools.lru_cache(maxsize=64)
+def _update_statement(keys: tuple[str, ...]) -> sa.Update:
+    # Built once per set of columns: a statement object that is the same every time is
+    # much cheaper for SQLAlchemy than a new one per call (this is the hot path).
+    return (
+        runs.update()
+        .where(
+            runs.c.id == sa.bindparam("_run_id"), runs.c.status.in_(sa.bindparam("_sources", expanding=True))
+        )
+        .values({key: sa.bindparam(key) for key in keys})
+        .returning(*runs.c)
+    )
+
+
+def scheduled_exists(conn: sa.Connection, job_id: str, scheduled_for: dt.datetime) -> bool:
+    """Whether a scheduled run of this job and nominal time is already stored."""
+    query = sa.select(runs.c.id).where(
+        runs.c.job_id == job_id,
+        runs.c.scheduled_for == scheduled_for,
+        runs.c.trigger == RunTrigger.SCHEDULE.value,
+    )
+    return conn.execute(query).first() is not None
+
+
+_GET = {
+    full: sa.select(*(RUNS if full else RUN_SUMMARIES).columns).where(runs.c.id == sa.bindparam("run_id"))
+    for full in (True, False)
+}
+
+
+def get(conn: sa.Connection, run_id: str, *, full: bool = True) -> Run | None:
+    """The run with this id (``full`` includes the captured payloads)."""
+    row = conn.execute(_GET[full], {"run_id": run_id}).mappings().first()
+    mapper = RUNS if full else RUN_SUMMARIES
+    return None if row is None else mapper.load(row)
+
+
+def page(
+    conn: sa.Connection,
+    *,
+    limit: int,
+    offset: int,
+    job_id: str | None,
+    statuses: Sequence[RunStatus],
+    full: bool,
+) -> Page[Run]:
+    """Runs, newest first (creation time, then insertion order)."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if job_id is not None:
+        conditions.append(runs.c.job_id == job_id)
+    if statuses:
+        conditions.append(runs.c.status.in_([status.value for status in statuses]))
+    mapper = RUNS if full else RUN_SUMMARIES
+    query = (
+        sa.select(*mapper.columns)
+        .where(*conditions)
+        .order_by(runs.c.created_at.desc(), runs.c.seq.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    items = [mapper.load(row) for row in conn.execute(query).mappings()]
+    total = conn.execute(sa.select(sa.func.count()).select_from(runs).where(*conditions))
+    return Page(items=items, total=total.scalar_one())
+
+
+_LAST = sa.select(*RUN_SUMMARIES.columns).where(
+    runs.c.seq.in_(
+        sa.select(sa.func.max(runs.c.seq))
+        .where(runs.c.job_id.in_(sa.bindparam("job_ids", expanding=True)))
+        .group_by(runs.c.job_id)
+    )
+)
+
+
+def last_of(conn: sa.Connection, job_ids: Iterable[str]) -> dict[str, Run]:
+    """The most recently created run (summary) of each job that has one."""
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    return {
+        row["job_id"]: RUN_SUMMARIES.load(row) for row in conn.execute(_LAST, {"job_ids": ids}).mappings()
+    }
+
+
+def active(conn: sa.Connection, job_ids: Sequence[str] | None) -> list[Run]:
+    """Non-terminal runs (of these jobs), oldest first."""
+    query = (
+        sa.select(*RUNS.columns).where(runs.c.status.in_(_ACTIVE)).order_by(runs.c.scheduled_for, runs.c.seq)
+    )
+    if job_ids is None:
+        return [RUNS.load(row) for row in conn.execute(query).mappings()]
+    return [
+        RUNS.load(row)
+        for chunk in chunks(job_ids)
+        for row in conn.execute(query.where(runs.c.job_id.in_(chunk))).mappings()
+    ]

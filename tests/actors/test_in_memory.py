@@ -1,0 +1,84 @@
+"""The actor layer on the in-memory storage fake: no database, no service, exact times."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+import trio.testing
+
+from termjobs.actors.runs import RunEnv
+from termjobs.actors.supervisor import Supervisor
+from termjobs.clock import VirtualClock
+from termjobs.jobspec import definition_for_create
+from termjobs.model import EventType, RunnerType, RunStatus, RunTrigger
+from termjobs.storage.memory import MemoryStorage
+from tests.helpers import EPOCH, FakeRunner, at, cron_body, job_body
+
+MINUTE = dt.timedelta(minutes=1)
+
+
+@dataclass
+class Actors:
+    supervisor: Supervisor
+    storage: MemoryStorage
+    runner: FakeRunner
+
+
+@asynccontextmanager
+async def actors() -> AsyncIterator[Actors]:
+    """A supervisor with a scripted runner on in-memory storage, at EPOCH."""
+    clock = VirtualClock(EPOCH)
+    storage = MemoryStorage()
+    runner = FakeRunner(clock)
+    env = RunEnv(
+        storage=storage,
+        clock=clock,
+        runners={RunnerType.PROGRAM: runner},
+        slots=trio.CapacityLimiter(2),
+        worker_id="worker_test",
+    )
+    supervisor = Supervisor(env)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        yield Actors(supervisor, storage, runner)
+        await supervisor.shutdown(grace=5)
+
+
+async def test_a_cron_job_fires_at_exact_times_on_the_fake(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(3 * 3600):  # virtual time
+        async with actors() as a:
+            job = await a.supervisor.create_job(definition_for_create(cron_body("every5", "*/5 * * * *")))
+            await trio.sleep(16 * 60)
+            page = await a.storage.runs_page(limit=10, offset=0, job_ref=job.id)
+    fired = sorted(run.scheduled_for for run in page.items)
+    assert fired == [at("2026-03-01T12:05:00Z"), at("2026-03-01T12:10:00Z"), at("2026-03-01T12:15:00Z")]
+    assert all(run.status is RunStatus.SUCCEEDED for run in page.items)
+    assert a.runner.starts[0][1] == at("2026-03-01T12:05:00Z")
+
+
+async def test_a_failed_run_is_retried_and_refusals_come_from_the_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    policy = {"max_attempts": 2, "initial_delay": "1m"}
+    config = {"command": "x", "seconds": 10, "error": "boom"}
+    with trio.fail_after(3 * 3600):  # virtual time
+        async with actors() as a:
+            job = await a.supervisor.create_job(
+                definition_for_create(job_body("flaky", runner_config=config, retry_policy=policy))
+            )
+            first = await a.supervisor.trigger("flaky")  # by name
+            await trio.sleep(10 + 60 + 10 + 1)
+            runs = (await a.storage.runs_page(limit=10, offset=0, job_ref=job.id)).items
+            events = await a.storage.events_after(0, run_id=first.id)
+    retry, failed = runs
+    assert (failed.id, failed.status, failed.finished_at) == (first.id, RunStatus.FAILED, EPOCH + 10 * SECOND)
+    assert retry.trigger is RunTrigger.RETRY and retry.retry_of == first.id and retry.attempt == 2
+    assert retry.started_at == EPOCH + 10 * SECOND + MINUTE and retry.status is RunStatus.FAILED
+    assert [e.event_type for e in events][-2:] == [EventType.FAILED, EventType.RETRY_SCHEDULED]
+
+
+SECOND = dt.timedelta(seconds=1)

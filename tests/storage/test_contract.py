@@ -1,0 +1,364 @@
+"""The storage facade's contract, on SQLite, PostgreSQL (when configured) and in memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from termjobs.jobdef import Job
+from termjobs.jobspec import definition_for_create
+from termjobs.model import EventType, ExitReason, Run, RunEvent, RunOutput, RunStatus, RunTrigger, TriggerType
+from termjobs.rundomain import Ending, Enqueue, FireDecision, Outcome, Retry, Skip
+from termjobs.storage import DuplicateRun, JobFilters, NameTaken, Storage
+from tests.helpers import EPOCH, cron_body, make_job, make_run
+from tests.storage.conftest import Published
+
+SECOND = dt.timedelta(seconds=1)
+
+
+async def add_job(storage: Storage, job: Job) -> Job:
+    await storage.create_job(job)
+    return job
+
+
+async def add_run(storage: Storage, run: Run) -> Run:
+    return await storage.create_run(run)
+
+
+async def finish(storage: Storage, ending: Ending, now: dt.datetime = EPOCH) -> Run | None:
+    (final,) = await storage.finish_runs([ending], now=now)
+    return final
+
+
+async def event_types(storage: Storage, run_id: str) -> list[EventType]:
+    page = await storage.events_page(run_id, since_id=0, limit=100, offset=0)
+    assert page is not None
+    return [event.event_type for event in page.items]
+
+
+async def test_job_round_trip_keeps_every_field(storage: Storage) -> None:
+    body = cron_body("nightly", "30 2 * * 1-5", "Europe/Berlin", labels={"team": "ops", "n": [1, 2]})
+    created = EPOCH.replace(microsecond=123456)
+    job = Job(
+        id="job_n",
+        spec=definition_for_create(body),
+        next_run_at=created + SECOND,
+        last_fire_at=None,
+        created_at=created,
+        updated_at=created,
+    )
+    await add_job(storage, job)
+    assert await storage.get_job("job_n") == job
+    assert await storage.resolve_job("nightly") == job
+    assert await storage.resolve_job("missing") is None
+    view = await storage.job_view("nightly")
+    assert view is not None and view.job == job and view.last_run is None
+
+
+async def test_resolving_prefers_an_id_over_a_name(storage: Storage) -> None:
+    first = await add_job(storage, make_job("first"))
+    second = make_job("second")
+    await add_job(storage, dataclasses.replace(second, spec=dataclasses.replace(second.spec, name=first.id)))
+    found = await storage.resolve_job(first.id)
+    assert found is not None and found.spec.name == "first"
+
+
+async def test_duplicate_names_are_refused_and_nothing_is_written(storage: Storage) -> None:
+    await add_job(storage, make_job("a"))
+    b = await add_job(storage, make_job("b"))
+    with pytest.raises(NameTaken, match="a job named 'a' already exists"):
+        await add_job(storage, dataclasses.replace(make_job("a"), id="job_other"))
+    with pytest.raises(NameTaken):
+        await storage.update_job(dataclasses.replace(b, spec=dataclasses.replace(b.spec, name="a")))
+    page = await storage.jobs_page(limit=10, offset=0, filters=JobFilters())
+    assert sorted(view.job.spec.name for view in page.items) == ["a", "b"]
+
+
+async def test_job_list_order_paging_filters_and_last_runs(storage: Storage) -> None:
+    for i in range(5):
+        await add_job(storage, make_job(f"job{i}", created=EPOCH + i * SECOND))
+    await add_job(storage, make_job("50%_off", created=EPOCH + 9 * SECOND, enabled=False))
+    cronny = await add_job(storage, make_job("cronny", created=EPOCH + 10 * SECOND))
+    run = await add_run(storage, make_run(cronny))
+
+    async def listing(
+        limit: int = 50,
+        offset: int = 0,
+        name: str | None = None,
+        enabled: bool | None = None,
+        trigger_type: TriggerType | None = None,
+    ) -> tuple[list[str], int]:
+        filters = JobFilters(name=name, enabled=enabled, trigger_type=trigger_type)
+        page = await storage.jobs_page(limit=limit, offset=offset, filters=filters)
+        return [view.job.spec.name for view in page.items], page.total
+
+    assert await listing(limit=3) == (["cronny", "50%_off", "job4"], 7)
+    assert await listing(limit=3, offset=5) == (["job1", "job0"], 7)
+    assert await listing(name="%") == (["50%_off"], 1)
+    assert await listing(name="JOB") == (["job4", "job3", "job2", "job1", "job0"], 5)
+    assert await listing(enabled=False) == (["50%_off"], 1)
+    assert await listing(trigger_type=TriggerType.CRON) == ([], 0)
+    first = (await storage.jobs_page(limit=1, offset=0, filters=JobFilters())).items[0]
+    assert first.last_run is not None and first.last_run.id == run.id
+
+
+async def test_job_list_id_prefix_is_literal_and_case_sensitive(storage: Storage) -> None:
+    for name in ("abc", "abd", "ABe", "a_x", "a%y", "aXz"):
+        await add_job(storage, make_job(name))
+
+    async def ids(prefix: str) -> tuple[list[str], int]:
+        page = await storage.jobs_page(limit=3, offset=0, filters=JobFilters(id_prefix=prefix))
+        return sorted(view.job.id for view in page.items), page.total
+
+    assert await ids("job_ab") == (["job_abc", "job_abd"], 2)
+    assert await ids("job_AB") == (["job_ABe"], 1)  # SQLite's LIKE alone would also match job_abc
+    assert await ids("job_a_") == (["job_a_x"], 1)  # ``_`` is not a wildcard
+    assert await ids("job_a%") == (["job_a%y"], 1)  # nor is ``%``
+    assert await ids("job_abc") == (["job_abc"], 1)
+    assert await ids("job_abcd") == ([], 0)
+    assert (await ids("job_"))[1] == 6
+    assert await ids("b") == ([], 0)
+
+
+async def test_deleting_a_job_removes_its_runs_and_events(storage: Storage) -> None:
+    job = await add_job(storage, make_job("doomed"))
+    other = await add_job(storage, make_job("kept"))
+    run = await add_run(storage, make_run(job))
+    kept = await add_run(storage, make_run(other))
+    assert await storage.delete_job(job.id)
+    assert not await storage.delete_job(job.id)
+    assert await storage.get_run(run.id) is None
+    assert await storage.events_page(run.id, since_id=0, limit=10, offset=0) is None
+    assert await storage.events_after(0, run_id=run.id) == []
+    assert await storage.get_run(kept.id) is not None
+
+
+async def test_status_changes_are_guarded_by_the_transition_table(storage: Storage) -> None:
+    job = await add_job(storage, make_job("g"))
+    run = await add_run(storage, make_run(job))
+    later = EPOCH + SECOND
+    succeeded = Outcome(RunStatus.SUCCEEDED, ExitReason.NATURAL_COMPLETION, output=RunOutput(exit_code=0))
+    assert await finish(storage, Ending(run, succeeded), later) is None  # queued -> succeeded is refused
+    assert await storage.request_cancel(run, now=later, message="no") is None  # only a running run
+    running = await storage.start_run(run, worker_id="worker_1", now=later)
+    assert running is not None and running.status is RunStatus.RUNNING
+    assert running.started_at == later and running.worker_id == "worker_1"
+    assert await storage.start_run(run, worker_id="worker_2", now=later) is None  # started once
+    final = await finish(storage, Ending(running, succeeded), later)
+    assert final is not None and final.status is RunStatus.SUCCEEDED and final.finished_at == later
+    assert await finish(storage, Ending(running, succeeded), later) is None  # never overwritten
+    assert await event_types(storage, run.id) == [
+        EventType.QUEUED,
+        EventType.CLAIMED,
+        EventType.RUNNING,
+        EventType.SUCCEEDED,
+    ]
+
+
+async def test_a_failed_run_and_its_retry_are_written_together(storage: Storage) -> None:
+    job = await add_job(storage, make_job("r"))
+    run = await add_run(storage, make_run(job))
+    running = await storage.start_run(run, worker_id="w", now=EPOCH)
+    assert running is not None
+    failed = Outcome(RunStatus.FAILED, ExitReason.EXCEPTION, "boom", RunOutput(exit_code=2, stdout="x"))
+    retry = Retry(
+        run=dataclasses.replace(make_run(job, trigger=RunTrigger.RETRY), retry_of=run.id), delay="10s"
+    )
+    final = await finish(storage, Ending(running, failed, retry))
+    assert final is not None and final.output == RunOutput(exit_code=2, stdout="x") and final.error == "boom"
+    stored_retry = await storage.get_run(retry.run.id)
+    assert stored_retry is not None and stored_retry.status is RunStatus.QUEUED
+    assert await event_types(storage, run.id) == [
+        EventType.QUEUED,
+        EventType.CLAIMED,
+        EventType.RUNNING,
+        EventType.FAILED,
+        EventType.RETRY_SCHEDULED,
+    ]
+    page = await storage.events_page(run.id, since_id=0, limit=10, offset=0)
+    assert page is not None and page.items[3].data == {
+        "status": "failed",
+        "attempt": 1,
+        "error": "boom",
+        "exit_reason": "exception",
+        "exit_code": 2,
+        "session_id": "",
+        "truncated": False,
+        "turn_count": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+    }
+
+
+async def test_finishing_a_cancel_requested_run_forces_cancelled_and_no_retry(storage: Storage) -> None:
+    job = await add_job(storage, make_job("c"))
+    run = await add_run(storage, make_run(job))
+    now = EPOCH + SECOND
+    running = await storage.start_run(run, worker_id="w", now=now)
+    assert running is not None
+    assert await storage.request_cancel(running, now=now, message="cancellation requested") is not None
+    failed = Outcome(RunStatus.FAILED, ExitReason.EXCEPTION, "boom", RunOutput(response="partial"))
+    retry = Retry(run=make_run(job, created=now), delay="10s")
+    final = await finish(storage, Ending(running, failed, retry), now)
+    assert final is not None and final.status is RunStatus.CANCELLED
+    assert final.exit_reason is ExitReason.CANCELLED and final.output.response == "partial"
+    assert await storage.get_run(retry.run.id) is None
+
+
+async def test_queued_runs_end_cancelled_or_skipped_with_their_event(storage: Storage) -> None:
+    job = await add_job(storage, make_job("q"))
+    first, second = await add_run(storage, make_run(job)), await add_run(storage, make_run(job))
+    cancelled = await storage.cancel_queued(first, now=EPOCH, message="run cancelled before start")
+    skipped = await storage.skip_queued(
+        second, now=EPOCH, message="skipped: paused", data={"reason": "paused"}
+    )
+    assert cancelled is not None and cancelled.status is RunStatus.CANCELLED and cancelled.error is None
+    assert skipped is not None and skipped.status is RunStatus.SKIPPED and skipped.error == "skipped: paused"
+    assert await storage.cancel_queued(first, now=EPOCH, message="again") is None
+    assert await event_types(storage, second.id) == [EventType.QUEUED, EventType.SKIPPED]
+
+
+async def test_nul_characters_in_output_are_stored_as_replacement_characters(storage: Storage) -> None:
+    # A program may print NUL bytes; PostgreSQL text columns refuse them.
+    job = await add_job(storage, make_job("nul"))
+    run = await add_run(storage, make_run(job))
+    running = await storage.start_run(run, worker_id="w", now=EPOCH)
+    assert running is not None
+    outcome = Outcome(RunStatus.SUCCEEDED, ExitReason.NATURAL_COMPLETION, output=RunOutput(stdout="a\x00b\n"))
+    final = await finish(storage, Ending(running, outcome))
+    assert final is not None and final.output.stdout == "a\ufffdb\n" and final.status is RunStatus.SUCCEEDED
+
+
+async def test_run_listing_order_summary_and_job_names(storage: Storage) -> None:
+    a = await add_job(storage, make_job("a"))
+    b = await add_job(storage, make_job("b"))
+    same_time = [await add_run(storage, make_run(a)) for _ in range(3)]  # identical created_at
+    newer = await add_run(storage, make_run(b, created=EPOCH + SECOND))
+    page = await storage.runs_page(limit=10, offset=0)
+    # newest first; ties broken by insertion order (newest insert first)
+    assert [r.id for r in page.items] == [newer.id] + [r.id for r in reversed(same_time)]
+    assert page.total == 4
+    only_a = await storage.runs_page(limit=2, offset=1, job_ref=a.id)
+    assert [r.id for r in only_a.items] == [same_time[1].id, same_time[0].id] and only_a.total == 3
+    by_name = await storage.runs_page(limit=10, offset=0, job_ref="a")
+    assert by_name.total == 3
+    queued = await storage.runs_page(limit=9, offset=0, statuses=[RunStatus.QUEUED])
+    assert queued.total == 4
+    view = await storage.job_view("a")
+    assert view is not None and view.last_run is not None and view.last_run.id == same_time[-1].id
+
+
+async def test_summaries_do_not_carry_output(storage: Storage) -> None:
+    job = await add_job(storage, make_job("out"))
+    run = await add_run(storage, make_run(job))
+    running = await storage.start_run(run, worker_id="w", now=EPOCH)
+    assert running is not None
+    output = RunOutput(stdout="x" * 70_000, stderr="err", exit_code=1)
+    await finish(storage, Ending(running, Outcome(RunStatus.FAILED, ExitReason.EXCEPTION, "boom", output)))
+    full = await storage.get_run(run.id)
+    summary = await storage.get_run(run.id, full=False)
+    assert full is not None and full.output == output
+    assert summary is not None and summary.output == RunOutput(exit_code=1) and summary.error == "boom"
+    (listed,) = (await storage.runs_page(limit=1, offset=0, full=False)).items
+    assert listed == summary
+
+
+async def test_active_runs_are_each_jobs_oldest_first(storage: Storage) -> None:
+    a, b = await add_job(storage, make_job("a")), await add_job(storage, make_job("b"))
+    late = await add_run(storage, make_run(a, created=EPOCH + SECOND))
+    early = await add_run(storage, make_run(a))
+    other = await add_run(storage, make_run(b))
+    done = await storage.cancel_queued(other, now=EPOCH, message="x")
+    assert done is not None
+    assert [r.id for r in await storage.active_runs()] == [early.id, late.id]
+    assert [r.id for r in await storage.active_runs([b.id])] == []
+
+
+async def test_event_ids_increase_and_since_id_pages_by_insertion(storage: Storage) -> None:
+    job = await add_job(storage, make_job("ev"))
+    run = await add_run(storage, make_run(job))
+
+    async def add(i: int, created: dt.datetime) -> RunEvent:
+        return await storage.add_event(run, EventType.OUTPUT, f" line {i} ", {"i": i}, now=created)
+
+    # created_at deliberately out of order: listing follows ids, not timestamps
+    events = [await add(i, EPOCH - i * SECOND) for i in range(5)]
+    ids = [e.id for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert events[0].message == "line 0"  # trimmed
+    page = await storage.events_page(run.id, since_id=ids[1], limit=2, offset=0)
+    assert page is not None and [e.id for e in page.items] == ids[2:4] and page.total == 3
+    after = await storage.events_after(ids[3], job_id=job.id)
+    assert [e.data for e in after] == [{"i": 4}]
+    assert await storage.max_event_id() == ids[-1]
+
+
+async def test_events_read_back_exactly(storage: Storage) -> None:
+    moment = dt.datetime(2026, 7, 1, 23, 59, 59, 123_456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    job = await add_job(storage, make_job("fast"))
+    run = await add_run(storage, make_run(job))
+    written = await storage.add_event(run, EventType.OUTPUT, None, {"text": "é\n"}, now=moment)
+    await storage.submit_event(run, EventType.OUTPUT, "queued", None, now=moment)
+    read, queued = await storage.events_after(written.id - 1, run_id=run.id)
+    assert read == written and read.created_at == moment and read.data == {"text": "é\n"}
+    assert queued.message == "queued" and queued.data is None
+
+
+async def test_scheduled_fires_are_unique_per_nominal_time(storage: Storage) -> None:
+    job = await add_job(storage, make_job("s"))
+    await add_run(storage, make_run(job, trigger=RunTrigger.SCHEDULE))
+    with pytest.raises(DuplicateRun):
+        await add_run(storage, make_run(job, trigger=RunTrigger.SCHEDULE))
+    await add_run(storage, make_run(job, trigger=RunTrigger.MANUAL))  # manual runs may share the time
+
+
+async def test_recorded_fires_queue_skip_and_advance_the_schedule_at_once(storage: Storage) -> None:
+    job = await add_job(storage, make_job("f"))
+    on_time = make_run(job, trigger=RunTrigger.SCHEDULE, created=EPOCH + SECOND)
+    missed = make_run(job, trigger=RunTrigger.SCHEDULE)
+    advanced = dataclasses.replace(job, next_run_at=EPOCH + 60 * SECOND, last_fire_at=EPOCH + SECOND)
+    decisions: list[FireDecision] = [
+        Skip(missed, "skipped 1 missed fire(s)", {"reason": "misfire"}),
+        Enqueue(on_time, {"x": 1}),
+    ]
+    queued = await storage.record_fires(advanced, decisions, now=EPOCH + SECOND)
+    assert queued == [on_time]
+    assert await storage.get_job(job.id) == advanced
+    stored_missed = await storage.get_run(missed.id)
+    assert stored_missed is not None and stored_missed.status is RunStatus.SKIPPED
+    # The same nominal times again (a clock stepped back): nothing new is recorded.
+    again = [Enqueue(dataclasses.replace(on_time, id="run_other"))]
+    assert await storage.record_fires(advanced, again, now=EPOCH + 2 * SECOND) == []
+    assert (await storage.runs_page(limit=10, offset=0)).total == 2
+
+
+async def test_events_are_published_after_commit_in_id_order(storage: Storage, published: Published) -> None:
+    job = await add_job(storage, make_job("p"))
+    run = await add_run(storage, make_run(job))
+    running = await storage.start_run(run, worker_id="w", now=EPOCH)
+    assert running is not None
+    await finish(storage, Ending(running, Outcome(RunStatus.SUCCEEDED, ExitReason.NATURAL_COMPLETION)))
+    assert published.ids == sorted(published.ids) and len(published.ids) == 4
+    stored = await storage.events_after(0)
+    assert [event.id for event in stored] == published.ids
+
+
+async def test_timestamps_keep_microseconds_and_utc(storage: Storage) -> None:
+    moment = dt.datetime(2026, 7, 1, 23, 59, 59, 999_999, tzinfo=dt.timezone(dt.timedelta(hours=-7)))
+    job = await add_job(storage, make_job("t", created=moment))
+    got = await storage.get_job(job.id)
+    assert got is not None and got.created_at == moment
+
+
+async def test_retention_finds_and_deletes_only_terminal_runs(storage: Storage) -> None:
+    job = await add_job(storage, make_job("old"))
+    runs = [await add_run(storage, make_run(job, created=EPOCH + i * SECOND)) for i in range(4)]
+    for run in runs[:3]:
+        await storage.cancel_queued(run, now=run.created_at, message="x")
+    assert await storage.expired_runs(before=EPOCH + 2 * SECOND, limit=10) == [runs[0].id, runs[1].id]
+    assert await storage.jobs_over_run_cap(cap=2) == [job.id]
+    assert await storage.runs_beyond_cap(job.id, cap=2, limit=10) == [runs[0].id]
+    assert await storage.delete_terminal_runs([runs[0].id, runs[3].id]) == 1  # runs[3] is active
+    assert await storage.get_run(runs[0].id) is None and await storage.get_run(runs[3].id) is not None

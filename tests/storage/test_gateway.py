@@ -1,0 +1,99 @@
+"""The database gateway behind the facade: migrations, group commit, driver errors."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+import trio
+import trio.testing
+from sqlalchemy.engine import URL
+
+from termjobs.model import EventType, Run, RunEvent
+from termjobs.storage import StorageRefused, StorageUnavailable, migrate
+from termjobs.storage.database import open_storage
+from termjobs.storage.gateway import open_gateway
+from termjobs.storage.sql import WriteTx, events, runs
+from tests.helpers import EPOCH, make_job, make_run
+from tests.storage.conftest import Published
+
+
+async def test_migrations_create_the_schema_and_are_idempotent(db_url: URL) -> None:
+    async with open_gateway(db_url):
+        pass
+    async with open_gateway(db_url) as gw:
+        assert migrate.current_revision(gw.engines.writer) == migrate.head_revision()
+        names = await gw.read(lambda conn: set(sa.inspect(conn).get_table_names()))
+        assert {"jobs", "runs", "run_events", "alembic_version"} <= names
+
+
+async def test_group_commit_isolates_a_failing_write_and_publishes_after_commit(db_url: URL) -> None:
+    published = Published()
+    async with open_storage(db_url, on_commit=published) as storage:
+        job = make_job("batch")
+        await storage.create_job(job)
+        new_runs = [make_run(job) for _ in range(40)]
+        results: dict[int, object] = {}
+
+        async def write(i: int) -> None:
+            def op(tx: WriteTx) -> Run:
+                runs.insert(tx, new_runs[i])
+                if i == 7:
+                    raise RuntimeError("boom")  # after a partial write
+                events.insert(tx, new_runs[i], EventType.QUEUED, "queued", None, now=EPOCH)
+                return new_runs[i]
+
+            try:
+                results[i] = await storage.gateway.write(op)
+            except RuntimeError as exc:
+                results[i] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(write, i)
+        assert isinstance(results[7], RuntimeError)
+        stored = await storage.runs_page(limit=100, offset=0)
+        assert stored.total == 39  # the failing write left nothing behind
+        assert new_runs[7].id not in {r.id for r in stored.items}
+        stats = storage.gateway.statistics()
+        assert stats.writes == 41 and stats.batches < 41  # batched
+        assert published.ids == sorted(published.ids) and len(published.ids) == 39
+
+
+async def test_a_driver_error_on_the_event_fast_path_is_a_storage_error(db_url: URL) -> None:
+    async with open_storage(db_url) as storage:
+        orphan = make_run(make_job("never-stored"))  # its run does not exist
+        with pytest.raises(StorageRefused) as refused:
+            await storage.add_event(orphan, EventType.OUTPUT, None, None, now=EPOCH)
+        assert isinstance(refused.value.__cause__, sa.exc.IntegrityError)
+        assert await storage.max_event_id() == 0  # nothing half-written
+
+
+async def test_a_write_that_keeps_failing_transiently_does_not_take_its_batch_down(
+    db_url: URL, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_storage(db_url, inline=True) as storage:
+        job = make_job("batch")
+        await storage.create_job(job)
+        new_runs = [make_run(job) for _ in range(10)]
+        results: dict[int, object] = {}
+
+        async def write(i: int) -> None:
+            def op(tx: WriteTx) -> RunEvent:
+                if i == 3:
+                    raise sa.exc.OperationalError("INSERT", {}, Exception("string or blob too big"))
+                runs.insert(tx, new_runs[i])
+                return events.insert(tx, new_runs[i], EventType.QUEUED, None, None, now=EPOCH)
+
+            try:
+                results[i] = await storage.gateway.write(op)
+            except StorageUnavailable as exc:
+                results[i] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(write, i)
+        stored = await storage.runs_page(limit=100, offset=0)
+    assert isinstance(results[3], StorageUnavailable)
+    assert "string or blob" not in str(results[3])  # no driver details for clients
+    assert stored.total == 9 and new_runs[3].id not in {r.id for r in stored.items}
+    assert storage.gateway.statistics().max_batch > 1  # they were batched together
