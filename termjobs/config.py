@@ -59,6 +59,10 @@ class Settings:
     #: events a live-stream subscriber may fall behind by before it is closed as lagged
     stream_buffer: int = 4096
     limits: HttpLimits = HttpLimits()
+    #: serve /metrics without a token
+    metrics_public: bool = False
+    #: origins allowed to call the API from a browser (``*`` = any)
+    cors_origins: tuple[str, ...] = ()
 
 
 def generate_token() -> str:
@@ -103,6 +107,8 @@ def build_settings(
     retention_days: int = 30,
     max_runs_per_job: int = 1000,
     limits: HttpLimits | None = None,
+    metrics_public: bool = False,
+    cors_origins: tuple[str, ...] = (),
 ) -> Settings:
     """Validate the serve options into :class:`Settings`."""
     if not 1 <= port <= 65535:
@@ -136,7 +142,20 @@ def build_settings(
         retention_days=retention_days,
         max_runs_per_job=max_runs_per_job,
         limits=limits,
+        metrics_public=metrics_public,
+        cors_origins=check_origins(cors_origins),
     )
+
+
+def check_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    """``--cors-origin`` values: ``*`` or ``scheme://host[:port]``, without a path."""
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if origin != "*" and (scheme not in ("http", "https") or not sep or not rest or "/" in rest):
+            raise SettingsError(
+                f"invalid --cors-origin {origin!r} (use * or an origin such as https://ops.example.com)"
+            )
+    return tuple(origins)
 
 
 def check_limits(limits: HttpLimits) -> None:

@@ -12,6 +12,7 @@ rules on the result.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from typing import Annotated, Any, Final, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic.config import JsonDict
 
 from termjobs.errors import InvalidRequest
 from termjobs.jobdef import JobDefinition
@@ -27,38 +29,94 @@ from termjobs.jsontypes import json_type_name, reject_constant
 from termjobs.model import ConcurrencyPolicy, JSONObject, MisfirePolicy, RunnerType, TriggerType
 
 MAX_NAME_LENGTH: Final = 200
+MAX_RUNS_LIMIT: Final = 1000
+MAX_TIMEOUT_SECONDS: Final = 30 * 24 * 3600
+MAX_MISFIRE_GRACE: Final = 7 * 24 * 3600
 
 # Read-only fields a client may send back after a GET (edit-and-PATCH workflow);
 # accepted and ignored.
 READ_ONLY_FIELDS: Final = frozenset({"id", "created_at", "updated_at", "next_run_at", "last_run"})
 
 _Json = Annotated[Any, Field(default=None)]
+_Object = Annotated[Any, Field(default=None, json_schema_extra={"type": "object"})]
+
+
+def _enum(kind: type[enum.Enum]) -> JsonDict:
+    return {"enum": [member.value for member in kind]}
+
+
+def _range(low: int, high: int) -> JsonDict:
+    return {"minimum": low, "maximum": high}
+
+
+# What the rules below (``validate``) accept, stated for the OpenAPI document; the
+# rules themselves are checked on the merged definition, with their own messages.
+_NAME_DOC: Final[JsonDict] = {
+    "minLength": 1,
+    "maxLength": MAX_NAME_LENGTH,
+    "pattern": r"^[^/\x00-\x1f\x7f]*\S[^/\x00-\x1f\x7f]*$",
+}
+_RUNNER_DOC: Final = _enum(RunnerType)
+_TRIGGER_DOC: Final = _enum(TriggerType)
 
 
 class JobInput(BaseModel):
-    """The JSON body of ``POST /v2/jobs`` and ``PATCH /v2/jobs/{ref}``: shapes only."""
+    """The fields of a job body, shapes only (the rules come after the merge)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: StrictStr | None = None
+    name: StrictStr | None = Field(default=None, json_schema_extra=_NAME_DOC)
     enabled: StrictBool | None = None
-    runner_type: StrictStr | None = None
-    runner_config: _Json
-    trigger_type: StrictStr | None = None
-    trigger_config: _Json
-    schedule_timezone: StrictStr | None = None
-    concurrency_policy: StrictStr | None = None
-    max_concurrent_runs: StrictInt | None = None
-    retry_policy: _Json
-    timeout_seconds: StrictInt | None = None
-    misfire_policy: StrictStr | None = None
-    misfire_grace_seconds: StrictInt | None = None
+    runner_type: StrictStr | None = Field(default=None, json_schema_extra=_RUNNER_DOC)
+    runner_config: _Object
+    trigger_type: StrictStr | None = Field(default=None, json_schema_extra=_TRIGGER_DOC)
+    trigger_config: _Object
+    schedule_timezone: StrictStr | None = Field(default=None, description="IANA zone, e.g. Europe/Berlin")
+    concurrency_policy: StrictStr | None = Field(default=None, json_schema_extra=_enum(ConcurrencyPolicy))
+    max_concurrent_runs: StrictInt | None = Field(default=None, json_schema_extra=_range(1, MAX_RUNS_LIMIT))
+    retry_policy: _Object
+    timeout_seconds: StrictInt | None = Field(default=None, json_schema_extra=_range(1, MAX_TIMEOUT_SECONDS))
+    misfire_policy: StrictStr | None = Field(default=None, json_schema_extra=_enum(MisfirePolicy))
+    misfire_grace_seconds: StrictInt | None = Field(
+        default=None, json_schema_extra=_range(0, MAX_MISFIRE_GRACE)
+    )
     labels: _Json
     id: _Json
     created_at: _Json
     updated_at: _Json
     next_run_at: _Json
     last_run: _Json
+
+
+class JobCreate(JobInput):
+    """The body of ``POST /v2/jobs``."""
+
+    name: StrictStr = Field(json_schema_extra=_NAME_DOC)
+    runner_type: StrictStr = Field(json_schema_extra=_RUNNER_DOC)
+    trigger_type: StrictStr = Field(json_schema_extra=_TRIGGER_DOC)
+
+
+_NOT_NULLABLE: Final = ("name", "enabled", "runner_type", "trigger_type")
+
+
+def _not_nullable(schema: JsonDict) -> None:
+    """In the PATCH body's schema, these fields may be absent but never null."""
+    properties = schema.get("properties")
+    assert isinstance(properties, dict)
+    for name in _NOT_NULLABLE:
+        prop = properties[name]
+        assert isinstance(prop, dict) and isinstance(prop.get("anyOf"), list)
+        options = [option for option in prop.pop("anyOf") if option != {"type": "null"}]  # type: ignore[union-attr]
+        prop.pop("default", None)
+        prop.update(options[0])  # type: ignore[arg-type]
+
+
+class JobUpdate(JobInput):
+    """The body of ``PATCH /v2/jobs/{ref}``: absent fields keep their value, ``null``
+    resets one to its default, except for ``name``, ``enabled``, ``runner_type`` and
+    ``trigger_type``, which cannot be null."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_not_nullable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,17 +162,27 @@ _TYPE_HINTS: Final = {
     "int_type": "must be a whole number",
     "int_from_float": "must be a whole number",
 }
+_REQUIRED: Final = {
+    "name": "name is required",
+    "runner_type": "runner_type is required (one of: llm, program)",
+    "trigger_type": "trigger_type is required (one of: manual, once, cron)",
+}
+M = TypeVar("M", bound=JobInput)
 
 
-def parse_input(body: JSONObject) -> JobInput:
+def parse_input(body: JSONObject, model: type[M]) -> M:
     """Check the shape of a job body; the first problem becomes the error message."""
     try:
-        return JobInput.model_validate(body)
+        return model.model_validate(body)
     except pydantic.ValidationError as exc:
         first = exc.errors(include_url=False, include_context=False)[0]
         field = ".".join(str(part) for part in first["loc"])
         if first["type"] == "extra_forbidden":
             raise InvalidRequest(f"unknown field {field!r}; see the job fields in the README") from None
+        if first["type"] == "missing":
+            raise InvalidRequest(_REQUIRED.get(field, f"{field} is required")) from None
+        if body.get(field, "") is None and field in _REQUIRED:
+            raise InvalidRequest(_REQUIRED[field]) from None
         hint = _TYPE_HINTS.get(first["type"], first["msg"])
         got = json_type_name(body.get(str(first["loc"][0])))
         raise InvalidRequest(f"{field} {hint} (got {got})") from None
@@ -136,13 +204,10 @@ def _choice(kind: type[_E], field: str, raw: str) -> _E:
 
 def definition_for_create(body: JSONObject) -> JobDefinition:
     """Validate a create request body and apply defaults."""
-    data = parse_input(body)
-    if data.name is None or not data.name.strip():
-        raise InvalidRequest("name is required")
-    if data.runner_type is None or not data.runner_type.strip():
-        raise InvalidRequest("runner_type is required (one of: llm, program)")
-    if data.trigger_type is None or not data.trigger_type.strip():
-        raise InvalidRequest("trigger_type is required (one of: manual, once, cron)")
+    data = parse_input(body, JobCreate)
+    for field in ("name", "runner_type", "trigger_type"):
+        if not getattr(data, field).strip():
+            raise InvalidRequest(_REQUIRED[field])
     base = JobDefinition(
         name=data.name,
         runner_type=_choice(RunnerType, "runner_type", data.runner_type),
@@ -158,8 +223,8 @@ def parse_patch(body: JSONObject) -> JobPatch:
     field to its default, which for ``schedule_timezone``, ``retry_policy`` and
     ``labels`` means removing it. ``name``, ``runner_type``, ``trigger_type`` and
     ``enabled`` cannot be null."""
-    data = parse_input(body)
-    for key in ("name", "runner_type", "trigger_type", "enabled"):
+    data = parse_input(body, JobUpdate)
+    for key in _NOT_NULLABLE:
         if key in data.model_fields_set and getattr(data, key) is None:
             raise InvalidRequest(f"{key} cannot be null")
     if data.name is not None and not data.name.strip():
@@ -210,9 +275,9 @@ def _changes(data: JobInput) -> dict[str, Any]:
 def validate(defn: JobDefinition) -> JobDefinition:
     """Check every rule on a complete definition; the definition, if it passes."""
     _check_name(defn.name)
-    _check_range("max_concurrent_runs", defn.max_concurrent_runs, 1, 1000)
-    _check_range("timeout_seconds", defn.timeout_seconds, 1, 30 * 24 * 3600)
-    _check_range("misfire_grace_seconds", defn.misfire_grace_seconds, 0, 7 * 24 * 3600)
+    _check_range("max_concurrent_runs", defn.max_concurrent_runs, 1, MAX_RUNS_LIMIT)
+    _check_range("timeout_seconds", defn.timeout_seconds, 1, MAX_TIMEOUT_SECONDS)
+    _check_range("misfire_grace_seconds", defn.misfire_grace_seconds, 0, MAX_MISFIRE_GRACE)
     if defn.parsed.problem is not None:
         raise InvalidRequest(defn.parsed.problem)
     return defn

@@ -26,6 +26,7 @@ from termjobs.actors.runs import RunEnv
 from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import Clock, SystemClock
 from termjobs.config import Settings
+from termjobs.metrics import Gauges, Metrics
 from termjobs.model import RunnerType, new_worker_id
 from termjobs.runners.base import BackgroundService, OrphanReaper, Runner, UnconfiguredLLMRunner
 from termjobs.runners.program import ProgramRunner
@@ -56,9 +57,12 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Start everything but HTTP; on exit, shut down gracefully (see module doc)."""
     clock = clock or SystemClock()
-    hub = Hub()
+    metrics = Metrics()
+    hub = Hub(on_lagged=metrics.subscriber_lagged)
     runners = runners or default_runners(base_env if base_env is not None else os.environ)
-    async with open_storage(settings.db_url, inline=inline_db, on_commit=hub.publish) as storage:
+    async with open_storage(
+        settings.db_url, inline=inline_db, on_commit=hub.publish, on_batch=metrics.batch_committed
+    ) as storage:
         env = RunEnv(
             storage=storage,
             clock=clock,
@@ -67,8 +71,18 @@ async def open_services(
             worker_id=new_worker_id(),
             rng=rng or random.Random(),
             reapers=tuple(r.reap_orphans for r in runners.values() if isinstance(r, OrphanReaper)),
+            observer=metrics,
         )
         supervisor = Supervisor(env, request_timeout=settings.request_timeout)
+        metrics.watch(
+            Gauges(
+                runs_queued=lambda: supervisor.run_counts()[0],
+                runs_running=lambda: supervisor.run_counts()[1],
+                actors_awake=lambda: supervisor.awake_count,
+                jobs=lambda: supervisor.job_count,
+                stream_subscribers=lambda: hub.subscriber_count,
+            )
+        )
         retention = RetentionActor(
             storage,
             clock,
@@ -91,6 +105,7 @@ async def open_services(
                         hub=hub,
                         supervisor=supervisor,
                         retention=retention,
+                        metrics=metrics,
                     )
                 finally:
                     # Shielded: final states must be recorded even if we are being cancelled.
@@ -157,6 +172,7 @@ async def serve_http(
 
     async def stop_http() -> None:
         await shutdown_trigger()
+        services.state.shutting_down = True  # readiness fails from now on
         logger.info("shutting down: no new requests; closing live streams")
         # hypercorn would hold open websockets until its graceful timeout and then
         # cut them (1006); ending the subscriptions lets each stream close with 1001.

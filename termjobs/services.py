@@ -6,7 +6,7 @@ and hands it to the HTTP app; nothing here starts or stops anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from termjobs import __version__
 from termjobs.actors.hub import Hub
@@ -14,7 +14,16 @@ from termjobs.actors.retention import RetentionActor
 from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import Clock
 from termjobs.config import Settings
+from termjobs.metrics import Metrics
 from termjobs.storage import Storage
+
+
+@dataclass(slots=True)
+class ServiceState:
+    """What changes while the service runs (read by readiness)."""
+
+    #: set the moment a shutdown begins (before the listener closes)
+    shutting_down: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,4 +37,6 @@ class Services:
     hub: Hub
     supervisor: Supervisor
     retention: RetentionActor
+    metrics: Metrics
+    state: ServiceState = field(default_factory=ServiceState)
     version: str = __version__

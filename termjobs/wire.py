@@ -18,9 +18,9 @@ from termjobs.jobdef import Job, JobDefinition
 from termjobs.model import PAYLOAD_FIELDS, JSONObject, JSONValue, Run, RunEvent, RunOutput, format_ts
 
 #: Job fields left out when they are absent (every other one is always present).
-_SPEC_OPTIONAL: Final = frozenset({"schedule_timezone", "retry_policy", "labels"})
+SPEC_OPTIONAL: Final = frozenset({"schedule_timezone", "retry_policy", "labels"})
 #: Run fields always present; the others are omitted when empty.
-_RUN_REQUIRED: Final = frozenset({"id", "job_id", "attempt", "trigger", "scheduled_for", "status"})
+RUN_REQUIRED: Final = frozenset({"id", "job_id", "attempt", "trigger", "scheduled_for", "status"})
 #: Omitted only when absent (a zero exit code is shown).
 _KEEP_ZERO: Final = frozenset({"exit_code"})
 
@@ -40,11 +40,10 @@ def _enum_value(value: enum.Enum) -> Any:
 # Rendering plans, computed once: (field, always shown, conversion). Lists render
 # thousands of these per second, so the per-field work is kept to a lookup.
 _SPEC_PLAN: Final = [
-    (f.name, f.name not in _SPEC_OPTIONAL, _converter(JobDefinition, f.type))
-    for f in fields_of(JobDefinition)
+    (f.name, f.name not in SPEC_OPTIONAL, _converter(JobDefinition, f.type)) for f in fields_of(JobDefinition)
 ]
 _RUN_PLAN: Final = [
-    (f.name, f.name in _RUN_REQUIRED, _converter(Run, f.type))
+    (f.name, f.name in RUN_REQUIRED, _converter(Run, f.type))
     for f in fields_of(Run)
     if f.name not in ("output", "created_at", "updated_at")
 ]

@@ -23,6 +23,7 @@ from termjobs.rundomain import new_run
 from termjobs.runners.base import RunContext, RunResult
 from termjobs.service import open_services
 from termjobs.services import Services
+from termjobs.storage import RunFilters
 
 EPOCH = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -134,7 +135,9 @@ class Harness:
 
     async def runs(self, job_id: str | None = None) -> list[Run]:
         """All runs (oldest first)."""
-        page = await self.services.storage.runs_page(limit=10_000, offset=0, job_ref=job_id)
+        page = await self.services.storage.runs_page(
+            limit=10_000, offset=0, filters=RunFilters(job_ref=job_id)
+        )
         return list(reversed(page.items))
 
     async def run(self, run_id: str) -> Run:

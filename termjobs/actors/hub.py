@@ -9,7 +9,7 @@ storage with ``since_id``. No subscriber can slow the publisher or the others.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -46,8 +46,9 @@ class Subscription:
 class Hub:
     """Publishes run events to subscribers (see the module docstring)."""
 
-    def __init__(self, *, buffer: int = DEFAULT_BUFFER) -> None:
+    def __init__(self, *, buffer: int = DEFAULT_BUFFER, on_lagged: Callable[[], None] | None = None) -> None:
         self._buffer = buffer
+        self._on_lagged = on_lagged
         self._subs: set[Subscription] = set()
         self._closed = False
         self.published = 0
@@ -67,6 +68,8 @@ class Hub:
                     sub._send.send_nowait(event)
                 except trio.WouldBlock:
                     self._drop(sub, CloseReason.LAGGED)
+                    if self._on_lagged is not None:
+                        self._on_lagged()
                     break
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._subs.discard(sub)

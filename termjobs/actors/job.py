@@ -88,7 +88,13 @@ class JobActor:
         if problem is not None:
             # Stored before a rule changed (or its zone left tzdata): keep the job
             # reachable so it can be fixed with PATCH, but never fire it as it is.
-            logger.error("job %s (%s) will not fire until it is fixed: %s", job.id, job.spec.name, problem)
+            logger.error(
+                "job %s (%s) will not fire until it is fixed: %s",
+                job.id,
+                job.spec.name,
+                problem,
+                extra={"job_id": job.id},
+            )
             job = replace(job, next_run_at=None)
         self._job = job
         self._env = env
@@ -220,7 +226,11 @@ class JobActor:
         except Exception as exc:
             ref = secrets.token_hex(4)
             logger.exception(
-                "job %s: failed to handle %s (ref %s)", self._job.id, type(request).__name__, ref
+                "job %s: failed to handle %s (ref %s)",
+                self._job.id,
+                type(request).__name__,
+                ref,
+                extra={"job_id": self._job.id},
             )
             request.reply.fail(InternalError(ref, exc))
         except trio.Cancelled:
@@ -272,10 +282,14 @@ class JobActor:
             self._fire_backoff = min(FIRE_RETRY_MAX_S, max(1.0, self._fire_backoff * 2))
             self._fire_retry_at = trio.current_time() + self._fire_backoff
             logger.exception(
-                "job %s: could not record scheduled fires; retrying in %gs", job.id, self._fire_backoff
+                "job %s: could not record scheduled fires; retrying in %gs",
+                job.id,
+                self._fire_backoff,
+                extra={"job_id": job.id},
             )
             return
         self._fire_retry_at, self._fire_backoff = None, 0.0
+        self._env.observer.fires_recorded(advanced, decisions, now)
         self._job = advanced
         self._replace_for(queued)
         for run in queued:

@@ -22,6 +22,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -31,11 +32,37 @@ from termjobs.clock import Clock, sleep_until
 from termjobs.errors import Unavailable
 from termjobs.jobdef import Job
 from termjobs.model import EventType, ExitReason, JSONValue, Run, RunnerType, RunStatus, RunTrigger
-from termjobs.rundomain import Ending
+from termjobs.rundomain import Ending, FireDecision
 from termjobs.runners.base import Emit, RunContext, Runner, RunResult, StopReason
 from termjobs.storage import Storage, StorageClosed, StorageUnavailable
 
 logger = logging.getLogger(__name__)
+
+
+class RunObserver(Protocol):
+    """What the actor layer reports about runs (the server's metrics listen)."""
+
+    def run_started(self, job: Job, run: Run) -> None:
+        """A run has started executing."""
+
+    def run_finished(self, job: Job, run: Run) -> None:
+        """A run's final state is recorded."""
+
+    def fires_recorded(self, job: Job, decisions: Sequence[FireDecision], now: dt.datetime) -> None:
+        """A scheduler wake-up was recorded."""
+
+
+class NullObserver:
+    """Reports to nobody."""
+
+    def run_started(self, job: Job, run: Run) -> None:
+        pass
+
+    def run_finished(self, job: Job, run: Run) -> None:
+        pass
+
+    def fires_recorded(self, job: Job, decisions: Sequence[FireDecision], now: dt.datetime) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +80,7 @@ class RunEnv:
     stop_backstop: float = 15.0
     #: clean up processes left behind by runs of a server that died (crash recovery)
     reapers: tuple[Callable[[Sequence[str]], int], ...] = ()
+    observer: RunObserver = field(default_factory=NullObserver)
 
 
 class RunTask:
@@ -90,7 +118,7 @@ class RunTask:
             await self._execute()
         except Exception:
             # A run task must never take its actor down; the run is recorded as lost.
-            logger.exception("run %s failed inside termjobs", run.id)
+            logger.exception("run %s failed inside termjobs", run.id, extra=self._context)
         finally:
             for limiter in held:
                 limiter.release_on_behalf_of(run.id)
@@ -98,8 +126,16 @@ class RunTask:
                 if self.handle.started and self.handle.final is None:
                     await self._record_lost()
             finally:
+                final = self.handle.final
+                if final is not None and final.status.terminal:
+                    self.env.observer.run_finished(self.handle.job, final)
                 self.handle.done.set()
                 await self._tell_actor()
+
+    @property
+    def _context(self) -> dict[str, str]:
+        """Log fields of this run (``--log-format json``)."""
+        return {"job_id": self.handle.run.job_id, "run_id": self.handle.run.id}
 
     async def _tell_actor(self) -> None:
         # Shielded: a task torn down mid-run still tells its actor (which may have
@@ -148,7 +184,12 @@ class RunTask:
                 except (trio.TooSlowError, StorageClosed):
                     break
                 except Exception as exc:
-                    logger.error("run %s: could not record its final state: %s", self.handle.run.id, exc)
+                    logger.error(
+                        "run %s: could not record its final state: %s",
+                        self.handle.run.id,
+                        exc,
+                        extra=self._context,
+                    )
                     if not isinstance(exc, StorageUnavailable) and fallback is not None:
                         write, fallback = fallback, None
                         continue
@@ -157,7 +198,9 @@ class RunTask:
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         logger.error(
-            "run %s: final state not recorded; it will be recovered at the next start", self.handle.run.id
+            "run %s: final state not recorded; it will be recovered at the next start",
+            self.handle.run.id,
+            extra=self._context,
         )
         return None
 
@@ -181,6 +224,7 @@ class RunTask:
             self.handle.final = await self.env.storage.get_run(queued.id)
             return
         self.handle.run = running
+        self.env.observer.run_started(job, running)
         # A stop that arrived while the start was being written wins: do not spawn.
         result = RunResult() if self.handle.stop.requested else await self._invoke(job, running)
         await self._finish(job, running, result)
@@ -197,7 +241,7 @@ class RunTask:
                 try:
                     result = await runner.run(ctx)
                 except Exception as exc:
-                    logger.exception("runner failed for run %s", run.id)
+                    logger.exception("runner failed for run %s", run.id, extra=self._context)
                     result = RunResult(error=f"runner failed: {exc}", exit_reason=ExitReason.EXCEPTION)
             if runner_scope.cancelled_caught:
                 result = RunResult(error="the runner did not stop in time and was abandoned")

@@ -102,11 +102,28 @@ class Supervisor:
         self._closing_event = trio.Event()
         self._closed = trio.Event()
         self.recovered = 0
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        """Whether start-up (recovery, first actors) is over and shutdown has not begun."""
+        return self._started and not self._closing
 
     @property
     def job_count(self) -> int:
         """Jobs known to the supervisor (awake or hibernating)."""
         return len(self._entries)
+
+    def run_counts(self) -> tuple[int, int]:
+        """Runs of this server's actors: (waiting, executing)."""
+        waiting = executing = 0
+        for actor in self._actors():
+            for handle in actor.active():
+                if handle.started:
+                    executing += 1
+                else:
+                    waiting += 1
+        return waiting, executing
 
     @property
     def awake_count(self) -> int:
@@ -138,6 +155,7 @@ class Supervisor:
             logger.info(
                 "%d job(s): %d actor(s) awake, %d queued run(s) pending", len(index), len(awake), len(runs)
             )
+            self._started = True
             task_status.started()
             # Keep the nursery open for actors started later; shutdown() ends this wait.
             await self._closed.wait()

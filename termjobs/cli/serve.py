@@ -151,10 +151,26 @@ def banner(settings: Settings, url: str) -> str:
     help="Largest request body; larger is answered 413.",
 )
 @click.option(
+    "--metrics-public", is_flag=True, default=False, help="Serve /metrics without the bearer token."
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Let browser pages from this origin call the API (repeatable; * for any).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    help="json: one JSON object per line (time, level, logger, message, job_id, run_id).",
 )
 async def serve(
     platforms: tuple[str, ...],
@@ -175,7 +191,10 @@ async def serve(
     write_timeout: float,
     max_header_bytes: int,
     max_body_bytes: int,
+    metrics_public: bool,
+    cors_origins: tuple[str, ...],
     log_level: str,
+    log_format: str,
 ) -> None:
     """Start a server. PLATFORMS must be `jobs`: `term-llm serve jobs --port 8080`."""
     from termjobs.config import HttpLimits, SettingsError, build_settings
@@ -202,15 +221,14 @@ async def serve(
                 max_header_bytes=max_header_bytes,
                 max_body_bytes=max_body_bytes,
             ),
+            metrics_public=metrics_public,
+            cors_origins=cors_origins,
         )
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from termjobs import logs
+
+    logs.configure(log_level, "json" if log_format.lower() == "json" else "text")
     await serve_until_signal(settings)
 
 

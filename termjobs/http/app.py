@@ -11,10 +11,10 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from termjobs.errors import InternalError, TermjobsError, Unauthorized
-from termjobs.http import jobs, runs, stream
+from termjobs.http import health, jobs, ops, runs, stream
+from termjobs.http.api import Api
 from termjobs.http.auth import is_authorised
 from termjobs.http.responses import error_response, json_response
-from termjobs.model import JSONObject
 from termjobs.services import Services
 from termjobs.storage import StorageUnavailable
 
@@ -28,19 +28,15 @@ def create_app(services: Services) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes
     app.config["BODY_TIMEOUT"] = limits.body_timeout
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    ops.register(app, services)  # first: CORS preflights are answered before authentication
     _register_auth(app, services)
     _register_body_drain(app)
     _register_errors(app, limits.max_body_bytes)
 
-    @app.route("/healthz", methods=["GET"])
-    async def healthz() -> Response:
-        body: JSONObject = {"status": "ok"}
-        if is_authorised(services.settings, request.headers):
-            body.update(version=services.version, capabilities=["jobs"])
-        return json_response(body)
-
-    jobs.register(app, services)
-    runs.register(app, services)
+    api = Api(app)
+    health.register(api, services)
+    jobs.register(api, services)
+    runs.register(api, services)
     stream.register(app, services)
     return app
 

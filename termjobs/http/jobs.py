@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from quart import Quart, Response, request
+from quart import Response, request
 
 from termjobs import jobspec, wire
-from termjobs.errors import InvalidRequest, JobNotFound, UnsupportedMediaType
-from termjobs.http.params import flag, paging
+from termjobs.errors import JobNotFound, UnsupportedMediaType
+from termjobs.http.api import Api, Operation
+from termjobs.http.examples import JOB_BODY, job_example, run_example
+from termjobs.http.queries import DeleteJobQuery, JobListQuery, parse_query
 from termjobs.http.responses import json_response
 from termjobs.jobdef import Job
-from termjobs.model import JSONObject, TriggerType
+from termjobs.jobspec import JobCreate, JobUpdate
+from termjobs.model import JSONObject
 from termjobs.services import Services
-from termjobs.storage import JobFilters, JobView
+from termjobs.storage import JobFilters
 
 JOB_PAGE_DEFAULT = 50
 JOB_PAGE_MAX = 200
+_REF = {"ref": "a job id or its exact name"}
+_JOB_LINKS = dict.fromkeys(("getJob", "updateJob", "deleteJob", "triggerJob", "pauseJob", "resumeJob"), "ref")
+_RUN_LINKS = dict.fromkeys(("getRun", "listRunEvents", "cancelRun"), "run_id")
 
 
 async def json_body() -> JSONObject:
@@ -25,8 +31,8 @@ async def json_body() -> JSONObject:
     return jobspec.decode_body(raw.encode() if isinstance(raw, str) else raw)
 
 
-def register(app: Quart, services: Services) -> None:
-    """Add the job routes to ``app``."""
+def register(api: Api, services: Services) -> None:
+    """Add the job routes."""
     storage, supervisor = services.storage, services.supervisor
 
     async def render(job: Job) -> Response:
@@ -34,58 +40,150 @@ def register(app: Quart, services: Services) -> None:
         view = await storage.job_view(job.id)
         return json_response(wire.job_json(job, view.last_run if view else None))
 
-    @app.post("/v2/jobs", strict_slashes=False)
+    @api.route(
+        Operation(
+            method="POST",
+            path="/v2/jobs",
+            operation_id="createJob",
+            summary="Create a job",
+            status=201,
+            response="Job",
+            body=JobCreate,
+            body_required=True,
+            errors=(400, 409, 413, 415, 422),
+            idempotent=True,
+            links=_JOB_LINKS,
+            request_example=JOB_BODY,
+            response_example=job_example(),
+        )
+    )
     async def create_job() -> Response:
         job = await supervisor.create_job(jobspec.definition_for_create(await json_body()))
         return json_response(wire.job_json(job), 201)
 
-    @app.get("/v2/jobs", strict_slashes=False)
-    async def list_jobs() -> Response:
-        page = paging(request.args, default=JOB_PAGE_DEFAULT, maximum=JOB_PAGE_MAX)
-        result = await storage.jobs_page(limit=page.limit, offset=page.offset, filters=_job_filters())
-        items = [wire.job_json(view.job, view.last_run) for view in result.items]
-        return json_response(
-            wire.list_envelope(items, total=result.total, offset=page.offset, limit=page.limit)
+    @api.route(
+        Operation(
+            method="GET",
+            path="/v2/jobs",
+            operation_id="listJobs",
+            summary="List jobs, newest first",
+            status=200,
+            response="JobList",
+            query=JobListQuery,
+            errors=(400,),
+            response_example=wire.list_envelope([job_example()], total=1, offset=0, limit=JOB_PAGE_DEFAULT),
         )
+    )
+    async def list_jobs() -> Response:
+        query = parse_query(JobListQuery, request.args)
+        limit = query.effective_limit(default=JOB_PAGE_DEFAULT, maximum=JOB_PAGE_MAX)
+        filters = JobFilters(
+            name=query.name,
+            enabled=query.enabled,
+            trigger_type=query.trigger_type,
+            runner_type=query.runner_type,
+            labels=tuple(query.label),
+            id_prefix=query.id_prefix,
+        )
+        result = await storage.jobs_page(limit=limit, offset=query.offset, filters=filters)
+        items = [wire.job_json(view.job, view.last_run) for view in result.items]
+        return json_response(wire.list_envelope(items, total=result.total, offset=query.offset, limit=limit))
 
-    @app.get("/v2/jobs/<ref>", strict_slashes=False)
+    @api.route(
+        Operation(
+            method="GET",
+            path="/v2/jobs/<ref>",
+            operation_id="getJob",
+            summary="Get a job, with its newest run",
+            status=200,
+            response="Job",
+            errors=(404,),
+            params=_REF,
+            response_example=job_example(),
+        )
+    )
     async def get_job(ref: str) -> Response:
-        view: JobView | None = await storage.job_view(ref)
+        view = await storage.job_view(ref)
         if view is None:
             raise JobNotFound()
         return json_response(wire.job_json(view.job, view.last_run))
 
-    @app.patch("/v2/jobs/<ref>", strict_slashes=False)
+    @api.route(
+        Operation(
+            method="PATCH",
+            path="/v2/jobs/<ref>",
+            operation_id="updateJob",
+            summary="Change some fields of a job",
+            description="Absent fields keep their value; null resets a field to its default.",
+            status=200,
+            response="Job",
+            body=JobUpdate,
+            body_required=True,
+            errors=(400, 404, 409, 413, 415),
+            params=_REF,
+            request_example={"timeout_seconds": 900, "labels": {"team": "ops"}},
+            response_example=job_example(),
+        )
+    )
     async def patch_job(ref: str) -> Response:
         patch = jobspec.parse_patch(await json_body())
         return await render(await supervisor.update(ref, patch))
 
-    @app.delete("/v2/jobs/<ref>", strict_slashes=False)
+    @api.route(
+        Operation(
+            method="DELETE",
+            path="/v2/jobs/<ref>",
+            operation_id="deleteJob",
+            summary="Delete a job and its history",
+            description="A job with active runs is refused (409) unless cancel_active=true.",
+            status=200,
+            response="Deleted",
+            query=DeleteJobQuery,
+            errors=(400, 404, 409),
+            params=_REF,
+            response_example={"id": "job_7rTq0LmZ2bXc", "deleted": True},
+        )
+    )
     async def delete_job(ref: str) -> Response:
-        cancel_active = bool(flag(request.args, "cancel_active"))
-        job_id = await supervisor.delete(ref, cancel_active=cancel_active)
+        query = parse_query(DeleteJobQuery, request.args)
+        job_id = await supervisor.delete(ref, cancel_active=bool(query.cancel_active))
         return json_response({"id": job_id, "deleted": True})
 
-    @app.post("/v2/jobs/<ref>/trigger", strict_slashes=False)
+    @api.route(
+        Operation(
+            method="POST",
+            path="/v2/jobs/<ref>/trigger",
+            operation_id="triggerJob",
+            summary="Queue a manual run now",
+            status=202,
+            response="Run",
+            errors=(400, 404, 409),
+            params=_REF,
+            links=_RUN_LINKS,
+            response_example=run_example(),
+        )
+    )
     async def trigger_job(ref: str) -> Response:
         return json_response(wire.run_json(await supervisor.trigger(ref)), 202)
 
-    @app.post("/v2/jobs/<ref>/pause", strict_slashes=False)
+    @api.route(_switch("pause", "Disable a job (active runs carry on)"))
     async def pause_job(ref: str) -> Response:
         return await render(await supervisor.pause(ref))
 
-    @app.post("/v2/jobs/<ref>/resume", strict_slashes=False)
+    @api.route(_switch("resume", "Enable a job"))
     async def resume_job(ref: str) -> Response:
         return await render(await supervisor.resume(ref))
 
 
-def _job_filters() -> JobFilters:
-    trigger = request.args.get("trigger_type", "").strip()
-    if trigger and trigger not in {t.value for t in TriggerType}:
-        raise InvalidRequest("trigger_type must be one of: manual, once, cron")
-    return JobFilters(
-        name=request.args.get("name", "").strip() or None,
-        enabled=flag(request.args, "enabled"),
-        trigger_type=TriggerType(trigger) if trigger else None,
-        id_prefix=request.args.get("id_prefix", "").strip() or None,
+def _switch(action: str, summary: str) -> Operation:
+    return Operation(
+        method="POST",
+        path=f"/v2/jobs/<ref>/{action}",
+        operation_id=f"{action}Job",
+        summary=summary,
+        status=200,
+        response="Job",
+        errors=(404,),
+        params=_REF,
+        response_example=job_example(),
     )

@@ -2,73 +2,124 @@
 
 from __future__ import annotations
 
-from quart import Quart, Response, request
+from quart import Response, request
 
 from termjobs import wire
-from termjobs.errors import InvalidRequest, RunNotFound
-from termjobs.http.params import flag, non_negative_int, paging
+from termjobs.errors import RunNotFound
+from termjobs.http.api import Api, Operation
+from termjobs.http.examples import event_example, run_example
+from termjobs.http.queries import EventListQuery, RunListQuery, parse_query
 from termjobs.http.responses import json_response
-from termjobs.model import RunStatus
 from termjobs.services import Services
+from termjobs.storage import RunFilters
 
 RUN_PAGE_DEFAULT = 50
 RUN_PAGE_MAX = 200
 EVENT_PAGE_DEFAULT = 200
 EVENT_PAGE_MAX = 500
+_RUN = {"run_id": "a run id"}
 
 
-def _statuses() -> list[RunStatus]:
-    raw = request.args.get("status", "").strip()
-    if not raw:
-        return []
-    try:
-        return [RunStatus(part.strip()) for part in raw.split(",") if part.strip()]
-    except ValueError:
-        allowed = ", ".join(status.value for status in RunStatus)
-        raise InvalidRequest(f"status must be a comma-separated list of: {allowed}") from None
-
-
-def register(app: Quart, services: Services) -> None:
-    """Add the run routes to ``app``."""
+def register(api: Api, services: Services) -> None:
+    """Add the run routes."""
     storage = services.storage
 
-    @app.get("/v2/runs", strict_slashes=False)
+    @api.route(
+        Operation(
+            method="GET",
+            path="/v2/runs",
+            operation_id="listRuns",
+            summary="List runs, newest first",
+            tag="runs",
+            status=200,
+            response="RunList",
+            query=RunListQuery,
+            errors=(400,),
+            response_example=wire.list_envelope([run_example(finished=True)], total=1, offset=0, limit=50),
+        )
+    )
     async def list_runs() -> Response:
-        page = paging(request.args, default=RUN_PAGE_DEFAULT, maximum=RUN_PAGE_MAX)
-        full = not flag(request.args, "summary")
-        result = await storage.runs_page(
-            limit=page.limit,
-            offset=page.offset,
-            job_ref=request.args.get("job_id", "").strip() or None,
-            statuses=_statuses(),
-            full=full,
+        query = parse_query(RunListQuery, request.args)
+        limit = query.effective_limit(default=RUN_PAGE_DEFAULT, maximum=RUN_PAGE_MAX)
+        filters = RunFilters(
+            job_ref=query.job_id,
+            statuses=tuple(query.status),
+            trigger=query.trigger,
+            created_after=query.created_after,
+            created_before=query.created_before,
         )
+        full = not query.summary
+        result = await storage.runs_page(limit=limit, offset=query.offset, filters=filters, full=full)
         items = [wire.run_json(run, full=full) for run in result.items]
-        return json_response(
-            wire.list_envelope(items, total=result.total, offset=page.offset, limit=page.limit)
-        )
+        return json_response(wire.list_envelope(items, total=result.total, offset=query.offset, limit=limit))
 
-    @app.get("/v2/runs/<run_id>", strict_slashes=False)
+    @api.route(
+        Operation(
+            method="GET",
+            path="/v2/runs/<run_id>",
+            operation_id="getRun",
+            summary="Get a run with its output",
+            tag="runs",
+            status=200,
+            response="Run",
+            errors=(404,),
+            params=_RUN,
+            response_example=run_example(finished=True),
+        )
+    )
     async def get_run(run_id: str) -> Response:
         run = await storage.get_run(run_id)
         if run is None:
             raise RunNotFound()
         return json_response(wire.run_json(run))
 
-    @app.get("/v2/runs/<run_id>/events", strict_slashes=False)
+    @api.route(
+        Operation(
+            method="GET",
+            path="/v2/runs/<run_id>/events",
+            operation_id="listRunEvents",
+            summary="A run's timeline, oldest first",
+            tag="runs",
+            status=200,
+            response="RunEventList",
+            query=EventListQuery,
+            errors=(400, 404),
+            params=_RUN,
+            response_example=wire.list_envelope(
+                [event_example()], total=1, offset=0, limit=EVENT_PAGE_DEFAULT, since_id=0
+            ),
+        )
+    )
     async def list_events(run_id: str) -> Response:
-        page = paging(request.args, default=EVENT_PAGE_DEFAULT, maximum=EVENT_PAGE_MAX)
-        since_id = non_negative_int(request.args, "since_id", 0)
-        result = await storage.events_page(run_id, since_id=since_id, limit=page.limit, offset=page.offset)
+        query = parse_query(EventListQuery, request.args)
+        limit = query.effective_limit(default=EVENT_PAGE_DEFAULT, maximum=EVENT_PAGE_MAX)
+        result = await storage.events_page(run_id, since_id=query.since_id, limit=limit, offset=query.offset)
         if result is None:
             raise RunNotFound()
         items = [wire.event_json(event) for event in result.items]
         return json_response(
             wire.list_envelope(
-                items, total=result.total, offset=page.offset, limit=page.limit, since_id=since_id
+                items, total=result.total, offset=query.offset, limit=limit, since_id=query.since_id
             )
         )
 
-    @app.post("/v2/runs/<run_id>/cancel", strict_slashes=False)
+    @api.route(
+        Operation(
+            method="POST",
+            path="/v2/runs/<run_id>/cancel",
+            operation_id="cancelRun",
+            summary="Cancel a run",
+            description=(
+                "A queued run ends cancelled at once; a running one becomes cancel_requested, then "
+                "cancelled once stopped; a finished run is returned unchanged."
+            ),
+            tag="runs",
+            status=200,
+            response="Run",
+            errors=(404,),
+            params=_RUN,
+            response_example=run_example(finished=True),
+        )
+    )
     async def cancel_run(run_id: str) -> Response:
         return json_response(wire.run_json(await services.supervisor.cancel_run(run_id)))

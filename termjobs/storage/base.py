@@ -17,10 +17,20 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 from termjobs.jobdef import Job
-from termjobs.model import EventType, JSONObject, JSONValue, Run, RunEvent, RunStatus, TriggerType
+from termjobs.model import (
+    EventType,
+    JSONObject,
+    JSONValue,
+    Run,
+    RunEvent,
+    RunnerType,
+    RunStatus,
+    RunTrigger,
+    TriggerType,
+)
 from termjobs.rundomain import Ending, FireDecision
 
 T = TypeVar("T")
@@ -79,13 +89,36 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class JobFilters:
-    """Optional filters of the job list."""
+    """Optional filters of the job list (they combine with AND)."""
 
+    #: a substring of the name, any case
     name: str | None = None
     enabled: bool | None = None
     trigger_type: TriggerType | None = None
+    runner_type: RunnerType | None = None
+    #: ``(key, value)`` pairs the job's labels must all hold: the label is that string,
+    #: or a number or boolean spelled so in JSON
+    labels: tuple[tuple[str, str], ...] = ()
     #: Jobs whose id starts with this text, case-sensitively (CLI prefix resolution).
     id_prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilters:
+    """Optional filters of the run list (they combine with AND)."""
+
+    #: a job id or an exact job name
+    job_ref: str | None = None
+    #: any of these statuses
+    statuses: tuple[RunStatus, ...] = ()
+    trigger: RunTrigger | None = None
+    #: created at or after
+    created_after: dt.datetime | None = None
+    #: created before
+    created_before: dt.datetime | None = None
+
+
+ALL_RUNS: Final = RunFilters()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +140,10 @@ class JobView:
 
 class Storage(Protocol):
     """Every transaction and query of termjobs (see the module docstring)."""
+
+    async def schema_is_current(self) -> bool:
+        """Whether the database answers and its schema is this version's (readiness)."""
+        ...
 
     # ------------------------------------------------------------------ jobs
 
@@ -190,16 +227,9 @@ class Storage(Protocol):
         ...
 
     async def runs_page(
-        self,
-        *,
-        limit: int,
-        offset: int,
-        job_ref: str | None = None,
-        statuses: Sequence[RunStatus] = (),
-        full: bool = True,
+        self, *, limit: int, offset: int, filters: RunFilters = ALL_RUNS, full: bool = True
     ) -> Page[Run]:
-        """Runs, newest first (creation time, then insertion order), optionally of one
-        job (by id or name) and with one of ``statuses``."""
+        """Runs, newest first (creation time, then insertion order)."""
         ...
 
     async def active_runs(self, job_ids: Sequence[str] | None = None) -> list[Run]:

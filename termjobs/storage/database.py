@@ -29,8 +29,18 @@ from termjobs.rundomain import (
     queued_data,
     terminal_data,
 )
-from termjobs.storage.base import DuplicateRun, JobFilters, JobView, Page, ScheduleEntry, Storage
-from termjobs.storage.gateway import Gateway, OnCommit, open_gateway
+from termjobs.storage import migrate
+from termjobs.storage.base import (
+    ALL_RUNS,
+    DuplicateRun,
+    JobFilters,
+    JobView,
+    Page,
+    RunFilters,
+    ScheduleEntry,
+    Storage,
+)
+from termjobs.storage.gateway import Gateway, OnBatch, OnCommit, open_gateway
 from termjobs.storage.sql import WriteTx, events, history, jobs, runs
 
 #: Read pages of the firehose replay are at most this long.
@@ -42,6 +52,9 @@ class SqlStorage(Storage):
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+
+    async def schema_is_current(self) -> bool:
+        return await self.gateway.read(_at_head)
 
     # ------------------------------------------------------------------ jobs
 
@@ -107,15 +120,9 @@ class SqlStorage(Storage):
         return await self.gateway.read(partial(runs.get, run_id=run_id, full=full))
 
     async def runs_page(
-        self,
-        *,
-        limit: int,
-        offset: int,
-        job_ref: str | None = None,
-        statuses: Sequence[RunStatus] = (),
-        full: bool = True,
+        self, *, limit: int, offset: int, filters: RunFilters = ALL_RUNS, full: bool = True
     ) -> Page[Run]:
-        query = partial(_runs_page, limit=limit, offset=offset, job_ref=job_ref, statuses=statuses, full=full)
+        query = partial(_runs_page, limit=limit, offset=offset, filters=filters, full=full)
         return await self.gateway.read(query, heavy=True)  # counts every match
 
     async def active_runs(self, job_ids: Sequence[str] | None = None) -> list[Run]:
@@ -173,16 +180,27 @@ class SqlStorage(Storage):
 
 @asynccontextmanager
 async def open_storage(
-    url: URL, *, inline: bool = False, readers: int = 2, on_commit: OnCommit | None = None
+    url: URL,
+    *,
+    inline: bool = False,
+    readers: int = 2,
+    on_commit: OnCommit | None = None,
+    on_batch: OnBatch | None = None,
 ) -> AsyncIterator[SqlStorage]:
     """Open the database at ``url`` (migrating it) as a :class:`SqlStorage`; queued
     writes are committed before it closes."""
-    async with open_gateway(url, inline=inline, readers=readers, on_commit=on_commit) as gateway:
+    async with open_gateway(
+        url, inline=inline, readers=readers, on_commit=on_commit, on_batch=on_batch
+    ) as gateway:
         yield SqlStorage(gateway)
 
 
 # ---------------------------------------------------------------- transactions
 # Each function below is one unit of work for the gateway's writer (or one read).
+
+
+def _at_head(conn: sa.Connection) -> bool:
+    return migrate.revision_of(conn) == migrate.head_revision()
 
 
 def _job_view(conn: sa.Connection, ref: str) -> JobView | None:
@@ -198,20 +216,12 @@ def _jobs_page(conn: sa.Connection, *, limit: int, offset: int, filters: JobFilt
     return Page([JobView(job, last.get(job.id)) for job in found.items], found.total)
 
 
-def _runs_page(
-    conn: sa.Connection,
-    *,
-    limit: int,
-    offset: int,
-    job_ref: str | None,
-    statuses: Sequence[RunStatus],
-    full: bool,
-) -> Page[Run]:
-    job_id = job_ref
-    if job_ref is not None:
-        job = jobs.find(conn, job_ref)  # a job name is accepted too
-        job_id = job.id if job else job_ref
-    return runs.page(conn, limit=limit, offset=offset, job_id=job_id, statuses=statuses, full=full)
+def _runs_page(conn: sa.Connection, *, limit: int, offset: int, filters: RunFilters, full: bool) -> Page[Run]:
+    job_id = filters.job_ref
+    if job_id is not None:
+        job = jobs.find(conn, job_id)  # a job name is accepted too
+        job_id = job.id if job else job_id
+    return runs.page(conn, limit=limit, offset=offset, job_id=job_id, filters=filters, full=full)
 
 
 def _events_page(

@@ -42,6 +42,8 @@ T = TypeVar("T")
 ReadOp = Callable[[sa.Connection], T]
 WriteOp = Callable[[WriteTx], T]
 OnCommit = Callable[[Sequence[RunEvent]], None]
+#: Told the size and duration (seconds) of every committed batch.
+OnBatch = Callable[[int, float], None]
 
 MAX_BATCH = 500
 QUEUE_SIZE = 10_000
@@ -69,10 +71,13 @@ class GatewayStats:
 class Gateway:
     """The async face of the store. Create it with :func:`open_gateway`."""
 
-    def __init__(self, engines: Engines, *, inline: bool, on_commit: OnCommit | None) -> None:
+    def __init__(
+        self, engines: Engines, *, inline: bool, on_commit: OnCommit | None, on_batch: OnBatch | None = None
+    ) -> None:
         self.engines = engines
         self._inline = inline
         self._on_commit = on_commit
+        self._on_batch = on_batch
         self._send, self._receive = trio.open_memory_channel[_Request[Any]](QUEUE_SIZE)
         self._read_limiter = trio.CapacityLimiter(engines.readers)
         self._write_limiter = trio.CapacityLimiter(1)
@@ -149,6 +154,7 @@ class Gateway:
                 await self._commit_with_retry(batch)
 
     async def _commit_with_retry(self, batch: list[_Request[Any]]) -> None:
+        started = trio.current_time()
         delay = 0.05
         for attempt in range(1, _TRANSIENT_RETRIES + 1):
             try:
@@ -171,6 +177,8 @@ class Gateway:
         self._batches += 1
         self._writes += len(batch)
         self._max_batch = max(self._max_batch, len(batch))
+        if self._on_batch is not None:
+            self._on_batch(len(batch), trio.current_time() - started)
         self._publish_and_answer(batch)
 
     def _commit(self, batch: list[_Request[Any]]) -> None:
@@ -251,6 +259,7 @@ async def open_gateway(
     inline: bool = False,
     readers: int = 2,
     on_commit: OnCommit | None = None,
+    on_batch: OnBatch | None = None,
 ) -> AsyncIterator[Gateway]:
     """Open the database at ``url``, apply migrations and run the writer task.
 
@@ -258,7 +267,7 @@ async def open_gateway(
     """
     engines = create_engines(url, readers=readers)
     try:
-        gateway = Gateway(engines, inline=inline, on_commit=on_commit)
+        gateway = Gateway(engines, inline=inline, on_commit=on_commit, on_batch=on_batch)
         await gateway._in_thread(migrate.upgrade, engines.writer, limiter=gateway._write_limiter)
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway._writer)

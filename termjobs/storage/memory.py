@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,11 +41,13 @@ from termjobs.rundomain import (
     terminal_data,
 )
 from termjobs.storage.base import (
+    ALL_RUNS,
     DuplicateRun,
     JobFilters,
     JobView,
     NameTaken,
     Page,
+    RunFilters,
     ScheduleEntry,
     Storage,
     StorageError,
@@ -141,6 +144,10 @@ class MemoryStorage(Storage):
         if not mine:
             return None
         return _summary(max(mine, key=lambda r: self._seq[r.id]))
+
+    async def schema_is_current(self) -> bool:
+        await trio.lowlevel.checkpoint()
+        return True
 
     # ------------------------------------------------------------------ jobs
 
@@ -316,24 +323,14 @@ class MemoryStorage(Storage):
         return run if run is None or full else _summary(run)
 
     async def runs_page(
-        self,
-        *,
-        limit: int,
-        offset: int,
-        job_ref: str | None = None,
-        statuses: Sequence[RunStatus] = (),
-        full: bool = True,
+        self, *, limit: int, offset: int, filters: RunFilters = ALL_RUNS, full: bool = True
     ) -> Page[Run]:
         await trio.lowlevel.checkpoint()
-        job_id = job_ref
-        if job_ref is not None:
-            job = self._find(job_ref)
-            job_id = job.id if job else job_ref
-        found = [
-            run
-            for run in self._runs.values()
-            if (job_id is None or run.job_id == job_id) and (not statuses or run.status in statuses)
-        ]
+        job_id = filters.job_ref
+        if job_id is not None:
+            job = self._find(job_id)
+            job_id = job.id if job else job_id
+        found = [run for run in self._runs.values() if _run_matches(run, job_id, filters)]
         items = self._newest_first(found)[offset : offset + limit]
         return Page(items if full else [_summary(run) for run in items], len(found))
 
@@ -429,5 +426,28 @@ def _matches(job: Job, filters: JobFilters) -> bool:
         (not filters.name or filters.name.lower() in spec.name.lower())
         and (filters.enabled is None or spec.enabled == filters.enabled)
         and (filters.trigger_type is None or spec.trigger_type is filters.trigger_type)
+        and (filters.runner_type is None or spec.runner_type is filters.runner_type)
+        and all(_label_is(spec.labels, key, value) for key, value in filters.labels)
         and (not filters.id_prefix or job.id.startswith(filters.id_prefix))
+    )
+
+
+def _label_is(labels: JSONValue, key: str, value: str) -> bool:
+    if not isinstance(labels, dict) or key not in labels:
+        return False
+    found = labels[key]
+    if isinstance(found, str):
+        return found == value
+    if isinstance(found, bool | int | float):
+        return json.dumps(found) == value
+    return False
+
+
+def _run_matches(run: Run, job_id: str | None, filters: RunFilters) -> bool:
+    return (
+        (job_id is None or run.job_id == job_id)
+        and (not filters.statuses or run.status in filters.statuses)
+        and (filters.trigger is None or run.trigger is filters.trigger)
+        and (filters.created_after is None or run.created_at >= filters.created_after)
+        and (filters.created_before is None or run.created_at < filters.created_before)
     )

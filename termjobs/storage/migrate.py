@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -25,15 +26,21 @@ def _config() -> Config:
     return cfg
 
 
-def head_revision() -> str | None:
-    """The newest migration revision shipped with this version."""
-    return ScriptDirectory.from_config(_config()).get_current_head()
-
-
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at (``None`` for an empty database)."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return revision_of(conn)
+
+
+def revision_of(conn: sa.Connection) -> str | None:
+    """The revision of the database ``conn`` is connected to."""
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest migration revision shipped with this version."""
+    return ScriptDirectory.from_config(_config()).get_current_head()
 
 
 def upgrade(engine: Engine) -> None:

@@ -15,6 +15,7 @@ from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import VirtualClock
 from termjobs.jobspec import definition_for_create
 from termjobs.model import EventType, RunnerType, RunStatus, RunTrigger
+from termjobs.storage import RunFilters
 from termjobs.storage.memory import MemoryStorage
 from tests.helpers import EPOCH, FakeRunner, at, cron_body, job_body
 
@@ -53,7 +54,7 @@ async def test_a_cron_job_fires_at_exact_times_on_the_fake(autojump_clock: trio.
         async with actors() as a:
             job = await a.supervisor.create_job(definition_for_create(cron_body("every5", "*/5 * * * *")))
             await trio.sleep(16 * 60)
-            page = await a.storage.runs_page(limit=10, offset=0, job_ref=job.id)
+            page = await a.storage.runs_page(limit=10, offset=0, filters=RunFilters(job_ref=job.id))
     fired = sorted(run.scheduled_for for run in page.items)
     assert fired == [at("2026-03-01T12:05:00Z"), at("2026-03-01T12:10:00Z"), at("2026-03-01T12:15:00Z")]
     assert all(run.status is RunStatus.SUCCEEDED for run in page.items)
@@ -72,7 +73,7 @@ async def test_a_failed_run_is_retried_and_refusals_come_from_the_actor(
             )
             first = await a.supervisor.trigger("flaky")  # by name
             await trio.sleep(10 + 60 + 10 + 1)
-            runs = (await a.storage.runs_page(limit=10, offset=0, job_ref=job.id)).items
+            runs = (await a.storage.runs_page(limit=10, offset=0, filters=RunFilters(job_ref=job.id))).items
             events = await a.storage.events_after(0, run_id=first.id)
     retry, failed = runs
     assert (failed.id, failed.status, failed.finished_at) == (first.id, RunStatus.FAILED, EPOCH + 10 * SECOND)

@@ -12,6 +12,7 @@ from sqlalchemy.engine import URL
 from termjobs.jobdef import Job
 from termjobs.model import EventType, Run, RunStatus, RunTrigger
 from termjobs.rundomain import new_run
+from termjobs.storage import RunFilters
 from termjobs.storage.database import SqlStorage
 from termjobs.storage.sql import WriteTx, events, runs
 from tests.helpers import EPOCH, harness, job_body
@@ -65,9 +66,8 @@ async def test_retention_keeps_exactly_what_it_should(
         assert stats.batches > 2  # bounded batches, not one huge delete
 
         async def ids(job: Job, statuses: list[RunStatus] | None = None) -> set[str]:
-            page = await h.services.storage.runs_page(
-                limit=10_000, offset=0, job_ref=job.id, statuses=statuses or ()
-            )
+            filters = RunFilters(job_ref=job.id, statuses=tuple(statuses or ()))
+            page = await h.services.storage.runs_page(limit=10_000, offset=0, filters=filters)
             return {r.id for r in page.items}
 
         assert await ids(a) == {r.id for r in newest_a}

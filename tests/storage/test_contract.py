@@ -9,9 +9,19 @@ import pytest
 
 from termjobs.jobdef import Job
 from termjobs.jobspec import definition_for_create
-from termjobs.model import EventType, ExitReason, Run, RunEvent, RunOutput, RunStatus, RunTrigger, TriggerType
+from termjobs.model import (
+    EventType,
+    ExitReason,
+    Run,
+    RunEvent,
+    RunnerType,
+    RunOutput,
+    RunStatus,
+    RunTrigger,
+    TriggerType,
+)
 from termjobs.rundomain import Ending, Enqueue, FireDecision, Outcome, Retry, Skip
-from termjobs.storage import DuplicateRun, JobFilters, NameTaken, Storage
+from termjobs.storage import DuplicateRun, JobFilters, NameTaken, RunFilters, Storage
 from tests.helpers import EPOCH, cron_body, make_job, make_run
 from tests.storage.conftest import Published
 
@@ -240,14 +250,53 @@ async def test_run_listing_order_summary_and_job_names(storage: Storage) -> None
     # newest first; ties broken by insertion order (newest insert first)
     assert [r.id for r in page.items] == [newer.id] + [r.id for r in reversed(same_time)]
     assert page.total == 4
-    only_a = await storage.runs_page(limit=2, offset=1, job_ref=a.id)
+    only_a = await storage.runs_page(limit=2, offset=1, filters=RunFilters(job_ref=a.id))
     assert [r.id for r in only_a.items] == [same_time[1].id, same_time[0].id] and only_a.total == 3
-    by_name = await storage.runs_page(limit=10, offset=0, job_ref="a")
+    by_name = await storage.runs_page(limit=10, offset=0, filters=RunFilters(job_ref="a"))
     assert by_name.total == 3
-    queued = await storage.runs_page(limit=9, offset=0, statuses=[RunStatus.QUEUED])
+    queued = await storage.runs_page(limit=9, offset=0, filters=RunFilters(statuses=(RunStatus.QUEUED,)))
     assert queued.total == 4
     view = await storage.job_view("a")
     assert view is not None and view.last_run is not None and view.last_run.id == same_time[-1].id
+
+
+async def test_run_filters_combine(storage: Storage) -> None:
+    job = await add_job(storage, make_job("rf"))
+    early = await add_run(storage, make_run(job, created=EPOCH))
+    late = await add_run(storage, make_run(job, created=EPOCH + 10 * SECOND, trigger=RunTrigger.SCHEDULE))
+    await storage.cancel_queued(early, now=EPOCH, message="x")
+
+    async def ids(filters: RunFilters) -> list[str]:
+        page = await storage.runs_page(limit=10, offset=0, filters=filters)
+        return [run.id for run in page.items]
+
+    assert await ids(RunFilters(trigger=RunTrigger.SCHEDULE)) == [late.id]
+    assert await ids(RunFilters(created_after=EPOCH + SECOND)) == [late.id]
+    assert await ids(RunFilters(created_after=EPOCH + 10 * SECOND)) == [late.id]  # at or after
+    assert await ids(RunFilters(created_before=EPOCH + 10 * SECOND)) == [early.id]  # strictly before
+    both = RunFilters(statuses=(RunStatus.CANCELLED, RunStatus.FAILED), trigger=RunTrigger.MANUAL)
+    assert await ids(both) == [early.id]
+    assert await ids(RunFilters(statuses=(RunStatus.CANCELLED,), trigger=RunTrigger.SCHEDULE)) == []
+
+
+async def test_jobs_are_filtered_by_runner_type_and_labels(storage: Storage) -> None:
+    await add_job(storage, make_job("a", labels={"team": "data", "tier": 1, "on": True, "x": None}))
+    await add_job(storage, make_job("b", labels={"team": "data", "tier": "2"}))
+    await add_job(storage, make_job("c", labels=["team=data"]))
+    await add_job(storage, make_job("d"))
+
+    async def names(filters: JobFilters) -> list[str]:
+        page = await storage.jobs_page(limit=10, offset=0, filters=filters)
+        return sorted(view.job.spec.name for view in page.items)
+
+    assert await names(JobFilters(labels=(("team", "data"),))) == ["a", "b"]
+    assert await names(JobFilters(labels=(("team", "data"), ("tier", "1")))) == ["a"]
+    assert await names(JobFilters(labels=(("tier", "2"),))) == ["b"]
+    assert await names(JobFilters(labels=(("on", "true"),))) == ["a"]
+    assert await names(JobFilters(labels=(("x", "null"),))) == []  # only strings, numbers, booleans
+    assert await names(JobFilters(labels=(("team", "Data"),))) == []  # exact
+    assert await names(JobFilters(runner_type=RunnerType.PROGRAM)) == ["a", "b", "c", "d"]
+    assert await names(JobFilters(runner_type=RunnerType.LLM)) == []
 
 
 async def test_summaries_do_not_carry_output(storage: Storage) -> None:

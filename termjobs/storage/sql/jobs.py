@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from termjobs.jobdef import Job
 from termjobs.storage.base import JobFilters, NameTaken, Page, ScheduleEntry
@@ -84,6 +85,10 @@ def page(conn: sa.Connection, *, limit: int, offset: int, filters: JobFilters) -
         conditions.append(jobs.c.enabled == filters.enabled)
     if filters.trigger_type is not None:
         conditions.append(jobs.c.trigger_type == filters.trigger_type.value)
+    if filters.runner_type is not None:
+        conditions.append(jobs.c.runner_type == filters.runner_type.value)
+    for key, value in filters.labels:
+        conditions.append(_label_is(conn.dialect.name, key, value))
     if filters.id_prefix:
         conditions.extend(_id_prefix(filters.id_prefix))
     query = (
@@ -96,6 +101,22 @@ def page(conn: sa.Connection, *, limit: int, offset: int, filters: JobFilters) -
     items = [JOBS.load(row) for row in conn.execute(query).mappings()]
     total = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(*conditions))
     return Page(items=items, total=total.scalar_one())
+
+
+def _label_is(dialect: str, key: str, value: str) -> sa.ColumnElement[bool]:
+    """The job's labels (a JSON object) map ``key`` to ``value``: that string, or a
+    number or boolean whose JSON spelling it is."""
+    if dialect == "postgresql":
+        found: sa.ColumnElement[str] = sa.cast(jobs.c.labels, JSONB)[key].astext
+        return found == value
+    each = sa.func.json_each(jobs.c.labels).table_valued("key", "value", "type")
+    spelled = sa.case(
+        (each.c.type == "true", "true"),
+        (each.c.type == "false", "false"),
+        else_=sa.cast(each.c.value, sa.Text),
+    )
+    scalar = each.c.type.in_(["text", "integer", "real", "true", "false"])
+    return sa.exists(sa.select(1).select_from(each).where(each.c.key == key, scalar, spelled == value))
 
 
 def _id_prefix(prefix: str) -> list[sa.ColumnElement[bool]]:

@@ -25,7 +25,7 @@ from termjobs.model import (
     RunStatus,
     RunTrigger,
 )
-from termjobs.storage.base import Page, storable
+from termjobs.storage.base import Page, RunFilters, storable
 from termjobs.storage.rows import RUN_SUMMARIES, RUNS
 from termjobs.storage.sql import WriteTx, chunks
 from termjobs.storage.tables import runs
@@ -140,20 +140,20 @@ def get(conn: sa.Connection, run_id: str, *, full: bool = True) -> Run | None:
 
 
 def page(
-    conn: sa.Connection,
-    *,
-    limit: int,
-    offset: int,
-    job_id: str | None,
-    statuses: Sequence[RunStatus],
-    full: bool,
+    conn: sa.Connection, *, limit: int, offset: int, job_id: str | None, filters: RunFilters, full: bool
 ) -> Page[Run]:
     """Runs, newest first (creation time, then insertion order)."""
     conditions: list[sa.ColumnElement[bool]] = []
     if job_id is not None:
         conditions.append(runs.c.job_id == job_id)
-    if statuses:
-        conditions.append(runs.c.status.in_([status.value for status in statuses]))
+    if filters.statuses:
+        conditions.append(runs.c.status.in_([status.value for status in filters.statuses]))
+    if filters.trigger is not None:
+        conditions.append(runs.c.trigger == filters.trigger.value)
+    if filters.created_after is not None:
+        conditions.append(runs.c.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        conditions.append(runs.c.created_at < filters.created_before)
     mapper = RUNS if full else RUN_SUMMARIES
     query = (
         sa.select(*mapper.columns)
