@@ -10,6 +10,7 @@ from typing import Literal
 
 from sqlalchemy.engine import URL
 
+from termjobs.notify import NotifyTarget, parse_notify
 from termjobs.storage.engine import resolve_url
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -63,6 +64,15 @@ class Settings:
     metrics_public: bool = False
     #: origins allowed to call the API from a browser (``*`` = any)
     cors_origins: tuple[str, ...] = ()
+    #: the webhook of jobs that have none of their own (``--notify-url``, ``--notify-secret``)
+    notify_url: str | None = None
+    notify_secret: str | None = None
+
+    def default_notify(self) -> tuple[NotifyTarget, ...]:
+        """The default webhook as a target (validated by :func:`build_settings`)."""
+        if self.notify_url is None:
+            return ()
+        return parse_notify([{"url": self.notify_url, "secret": self.notify_secret}])
 
 
 def generate_token() -> str:
@@ -109,6 +119,8 @@ def build_settings(
     limits: HttpLimits | None = None,
     metrics_public: bool = False,
     cors_origins: tuple[str, ...] = (),
+    notify_url: str | None = None,
+    notify_secret: str | None = None,
 ) -> Settings:
     """Validate the serve options into :class:`Settings`."""
     if not 1 <= port <= 65535:
@@ -130,7 +142,7 @@ def build_settings(
         url = resolve_url(db)
     except ValueError as exc:
         raise SettingsError(f"invalid --db: {exc}") from None
-    return Settings(
+    settings = Settings(
         host=host,
         port=port,
         auth=mode,
@@ -144,7 +156,25 @@ def build_settings(
         limits=limits,
         metrics_public=metrics_public,
         cors_origins=check_origins(cors_origins),
+        notify_url=notify_url,
+        notify_secret=notify_secret,
     )
+    _check_notify(notify_url, notify_secret)
+    return settings
+
+
+def _check_notify(url: str | None, secret: str | None) -> None:
+    if url is None:
+        if secret is not None:
+            raise SettingsError("--notify-secret needs --notify-url")
+        return
+    try:
+        parse_notify([{"url": url, "secret": secret}])
+    except ValueError as exc:
+        message = (
+            str(exc).replace("notify[0].url", "--notify-url").replace("notify[0].secret", "--notify-secret")
+        )
+        raise SettingsError(f"invalid {message}") from None
 
 
 def check_origins(origins: tuple[str, ...]) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ maps each class to one status code (``termjobs.http.errors``)::
     ├── Unauthorized                   401  missing or wrong credentials
     ├── NotFound (also LookupError)    404  no such job or run
     ├── Conflict                       409  the request clashes with current state
+    ├── KeyReused                      422  an Idempotency-Key used with another request
     └── Unavailable                    503  the service is shutting down or overloaded
 
 The message of each instance is the human-readable text sent to the client; it says
@@ -83,6 +84,17 @@ class Conflict(TermjobsError):
 
     status = 409
     error_type = "invalid_request_error"
+
+
+class KeyReused(TermjobsError):
+    """The Idempotency-Key was used with a different request."""
+
+    status = 422
+    error_type = "invalid_request_error"
+
+
+class AlreadyAnswered(Conflict):
+    """A request with this Idempotency-Key was answered before; the answer is replayed."""
 
 
 class Unavailable(TermjobsError):

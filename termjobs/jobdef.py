@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Final
 
 from termjobs.model import ConcurrencyPolicy, JSONValue, MisfirePolicy, RunnerType, TriggerType
+from termjobs.notify import NotifyTarget, parse_notify
 from termjobs.retry import NO_RETRY, RetryPolicy, parse_retry_policy
 from termjobs.runners.config import RunnerConfig, parse_runner_config
 from termjobs.schedule import ManualTrigger, Trigger, TriggerError, parse_trigger
@@ -38,6 +39,7 @@ class ParsedJob:
     trigger: Trigger
     retry: RetryPolicy
     runner: RunnerConfig | None
+    notify: tuple[NotifyTarget, ...] = ()
     problem: str | None = None
 
 
@@ -62,6 +64,8 @@ class JobDefinition:
     misfire_policy: MisfirePolicy = MisfirePolicy.SKIP
     misfire_grace_seconds: int = DEFAULT_MISFIRE_GRACE_SECONDS
     labels: JSONValue = None
+    #: completion webhooks (``termjobs.notify``)
+    notify: JSONValue = None
 
     @property
     def run_limit(self) -> int:
@@ -90,9 +94,13 @@ class JobDefinition:
             trigger = parse_trigger(self.trigger_type, self.trigger_config, self.schedule_timezone)
         except TriggerError as exc:
             problems.append(str(exc))
-        return ParsedJob(
-            trigger=trigger, retry=retry, runner=runner, problem=problems[0] if problems else None
-        )
+        notify: tuple[NotifyTarget, ...] = ()
+        try:
+            notify = parse_notify(self.notify)
+        except ValueError as exc:
+            problems.append(str(exc))
+        problem = problems[0] if problems else None
+        return ParsedJob(trigger=trigger, retry=retry, runner=runner, notify=notify, problem=problem)
 
     def schedule_differs(self, other: JobDefinition) -> bool:
         """Whether ``other`` changes what decides ``next_run_at`` (DESIGN 4.7)."""

@@ -27,6 +27,8 @@ from termjobs.errors import InvalidRequest
 from termjobs.jobdef import JobDefinition
 from termjobs.jsontypes import json_type_name, reject_constant
 from termjobs.model import ConcurrencyPolicy, JSONObject, MisfirePolicy, RunnerType, TriggerType
+from termjobs.notify import keep_secrets
+from termjobs.runners.config import PROTECTED_ENV
 
 MAX_NAME_LENGTH: Final = 200
 MAX_RUNS_LIMIT: Final = 1000
@@ -81,6 +83,14 @@ class JobInput(BaseModel):
         default=None, json_schema_extra=_range(0, MAX_MISFIRE_GRACE)
     )
     labels: _Json
+    notify: Annotated[
+        Any,
+        Field(
+            default=None,
+            description="completion webhooks: [{url, on: [statuses], secret: whsec_...}]",
+            json_schema_extra={"type": "array", "items": {"type": "object", "required": ["url"]}},
+        ),
+    ]
     id: _Json
     created_at: _Json
     updated_at: _Json
@@ -238,8 +248,12 @@ def parse_patch(body: JSONObject) -> JobPatch:
 
 
 def apply_patch(current: JobDefinition, patch: JobPatch) -> JobDefinition:
-    """``current`` with ``patch`` applied, validated as a whole."""
-    return validate(replace(current, **patch.changes))
+    """``current`` with ``patch`` applied, validated as a whole. A webhook secret sent
+    back masked (as a GET showed it) keeps its stored value."""
+    changes = dict(patch.changes)
+    if "notify" in changes:
+        changes["notify"] = keep_secrets(changes["notify"], current.notify)
+    return validate(replace(current, **changes))
 
 
 _DEFAULTS: Final = JobDefinition(
@@ -295,3 +309,59 @@ def _check_name(name: str) -> None:
 def _check_range(field: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise InvalidRequest(f"{field} must be a whole number from {low} to {high} (got {value})")
+
+
+# ---------------------------------------------------------------------- overrides
+
+
+class RunOverrides(BaseModel):
+    """The optional body of ``POST /v2/jobs/{ref}/trigger``: changes for that run only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    args: list[StrictStr] | None = Field(default=None, description="replace the program's args")
+    env: dict[str, StrictStr] | None = Field(default=None, description="added to the program's environment")
+    timeout_seconds: StrictInt | None = Field(
+        default=None, json_schema_extra=_range(1, MAX_TIMEOUT_SECONDS), description="this run's timeout"
+    )
+    instructions: StrictStr | None = Field(default=None, description="llm jobs: this run's instructions")
+
+
+def parse_overrides(body: JSONObject) -> JSONObject | None:
+    """Check a trigger body's shape; the overrides it sets (``None`` when none)."""
+    try:
+        data = RunOverrides.model_validate(body)
+    except pydantic.ValidationError as exc:
+        first = exc.errors(include_url=False, include_context=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise InvalidRequest(
+                f"unknown override {field!r} (args, env, timeout_seconds, instructions)"
+            ) from None
+        hint = _TYPE_HINTS.get(first["type"], first["msg"])
+        raise InvalidRequest(f"overrides: {field} {hint}") from None
+    overrides: JSONObject = {}
+    for key in data.model_fields_set:
+        value = getattr(data, key)
+        if value is not None:
+            overrides[key] = value
+    return overrides or None
+
+
+def check_overrides(spec: JobDefinition, overrides: JSONObject) -> None:
+    """Whether ``overrides`` fit the job they are for (its runner type, the rules of
+    the fields they replace)."""
+    program_only, llm_only = {"args", "env"} & set(overrides), {"instructions"} & set(overrides)
+    if spec.runner_type is RunnerType.LLM and program_only:
+        raise InvalidRequest(f"{sorted(program_only)[0]} can only be overridden for program jobs")
+    if spec.runner_type is RunnerType.PROGRAM and llm_only:
+        raise InvalidRequest("instructions can only be overridden for llm jobs")
+    timeout = overrides.get("timeout_seconds")
+    if isinstance(timeout, int):
+        _check_range("timeout_seconds", timeout, 1, MAX_TIMEOUT_SECONDS)
+    env = overrides.get("env")
+    for key in env if isinstance(env, dict) else ():
+        if not key or "=" in key or "\0" in key:
+            raise InvalidRequest(f"env has an invalid variable name {key!r}")
+        if key in PROTECTED_ENV:
+            raise InvalidRequest(f"env may not set {key} (the server's own variable)")

@@ -115,6 +115,7 @@ class EventType(enum.StrEnum):
     TIMED_OUT = "timed_out"
     SKIPPED = "skipped"
     RETRY_SCHEDULED = "retry_scheduled"
+    NOTIFY_SENT = "notify_sent"
     NOTIFY_FAILED = "notify_failed"
 
 
@@ -221,6 +222,8 @@ class Run:
     error: str | None = None
     exit_reason: ExitReason | None = None
     retry_of: str | None = None
+    #: what this run changes of its job's definition (``args``, ``env``, ``timeout_seconds``...)
+    overrides: JSONObject | None = None
     output: RunOutput = field(default_factory=RunOutput)
     created_at: dt.datetime
     updated_at: dt.datetime

@@ -34,6 +34,7 @@ from termjobs.model import (
     format_ts,
     new_run_id,
 )
+from termjobs.notify import NotifyTarget
 from termjobs.retry import format_duration, retry_delay
 from termjobs.runners.base import RunResult, StopReason
 from termjobs.schedule import DueFires
@@ -67,6 +68,7 @@ def new_run(
     now: dt.datetime,
     attempt: int = 1,
     retry_of: str | None = None,
+    overrides: JSONObject | None = None,
 ) -> Run:
     """A queued run of ``job_id`` that has not been stored yet."""
     return Run(
@@ -77,9 +79,16 @@ def new_run(
         scheduled_for=scheduled_for,
         status=RunStatus.QUEUED,
         retry_of=retry_of,
+        overrides=overrides,
         created_at=now,
         updated_at=now,
     )
+
+
+def timeout_of(spec: JobDefinition, run: Run) -> int:
+    """How long ``run`` may take: its own ``timeout_seconds`` override, else the job's."""
+    override = (run.overrides or {}).get("timeout_seconds")
+    return override if isinstance(override, int) and not isinstance(override, bool) else spec.timeout_seconds
 
 
 # ------------------------------------------------------------------------ fires
@@ -219,11 +228,11 @@ def cancel_wins(outcome: Outcome) -> Outcome:
     )
 
 
-def decide(spec: JobDefinition, result: RunResult, stopped: StopReason | None) -> Outcome:
-    """The final status of a run from what its runner reported and why it was stopped."""
+def decide(spec: JobDefinition, run: Run, result: RunResult, stopped: StopReason | None) -> Outcome:
+    """The final status of ``run`` from what its runner reported and why it was stopped."""
     output = result.output
     if stopped is StopReason.TIMEOUT or (stopped is None and result.exit_reason is ExitReason.TIMEOUT):
-        error = f"run timed out after {spec.timeout_seconds}s (timeout_seconds)"
+        error = f"run timed out after {timeout_of(spec, run)}s (timeout_seconds)"
         return Outcome(RunStatus.TIMED_OUT, ExitReason.TIMEOUT, error, output)
     if stopped is not None:
         return Outcome(RunStatus.CANCELLED, ExitReason.CANCELLED, STOP_MESSAGES[stopped], output)
@@ -269,6 +278,7 @@ def plan_retry(
         now=now,
         attempt=run.attempt + 1,
         retry_of=run.id,
+        overrides=run.overrides,  # a retry repeats the same attempt
     )
     return Retry(run=retry, delay=format_duration(delay))
 
@@ -283,6 +293,8 @@ class Ending:
     outcome: Outcome
     retry: Retry | None = None
     message: str = "run finished"
+    #: webhooks to tell, each if it wants the final status
+    notify: tuple[NotifyTarget, ...] = ()
 
     @property
     def if_cancel_requested(self) -> Outcome:
@@ -301,6 +313,8 @@ def queued_data(run: Run, extra: JSONObject | None = None) -> JSONObject:
     data: JSONObject = {"trigger": run.trigger.value, "attempt": run.attempt}
     if run.retry_of:
         data["retry_of"] = run.retry_of
+    if run.overrides:
+        data["overrides"] = run.overrides
     return {**data, **(extra or {})}
 
 

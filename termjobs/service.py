@@ -21,8 +21,9 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from termjobs.actors.hub import Hub
+from termjobs.actors.notifier import Notifier
 from termjobs.actors.retention import RetentionActor
-from termjobs.actors.runs import RunEnv
+from termjobs.actors.runs import Observers, RunEnv
 from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import Clock, SystemClock
 from termjobs.config import Settings
@@ -58,11 +59,13 @@ async def open_services(
     """Start everything but HTTP; on exit, shut down gracefully (see module doc)."""
     clock = clock or SystemClock()
     metrics = Metrics()
+    default_notify = settings.default_notify()
     hub = Hub(on_lagged=metrics.subscriber_lagged)
     runners = runners or default_runners(base_env if base_env is not None else os.environ)
     async with open_storage(
         settings.db_url, inline=inline_db, on_commit=hub.publish, on_batch=metrics.batch_committed
     ) as storage:
+        notifier = Notifier(storage, clock)
         env = RunEnv(
             storage=storage,
             clock=clock,
@@ -71,7 +74,8 @@ async def open_services(
             worker_id=new_worker_id(),
             rng=rng or random.Random(),
             reapers=tuple(r.reap_orphans for r in runners.values() if isinstance(r, OrphanReaper)),
-            observer=metrics,
+            observer=Observers(metrics, notifier),
+            default_notify=default_notify,
         )
         supervisor = Supervisor(env, request_timeout=settings.request_timeout)
         metrics.watch(
@@ -94,6 +98,7 @@ async def open_services(
             for runner in runners.values():
                 if isinstance(runner, BackgroundService):
                     await background.start(runner.serve)
+            await background.start(notifier.run)
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
                 await nursery.start(retention.run)

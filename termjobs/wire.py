@@ -16,9 +16,10 @@ from typing import Any, Final
 from termjobs.fields import enum_type, fields_of, is_timestamp
 from termjobs.jobdef import Job, JobDefinition
 from termjobs.model import PAYLOAD_FIELDS, JSONObject, JSONValue, Run, RunEvent, RunOutput, format_ts
+from termjobs.notify import masked
 
 #: Job fields left out when they are absent (every other one is always present).
-SPEC_OPTIONAL: Final = frozenset({"schedule_timezone", "retry_policy", "labels"})
+SPEC_OPTIONAL: Final = frozenset({"schedule_timezone", "retry_policy", "labels", "notify"})
 #: Run fields always present; the others are omitted when empty.
 RUN_REQUIRED: Final = frozenset({"id", "job_id", "attempt", "trigger", "scheduled_for", "status"})
 #: Omitted only when absent (a zero exit code is shown).
@@ -27,7 +28,9 @@ _KEEP_ZERO: Final = frozenset({"exit_code"})
 Convert = Callable[[Any], Any] | None
 
 
-def _converter(owner: type, annotation: object) -> Convert:
+def _converter(owner: type, annotation: object, name: str = "") -> Convert:
+    if name == "notify":
+        return masked  # webhook secrets are write-only
     if enum_type(owner, annotation) is not None:
         return _enum_value
     return format_ts if is_timestamp(annotation) else None
@@ -40,7 +43,8 @@ def _enum_value(value: enum.Enum) -> Any:
 # Rendering plans, computed once: (field, always shown, conversion). Lists render
 # thousands of these per second, so the per-field work is kept to a lookup.
 _SPEC_PLAN: Final = [
-    (f.name, f.name not in SPEC_OPTIONAL, _converter(JobDefinition, f.type)) for f in fields_of(JobDefinition)
+    (f.name, f.name not in SPEC_OPTIONAL, _converter(JobDefinition, f.type, f.name))
+    for f in fields_of(JobDefinition)
 ]
 _RUN_PLAN: Final = [
     (f.name, f.name in RUN_REQUIRED, _converter(Run, f.type))

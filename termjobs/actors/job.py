@@ -21,7 +21,7 @@ from typing import assert_never
 
 import trio
 
-from termjobs import jobspec, rundomain
+from termjobs import jobspec, rundomain, wire
 from termjobs.actors.mailbox import MAILBOX_SIZE
 from termjobs.actors.protocol import (
     ActorExit,
@@ -38,14 +38,22 @@ from termjobs.actors.protocol import (
 )
 from termjobs.actors.runs import RunEnv, RunTask
 from termjobs.clock import deadline_or_inf
-from termjobs.errors import Conflict, InternalError, JobNotFound, RunNotFound, TermjobsError, Unavailable
+from termjobs.errors import (
+    AlreadyAnswered,
+    Conflict,
+    InternalError,
+    JobNotFound,
+    RunNotFound,
+    TermjobsError,
+    Unavailable,
+)
 from termjobs.jobdef import Job
 from termjobs.jobspec import JobPatch
 from termjobs.model import ConcurrencyPolicy, Run, RunStatus, RunTrigger, TriggerType
 from termjobs.rundomain import Refusal
 from termjobs.runners.base import StopReason
 from termjobs.schedule import due_fires, initial_next_run
-from termjobs.storage import NameTaken
+from termjobs.storage import DuplicateReceipt, NameTaken
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +218,7 @@ class JobActor:
         try:
             match request:
                 case TriggerNow():
-                    request.reply.send(await self._trigger_now())
+                    request.reply.send(await self._trigger_now(request))
                 case UpdateJob():
                     request.reply.send(await self._update(request.patch))
                 case CancelRun():
@@ -276,7 +284,9 @@ class JobActor:
             updated_at=now,
         )
         try:
-            queued = await self._env.storage.record_fires(advanced, decisions, now=now)
+            queued = await self._env.storage.record_fires(
+                advanced, decisions, now=now, notify=self._env.notify_targets(advanced)
+            )
         except Exception:
             # Messages keep being served meanwhile; the fire is retried with backoff.
             self._fire_backoff = min(FIRE_RETRY_MAX_S, max(1.0, self._fire_backoff * 2))
@@ -316,16 +326,26 @@ class JobActor:
 
     # --------------------------------------------------------------- requests
 
-    async def _trigger_now(self) -> Run:
+    async def _trigger_now(self, request: TriggerNow) -> Run:
         job = self._job
         if not job.spec.enabled:
             raise Conflict("job is disabled; resume it before triggering runs")
+        if request.overrides is not None:
+            jobspec.check_overrides(job.spec, request.overrides)
         refusal = rundomain.refusal(job.spec, len(self.active()))
         if refusal is not None:
             raise Conflict(refusal)
         now = self._env.clock.now()
-        run = rundomain.new_run(job.id, trigger=RunTrigger.MANUAL, scheduled_for=now, now=now)
-        stored = await self._env.storage.create_run(run)
+        run = rundomain.new_run(
+            job.id, trigger=RunTrigger.MANUAL, scheduled_for=now, now=now, overrides=request.overrides
+        )
+        receipt = None
+        if request.idempotency is not None:
+            receipt = request.idempotency.receipt(202, wire.dumps(wire.run_json(run)), now)
+        try:
+            stored = await self._env.storage.create_run(run, receipt=receipt)
+        except DuplicateReceipt:
+            raise AlreadyAnswered() from None
         self._replace_for([stored])
         self._spawn(stored)
         return stored
@@ -358,7 +378,12 @@ class JobActor:
                 return stored
             # Queued but owned by no task (its task died with an earlier actor).
             now = self._env.clock.now()
-            await self._env.storage.cancel_queued(stored, now=now, message="run cancelled before start")
+            await self._env.storage.cancel_queued(
+                stored,
+                now=now,
+                message="run cancelled before start",
+                notify=self._env.notify_targets(self._job),
+            )
             return await self._stored_run(run_id)
         if handle.started:
             await self._request_cancel(handle.run, "cancellation requested")

@@ -10,6 +10,7 @@ Nothing outside ``termjobs.actors`` builds these messages: the supervisor's meth
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,17 +19,32 @@ import trio
 from termjobs.actors.mailbox import Reply
 from termjobs.jobdef import Job
 from termjobs.jobspec import JobPatch
-from termjobs.model import Run
+from termjobs.model import JSONObject, Run
 from termjobs.rundomain import Refusal
 from termjobs.runners.base import StopReason, StopSignal
+from termjobs.storage import Receipt
 
 # ------------------------------------------------------------------- requests
 
 
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A request's ``Idempotency-Key`` and the digest of the request."""
+
+    key: str
+    fingerprint: str
+
+    def receipt(self, status: int, body: str, now: dt.datetime) -> Receipt:
+        """The receipt that records the request's answer."""
+        return Receipt(key=self.key, fingerprint=self.fingerprint, status=status, body=body, created_at=now)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TriggerNow:
-    """Queue a manual run now."""
+    """Queue a manual run now (with this run's overrides, if any)."""
 
+    overrides: JSONObject | None = None
+    idempotency: Idempotency | None = None
     reply: Reply[Run] = field(default_factory=Reply)
 
 

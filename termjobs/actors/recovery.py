@@ -43,6 +43,7 @@ async def finish_lost(env: RunEnv, interrupted: list[Run]) -> int:
         outcome = rundomain.lost(run)
         job = jobs.get(run.job_id)
         retry = rundomain.plan_retry(job.spec, run, outcome.status, now, env.rng) if job else None
-        endings.append(Ending(run, outcome, retry))
+        notify = env.notify_targets(job) if job else ()
+        endings.append(Ending(run, outcome, retry, notify=notify))
     await env.storage.finish_runs(endings, now=now)
     return len(interrupted)

@@ -32,6 +32,7 @@ from termjobs.clock import Clock, sleep_until
 from termjobs.errors import Unavailable
 from termjobs.jobdef import Job
 from termjobs.model import EventType, ExitReason, JSONValue, Run, RunnerType, RunStatus, RunTrigger
+from termjobs.notify import NotifyTarget, targets_for
 from termjobs.rundomain import Ending, FireDecision
 from termjobs.runners.base import Emit, RunContext, Runner, RunResult, StopReason
 from termjobs.storage import Storage, StorageClosed, StorageUnavailable
@@ -65,6 +66,25 @@ class NullObserver:
         pass
 
 
+class Observers:
+    """Reports to each of several observers, in order."""
+
+    def __init__(self, *observers: RunObserver) -> None:
+        self._observers = observers
+
+    def run_started(self, job: Job, run: Run) -> None:
+        for observer in self._observers:
+            observer.run_started(job, run)
+
+    def run_finished(self, job: Job, run: Run) -> None:
+        for observer in self._observers:
+            observer.run_finished(job, run)
+
+    def fires_recorded(self, job: Job, decisions: Sequence[FireDecision], now: dt.datetime) -> None:
+        for observer in self._observers:
+            observer.fires_recorded(job, decisions, now)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunEnv:
     """What every run task needs from the service."""
@@ -81,6 +101,12 @@ class RunEnv:
     #: clean up processes left behind by runs of a server that died (crash recovery)
     reapers: tuple[Callable[[Sequence[str]], int], ...] = ()
     observer: RunObserver = field(default_factory=NullObserver)
+    #: webhooks of jobs that have none of their own (``--notify-url``)
+    default_notify: tuple[NotifyTarget, ...] = ()
+
+    def notify_targets(self, job: Job) -> tuple[NotifyTarget, ...]:
+        """Who to tell when a run of ``job`` ends."""
+        return targets_for(job.spec.parsed.notify, self.default_notify)
 
 
 class RunTask:
@@ -133,6 +159,11 @@ class RunTask:
                 await self._tell_actor()
 
     @property
+    def _notify(self) -> tuple[NotifyTarget, ...]:
+        """The webhooks told when this run ends (the latest definition's)."""
+        return self.env.notify_targets(self.handle.job)
+
+    @property
     def _context(self) -> dict[str, str]:
         """Log fields of this run (``--log-format json``)."""
         return {"job_id": self.handle.run.job_id, "run_id": self.handle.run.id}
@@ -159,7 +190,9 @@ class RunTask:
             return True
         now, run = self.env.clock.now(), self.handle.run
         self.handle.final = await self._write_final(
-            lambda: self.env.storage.skip_queued(run, now=now, message=refusal.message, data=refusal.data)
+            lambda: self.env.storage.skip_queued(
+                run, now=now, message=refusal.message, data=refusal.data, notify=self._notify
+            )
         )
         return False
 
@@ -211,7 +244,7 @@ class RunTask:
         message = rundomain.never_started_message(reason)
         now, run = self.env.clock.now(), self.handle.run
         self.handle.final = await self._write_final(
-            lambda: self.env.storage.cancel_queued(run, now=now, message=message)
+            lambda: self.env.storage.cancel_queued(run, now=now, message=message, notify=self._notify)
         )
 
     async def _execute(self) -> None:
@@ -235,7 +268,7 @@ class RunTask:
             return RunResult(error=f"unknown runner type: {job.spec.runner_type}")
         ctx = RunContext(job=job, run=run, stop=self.handle.stop, emit=self._emitter(run))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._timeout_watch, job.spec.timeout_seconds)
+            nursery.start_soon(self._timeout_watch, rundomain.timeout_of(job.spec, run))
             with trio.CancelScope() as runner_scope:
                 nursery.start_soon(self._backstop, runner_scope, runner.stop_grace(job))
                 try:
@@ -266,13 +299,15 @@ class RunTask:
         return emit
 
     async def _finish(self, job: Job, run: Run, result: RunResult) -> None:
-        outcome = rundomain.decide(job.spec, result, self.handle.stop.reason)
+        outcome = rundomain.decide(job.spec, run, result, self.handle.stop.reason)
         now = self.env.clock.now()
         # The latest definition decides the retry (it may have changed while running).
         retry = rundomain.plan_retry(self.handle.job.spec, run, outcome.status, now, self.env.rng)
         final = await self._write_final(
-            lambda: self._finish_one(Ending(run, outcome, retry), now),
-            fallback=lambda: self._finish_one(Ending(run, outcome.without_payloads(), retry), now),
+            lambda: self._finish_one(Ending(run, outcome, retry, notify=self._notify), now),
+            fallback=lambda: self._finish_one(
+                Ending(run, outcome.without_payloads(), retry, notify=self._notify), now
+            ),
         )
         self.handle.final = final or run
         if final is not None and retry is not None and final.status is not RunStatus.CANCELLED:
@@ -284,5 +319,6 @@ class RunTask:
 
     async def _record_lost(self) -> None:
         """The run task was torn down mid-run (its actor crashed): record that."""
-        ending, now = Ending(self.handle.run, rundomain.actor_lost()), self.env.clock.now()
+        ending = Ending(self.handle.run, rundomain.actor_lost(), notify=self._notify)
+        now = self.env.clock.now()
         self.handle.final = await self._write_final(lambda: self._finish_one(ending, now))

@@ -26,6 +26,7 @@ from typing import TypeVar
 
 import trio
 
+from termjobs import wire
 from termjobs.actors import mailbox
 from termjobs.actors.job import RUN_STOP_WAIT_S, JobActor
 from termjobs.actors.mailbox import Reply
@@ -34,6 +35,7 @@ from termjobs.actors.protocol import (
     ActorGone,
     CancelRun,
     DeleteJob,
+    Idempotency,
     Request,
     TriggerNow,
     UpdateJob,
@@ -42,13 +44,13 @@ from termjobs.actors.recovery import finish_lost, recover_interrupted
 from termjobs.actors.runs import RunEnv
 from termjobs.actors.wakeups import WakeSchedule
 from termjobs.clock import deadline_or_inf
-from termjobs.errors import Conflict, JobNotFound, RunNotFound, Unavailable
+from termjobs.errors import AlreadyAnswered, Conflict, JobNotFound, RunNotFound, Unavailable
 from termjobs.jobdef import Job, JobDefinition
 from termjobs.jobspec import JobPatch
-from termjobs.model import Run, RunStatus, new_job_id
+from termjobs.model import JSONObject, Run, RunStatus, new_job_id
 from termjobs.runners.base import StopReason
 from termjobs.schedule import initial_next_run
-from termjobs.storage import NameTaken
+from termjobs.storage import DuplicateReceipt, NameTaken
 
 logger = logging.getLogger(__name__)
 
@@ -162,8 +164,9 @@ class Supervisor:
 
     # ------------------------------------------------------------ the API
 
-    async def create_job(self, spec: JobDefinition) -> Job:
-        """Store a new job and start its actor; the stored job."""
+    async def create_job(self, spec: JobDefinition, *, idempotency: Idempotency | None = None) -> Job:
+        """Store a new job and start its actor; the stored job. With ``idempotency`` the
+        answer is recorded with the job (:class:`AlreadyAnswered` if the key was used)."""
         if self._closing or self._nursery is None:
             raise Unavailable("the server is shutting down")
         now = self._env.clock.now()
@@ -181,16 +184,24 @@ class Supervisor:
         # the client gives up meanwhile (a stored job nobody routes to is unusable).
         with trio.CancelScope(shield=True):
             try:
-                await self._env.storage.create_job(job)
+                receipt = (
+                    idempotency.receipt(201, wire.dumps(wire.job_json(job)), now) if idempotency else None
+                )
+                await self._env.storage.create_job(job, receipt=receipt)
             except NameTaken as exc:
                 raise Conflict(str(exc)) from None
+            except DuplicateReceipt:
+                raise AlreadyAnswered() from None
             self._entries[job.id] = _Entry(job.id)
             await self._nursery.start(self._supervise, job, [])
         return job
 
-    async def trigger(self, ref: str) -> Run:
-        """Queue a manual run of the job ``ref`` (id or name)."""
-        message = TriggerNow()
+    async def trigger(
+        self, ref: str, *, overrides: JSONObject | None = None, idempotency: Idempotency | None = None
+    ) -> Run:
+        """Queue a manual run of the job ``ref`` (id or name), with this run's
+        ``overrides``; with ``idempotency`` the answer is recorded with the run."""
+        message = TriggerNow(overrides=overrides, idempotency=idempotency)
         return await self._ask(await self._job_id(ref), message, message.reply)
 
     async def update(self, ref: str, patch: JobPatch) -> Job:

@@ -160,6 +160,15 @@ def banner(settings: Settings, url: str) -> str:
     help="Let browser pages from this origin call the API (repeatable; * for any).",
 )
 @click.option(
+    "--notify-url", default=None, help="Webhook told when a run ends, for jobs without their own notify."
+)
+@click.option(
+    "--notify-secret",
+    envvar="TERM_LLM_NOTIFY_SECRET",
+    default=None,
+    help="whsec_... secret signing --notify-url messages [env: TERM_LLM_NOTIFY_SECRET].",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -193,6 +202,8 @@ async def serve(
     max_body_bytes: int,
     metrics_public: bool,
     cors_origins: tuple[str, ...],
+    notify_url: str | None,
+    notify_secret: str | None,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -223,6 +234,8 @@ async def serve(
             ),
             metrics_public=metrics_public,
             cors_origins=cors_origins,
+            notify_url=notify_url,
+            notify_secret=notify_secret,
         )
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None

@@ -5,13 +5,15 @@ from __future__ import annotations
 from quart import Response, request
 
 from termjobs import jobspec, wire
+from termjobs.actors.protocol import Idempotency
 from termjobs.errors import JobNotFound, UnsupportedMediaType
 from termjobs.http.api import Api, Operation
 from termjobs.http.examples import JOB_BODY, job_example, run_example
+from termjobs.http.idempotency import answer_once
 from termjobs.http.queries import DeleteJobQuery, JobListQuery, parse_query
 from termjobs.http.responses import json_response
 from termjobs.jobdef import Job
-from termjobs.jobspec import JobCreate, JobUpdate
+from termjobs.jobspec import JobCreate, JobUpdate, RunOverrides
 from termjobs.model import JSONObject
 from termjobs.services import Services
 from termjobs.storage import JobFilters
@@ -29,6 +31,14 @@ async def json_body() -> JSONObject:
         raise UnsupportedMediaType("Content-Type must be application/json")
     raw = await request.get_data(as_text=False)
     return jobspec.decode_body(raw.encode() if isinstance(raw, str) else raw)
+
+
+async def optional_json_body() -> JSONObject | None:
+    """The request body as a JSON object, or ``None`` when there is none."""
+    raw = await request.get_data(as_text=False)
+    if not raw.strip():
+        return None
+    return await json_body()
 
 
 def register(api: Api, services: Services) -> None:
@@ -58,8 +68,14 @@ def register(api: Api, services: Services) -> None:
         )
     )
     async def create_job() -> Response:
-        job = await supervisor.create_job(jobspec.definition_for_create(await json_body()))
-        return json_response(wire.job_json(job), 201)
+        body = await json_body()
+        spec = jobspec.definition_for_create(body)
+
+        async def create(idempotency: Idempotency | None) -> Response:
+            job = await supervisor.create_job(spec, idempotency=idempotency)
+            return json_response(wire.job_json(job), 201)
+
+        return await answer_once(services, body, create)
 
     @api.route(
         Operation(
@@ -155,16 +171,28 @@ def register(api: Api, services: Services) -> None:
             path="/v2/jobs/<ref>/trigger",
             operation_id="triggerJob",
             summary="Queue a manual run now",
+            description="An optional body changes this run only: args and env (program jobs), "
+            "instructions (llm jobs), timeout_seconds.",
             status=202,
             response="Run",
-            errors=(400, 404, 409),
+            body=RunOverrides,
+            request_example={"args": ["--full"], "env": {"REPORT_DAY": "2026-03-01"}, "timeout_seconds": 900},
+            idempotent=True,
+            errors=(400, 404, 409, 413, 415, 422),
             params=_REF,
             links=_RUN_LINKS,
             response_example=run_example(),
         )
     )
     async def trigger_job(ref: str) -> Response:
-        return json_response(wire.run_json(await supervisor.trigger(ref)), 202)
+        body = await optional_json_body()
+        overrides = jobspec.parse_overrides(body) if body is not None else None
+
+        async def trigger(idempotency: Idempotency | None) -> Response:
+            run = await supervisor.trigger(ref, overrides=overrides, idempotency=idempotency)
+            return json_response(wire.run_json(run), 202)
+
+        return await answer_once(services, body, trigger)
 
     @api.route(_switch("pause", "Disable a job (active runs carry on)"))
     async def pause_job(ref: str) -> Response:

@@ -6,11 +6,13 @@ these parsers check it at create/update time and give the runner typed values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from termjobs.model import JSONValue, RunnerType
 
 DEFAULT_KILL_GRACE_SECONDS = 5.0
+#: Variables of the server that a job must never see nor set.
+PROTECTED_ENV = frozenset({"TERM_LLM_SERVE_TOKEN", "TERM_LLM_JOBS_TOKEN", "TERM_LLM_JOBS_DB"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,20 @@ def parse_llm_config(value: JSONValue) -> LLMConfig:
             raise ValueError(f"llm runner_config.{key} is required")
         found[key] = text
     return LLMConfig(**found)
+
+
+def with_overrides(config: ProgramConfig, overrides: JSONValue) -> ProgramConfig:
+    """``config`` as one run overrides it: ``args`` replace the job's, ``env`` is added
+    after the job's (never the server's protected variables)."""
+    if not isinstance(overrides, dict):
+        return config
+    args, env = overrides.get("args"), overrides.get("env")
+    if isinstance(args, list):
+        config = replace(config, args=tuple(str(arg) for arg in args))
+    if isinstance(env, dict):
+        added = tuple((str(k), str(v)) for k, v in env.items() if k not in PROTECTED_ENV)
+        config = replace(config, env=config.env + added)
+    return config
 
 
 RunnerConfig = ProgramConfig | LLMConfig

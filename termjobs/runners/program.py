@@ -30,13 +30,13 @@ import trio
 from termjobs.jobdef import Job
 from termjobs.model import EventType, ExitReason, RunOutput
 from termjobs.runners.base import RunContext, RunResult
-from termjobs.runners.config import DEFAULT_KILL_GRACE_SECONDS, ProgramConfig
+from termjobs.runners.config import DEFAULT_KILL_GRACE_SECONDS, PROTECTED_ENV, ProgramConfig, with_overrides
 from termjobs.runners.output import HeadTail, LiveOutput
 
 logger = logging.getLogger(__name__)
 
 #: Variables of the server that a job must never see.
-SECRET_ENV = frozenset({"TERM_LLM_SERVE_TOKEN", "TERM_LLM_JOBS_TOKEN", "TERM_LLM_JOBS_DB"})
+SECRET_ENV = PROTECTED_ENV
 MARKER_ENV = "TERMJOBS_RUN_MARKER"
 SHELL = "/bin/sh"
 PIPE_DRAIN_S = 1.0
@@ -77,6 +77,7 @@ class ProgramRunner:
             return RunResult(
                 error=f"invalid program runner config: {problem}", exit_reason=ExitReason.EXCEPTION
             )
+        config = with_overrides(config, ctx.run.overrides)
         marker = f"{ctx.run.id}-{secrets.token_hex(8)}"
         try:
             proc = await self._spawn(config, self._env(ctx, config, marker))

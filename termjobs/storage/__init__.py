@@ -3,11 +3,14 @@
 row mapping, statements per table, the group-commit gateway, engines, migrations."""
 
 from termjobs.storage.base import (
+    DuplicateReceipt,
     DuplicateRun,
     JobFilters,
     JobView,
     NameTaken,
     Page,
+    PendingNotification,
+    Receipt,
     RunFilters,
     ScheduleEntry,
     Storage,
@@ -18,11 +21,14 @@ from termjobs.storage.base import (
 )
 
 __all__ = [
+    "DuplicateReceipt",
     "DuplicateRun",
     "JobFilters",
     "JobView",
     "NameTaken",
     "Page",
+    "PendingNotification",
+    "Receipt",
     "RunFilters",
     "ScheduleEntry",
     "Storage",

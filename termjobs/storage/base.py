@@ -31,6 +31,7 @@ from termjobs.model import (
     RunTrigger,
     TriggerType,
 )
+from termjobs.notify import NotifyTarget
 from termjobs.rundomain import Ending, FireDecision
 
 T = TypeVar("T")
@@ -119,6 +120,8 @@ class RunFilters:
 
 
 ALL_RUNS: Final = RunFilters()
+#: How long the answer to a request with an ``Idempotency-Key`` is kept.
+RECEIPT_LIFETIME: Final = dt.timedelta(hours=24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,35 @@ class ScheduleEntry:
     job_id: str
     enabled: bool
     next_run_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The answer to a request made with an ``Idempotency-Key``, kept to be replayed."""
+
+    key: str
+    #: a digest of the request (method, path and body): a different request with the
+    #: same key is refused
+    fingerprint: str
+    status: int
+    body: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PendingNotification:
+    """A completion webhook not delivered yet (the outbox)."""
+
+    id: int
+    run_id: str
+    job_id: str
+    url: str
+    secret: str | None
+    created_at: dt.datetime
+
+
+class DuplicateReceipt(StorageError):
+    """A receipt with this key is already stored (the request was answered before)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +179,10 @@ class Storage(Protocol):
 
     # ------------------------------------------------------------------ jobs
 
-    async def create_job(self, job: Job) -> None:
-        """Store a new job; :class:`NameTaken` if its name is in use."""
+    async def create_job(self, job: Job, *, receipt: Receipt | None = None) -> None:
+        """Store a new job (and the receipt of the request, if any, in the same
+        transaction); :class:`NameTaken` if its name is in use, :class:`DuplicateReceipt`
+        if the receipt's key is."""
         ...
 
     async def import_jobs(self, jobs: Sequence[Job]) -> None:
@@ -187,16 +221,24 @@ class Storage(Protocol):
 
     # ------------------------------------------------------------------ runs
 
-    async def create_run(self, run: Run, *, data: JSONObject | None = None) -> Run:
-        """Store a new queued run and its ``queued`` event (``data`` added to it)."""
+    async def create_run(
+        self, run: Run, *, data: JSONObject | None = None, receipt: Receipt | None = None
+    ) -> Run:
+        """Store a new queued run and its ``queued`` event (``data`` added to it), and
+        the receipt of the request, if any (:class:`DuplicateReceipt` if its key is taken)."""
         ...
 
     async def record_fires(
-        self, job: Job, decisions: Sequence[FireDecision], *, now: dt.datetime
+        self,
+        job: Job,
+        decisions: Sequence[FireDecision],
+        *,
+        now: dt.datetime,
+        notify: tuple[NotifyTarget, ...] = (),
     ) -> list[Run]:
-        """Store a scheduler wake-up: the queued and skipped runs and the job's advanced
-        schedule, atomically; fires already stored for the same nominal time are
-        ignored. Returns the queued runs."""
+        """Store a scheduler wake-up: the queued and skipped runs (with the webhooks of
+        skipped ones) and the job's advanced schedule, atomically; fires already stored
+        for the same nominal time are ignored. Returns the queued runs."""
         ...
 
     async def start_run(self, run: Run, *, worker_id: str, now: dt.datetime) -> Run | None:
@@ -204,17 +246,27 @@ class Storage(Protocol):
         ...
 
     async def finish_runs(self, endings: Sequence[Ending], *, now: dt.datetime) -> list[Run | None]:
-        """Write each run's final state, terminal event and retry (if any) in one
-        transaction. A run whose cancel was requested meanwhile gets the ending's
+        """Write each run's final state, terminal event, retry (if any) and the webhooks
+        that want its status, in one transaction. A run whose cancel was requested meanwhile gets the ending's
         ``if_cancel_requested`` outcome instead, without retry. ``None`` for a run that
         was already terminal."""
         ...
 
-    async def cancel_queued(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
+    async def cancel_queued(
+        self, run: Run, *, now: dt.datetime, message: str, notify: tuple[NotifyTarget, ...] = ()
+    ) -> Run | None:
         """``queued|claimed -> cancelled`` before the run started."""
         ...
 
-    async def skip_queued(self, run: Run, *, now: dt.datetime, message: str, data: JSONObject) -> Run | None:
+    async def skip_queued(
+        self,
+        run: Run,
+        *,
+        now: dt.datetime,
+        message: str,
+        data: JSONObject,
+        notify: tuple[NotifyTarget, ...] = (),
+    ) -> Run | None:
         """``queued -> skipped`` (a retry that came due while its job was paused or busy)."""
         ...
 
@@ -265,6 +317,32 @@ class Storage(Protocol):
 
     async def max_event_id(self) -> int:
         """The newest event's id (0 when there is none)."""
+        ...
+
+    # ------------------------------------------------------ webhooks, receipts
+
+    async def pending_notifications(self, *, limit: int) -> list[PendingNotification]:
+        """Undelivered webhooks, oldest first."""
+        ...
+
+    async def notification_done(
+        self,
+        notification: PendingNotification,
+        *,
+        event_type: EventType,
+        message: str,
+        data: JSONObject,
+        now: dt.datetime,
+    ) -> None:
+        """Take a webhook out of the outbox, recording how it went on its run's timeline."""
+        ...
+
+    async def receipt(self, key: str, *, since: dt.datetime) -> Receipt | None:
+        """The receipt stored under ``key`` at or after ``since`` (older ones expired)."""
+        ...
+
+    async def delete_receipts(self, *, before: dt.datetime) -> int:
+        """Delete expired receipts; how many."""
         ...
 
     # ------------------------------------------------------------- retention

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL
 
 from termjobs.jobdef import Job
 from termjobs.model import EventType, JSONObject, JSONValue, Run, RunEvent, RunStatus, RunTrigger
+from termjobs.notify import NotifyTarget
 from termjobs.rundomain import (
     QUEUED_MESSAGES,
     Ending,
@@ -32,16 +33,19 @@ from termjobs.rundomain import (
 from termjobs.storage import migrate
 from termjobs.storage.base import (
     ALL_RUNS,
+    RECEIPT_LIFETIME,
     DuplicateRun,
     JobFilters,
     JobView,
     Page,
+    PendingNotification,
+    Receipt,
     RunFilters,
     ScheduleEntry,
     Storage,
 )
 from termjobs.storage.gateway import Gateway, OnBatch, OnCommit, open_gateway
-from termjobs.storage.sql import WriteTx, events, history, jobs, runs
+from termjobs.storage.sql import WriteTx, events, history, jobs, outbox, runs
 
 #: Read pages of the firehose replay are at most this long.
 DEFAULT_EVENTS_LIMIT = 1000
@@ -58,8 +62,8 @@ class SqlStorage(Storage):
 
     # ------------------------------------------------------------------ jobs
 
-    async def create_job(self, job: Job) -> None:
-        await self.gateway.write(partial(jobs.insert, job=job))
+    async def create_job(self, job: Job, *, receipt: Receipt | None = None) -> None:
+        await self.gateway.write(partial(_create_job, job=job, receipt=receipt))
 
     async def import_jobs(self, new_jobs: Sequence[Job]) -> None:
         await self.gateway.write(partial(jobs.insert_many, new_jobs=new_jobs))
@@ -91,13 +95,21 @@ class SqlStorage(Storage):
 
     # ------------------------------------------------------------------ runs
 
-    async def create_run(self, run: Run, *, data: JSONObject | None = None) -> Run:
-        return await self.gateway.write(partial(_create_run, run=run, data=data))
+    async def create_run(
+        self, run: Run, *, data: JSONObject | None = None, receipt: Receipt | None = None
+    ) -> Run:
+        return await self.gateway.write(partial(_create_run, run=run, data=data, receipt=receipt))
 
     async def record_fires(
-        self, job: Job, decisions: Sequence[FireDecision], *, now: dt.datetime
+        self,
+        job: Job,
+        decisions: Sequence[FireDecision],
+        *,
+        now: dt.datetime,
+        notify: tuple[NotifyTarget, ...] = (),
     ) -> list[Run]:
-        return await self.gateway.write(partial(_record_fires, job=job, decisions=decisions, now=now))
+        op = partial(_record_fires, job=job, decisions=decisions, now=now, notify=notify)
+        return await self.gateway.write(op)
 
     async def start_run(self, run: Run, *, worker_id: str, now: dt.datetime) -> Run | None:
         return await self.gateway.write(partial(_start_run, run=run, worker_id=worker_id, now=now))
@@ -105,13 +117,23 @@ class SqlStorage(Storage):
     async def finish_runs(self, endings: Sequence[Ending], *, now: dt.datetime) -> list[Run | None]:
         return await self.gateway.write(partial(_finish_runs, endings=endings, now=now))
 
-    async def cancel_queued(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
+    async def cancel_queued(
+        self, run: Run, *, now: dt.datetime, message: str, notify: tuple[NotifyTarget, ...] = ()
+    ) -> Run | None:
         op = partial(_end_queued, run=run, status=RunStatus.CANCELLED, now=now, message=message, data=None)
-        return await self.gateway.write(op)
+        return await self.gateway.write(partial(op, notify=notify))
 
-    async def skip_queued(self, run: Run, *, now: dt.datetime, message: str, data: JSONObject) -> Run | None:
+    async def skip_queued(
+        self,
+        run: Run,
+        *,
+        now: dt.datetime,
+        message: str,
+        data: JSONObject,
+        notify: tuple[NotifyTarget, ...] = (),
+    ) -> Run | None:
         op = partial(_end_queued, run=run, status=RunStatus.SKIPPED, now=now, message=message, data=data)
-        return await self.gateway.write(op)
+        return await self.gateway.write(partial(op, notify=notify))
 
     async def request_cancel(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
         return await self.gateway.write(partial(_request_cancel, run=run, now=now, message=message))
@@ -161,6 +183,29 @@ class SqlStorage(Storage):
 
     async def max_event_id(self) -> int:
         return await self.gateway.read(events.max_id)
+
+    # ------------------------------------------------------ webhooks, receipts
+
+    async def pending_notifications(self, *, limit: int) -> list[PendingNotification]:
+        return await self.gateway.read(partial(outbox.pending, limit=limit))
+
+    async def notification_done(
+        self,
+        notification: PendingNotification,
+        *,
+        event_type: EventType,
+        message: str,
+        data: JSONObject,
+        now: dt.datetime,
+    ) -> None:
+        op = partial(_notification_done, notification=notification, event_type=event_type, now=now)
+        await self.gateway.write(partial(op, message=message, data=data))
+
+    async def receipt(self, key: str, *, since: dt.datetime) -> Receipt | None:
+        return await self.gateway.read(partial(outbox.find_receipt, key=key, since=since))
+
+    async def delete_receipts(self, *, before: dt.datetime) -> int:
+        return await self.gateway.write(partial(outbox.delete_receipts, before=before))
 
     # ------------------------------------------------------------- retention
 
@@ -232,7 +277,15 @@ def _events_page(
     return events.page(conn, run_id, since_id=since_id, limit=limit, offset=offset)
 
 
-def _create_run(tx: WriteTx, *, run: Run, data: JSONObject | None) -> Run:
+def _create_job(tx: WriteTx, *, job: Job, receipt: Receipt | None) -> None:
+    if receipt is not None:
+        outbox.store_receipt(tx, receipt, expired_before=receipt.created_at - RECEIPT_LIFETIME)
+    jobs.insert(tx, job)
+
+
+def _create_run(tx: WriteTx, *, run: Run, data: JSONObject | None, receipt: Receipt | None) -> Run:
+    if receipt is not None:
+        outbox.store_receipt(tx, receipt, expired_before=receipt.created_at - RECEIPT_LIFETIME)
     if run.trigger is RunTrigger.SCHEDULE and runs.scheduled_exists(tx.conn, run.job_id, run.scheduled_for):
         raise DuplicateRun(f"a scheduled run of {run.job_id} for {run.scheduled_for} is already stored")
     return _insert_queued(tx, run, data)
@@ -246,7 +299,14 @@ def _insert_queued(tx: WriteTx, run: Run, data: JSONObject | None) -> Run:
     return run
 
 
-def _record_fires(tx: WriteTx, *, job: Job, decisions: Sequence[FireDecision], now: dt.datetime) -> list[Run]:
+def _record_fires(
+    tx: WriteTx,
+    *,
+    job: Job,
+    decisions: Sequence[FireDecision],
+    now: dt.datetime,
+    notify: tuple[NotifyTarget, ...],
+) -> list[Run]:
     queued: list[Run] = []
     for decision in decisions:
         run = decision.run
@@ -260,6 +320,7 @@ def _record_fires(tx: WriteTx, *, job: Job, decisions: Sequence[FireDecision], n
             )
             runs.insert(tx, skipped)
             events.insert(tx, skipped, EventType.SKIPPED, decision.message, decision.data, now=now)
+            outbox.enqueue(tx, skipped, notify, now=now)
         else:
             queued.append(_insert_queued(tx, run, decision.data))
     jobs.update(tx, job)
@@ -288,6 +349,7 @@ def _finish(tx: WriteTx, ending: Ending, now: dt.datetime) -> Run | None:
     if final is None:
         return None
     events.insert(tx, final, EventType(final.status.value), ending.message, terminal_data(final), now=now)
+    outbox.enqueue(tx, final, ending.notify, now=now)
     if retry is not None and final.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
         _insert_queued(tx, retry.run, None)
         data: JSONObject = {
@@ -315,13 +377,35 @@ def _end(
 
 
 def _end_queued(
-    tx: WriteTx, *, run: Run, status: RunStatus, now: dt.datetime, message: str, data: JSONObject | None
+    tx: WriteTx,
+    *,
+    run: Run,
+    status: RunStatus,
+    now: dt.datetime,
+    message: str,
+    data: JSONObject | None,
+    notify: tuple[NotifyTarget, ...],
 ) -> Run | None:
     error = message if status is RunStatus.SKIPPED else None
     ended = runs.end(tx, run.id, status=status, now=now, error=error)
     if ended is not None:
         events.insert(tx, ended, EventType(status.value), message, data, now=now)
+        outbox.enqueue(tx, ended, notify, now=now)
     return ended
+
+
+def _notification_done(
+    tx: WriteTx,
+    *,
+    notification: PendingNotification,
+    event_type: EventType,
+    message: str,
+    data: JSONObject,
+    now: dt.datetime,
+) -> None:
+    run = runs.get(tx.conn, notification.run_id, full=False)
+    if outbox.remove(tx, notification.id) and run is not None:
+        events.insert(tx, run, event_type, message, data, now=now)
 
 
 def _request_cancel(tx: WriteTx, *, run: Run, now: dt.datetime, message: str) -> Run | None:

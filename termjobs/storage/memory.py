@@ -31,6 +31,7 @@ from termjobs.model import (
     RunStatus,
     RunTrigger,
 )
+from termjobs.notify import NotifyTarget
 from termjobs.rundomain import (
     QUEUED_MESSAGES,
     Ending,
@@ -42,11 +43,15 @@ from termjobs.rundomain import (
 )
 from termjobs.storage.base import (
     ALL_RUNS,
+    RECEIPT_LIFETIME,
+    DuplicateReceipt,
     DuplicateRun,
     JobFilters,
     JobView,
     NameTaken,
     Page,
+    PendingNotification,
+    Receipt,
     RunFilters,
     ScheduleEntry,
     Storage,
@@ -70,6 +75,9 @@ class MemoryStorage(Storage):
         self._next_seq = itertools.count(1)
         self._next_event = itertools.count(1)
         self._pending: list[RunEvent] = []
+        self._outbox: dict[int, PendingNotification] = {}
+        self._next_notification = itertools.count(1)
+        self._receipts: dict[str, Receipt] = {}
 
     # --------------------------------------------------------------- helpers
 
@@ -151,8 +159,10 @@ class MemoryStorage(Storage):
 
     # ------------------------------------------------------------------ jobs
 
-    async def create_job(self, job: Job) -> None:
+    async def create_job(self, job: Job, *, receipt: Receipt | None = None) -> None:
         self._check_name(job)
+        if receipt is not None:
+            self._store_receipt(receipt)
         self._jobs[job.id] = job
         await self._commit()
 
@@ -172,6 +182,7 @@ class MemoryStorage(Storage):
     async def delete_job(self, job_id: str) -> bool:
         existed = self._jobs.pop(job_id, None) is not None
         if existed:
+            self._outbox = {k: n for k, n in self._outbox.items() if n.job_id != job_id}
             for run_id in [r.id for r in self._runs.values() if r.job_id == job_id]:
                 del self._runs[run_id]
             self._events = [e for e in self._events if e.job_id != job_id]
@@ -208,9 +219,13 @@ class MemoryStorage(Storage):
 
     # ------------------------------------------------------------------ runs
 
-    async def create_run(self, run: Run, *, data: JSONObject | None = None) -> Run:
+    async def create_run(
+        self, run: Run, *, data: JSONObject | None = None, receipt: Receipt | None = None
+    ) -> Run:
         if run.trigger is RunTrigger.SCHEDULE and self._scheduled_exists(run.job_id, run.scheduled_for):
             raise DuplicateRun(f"a scheduled run of {run.job_id} for {run.scheduled_for} is already stored")
+        if receipt is not None:
+            self._store_receipt(receipt)
         self._queue(run, data)
         await self._commit()
         return run
@@ -222,7 +237,12 @@ class MemoryStorage(Storage):
         )
 
     async def record_fires(
-        self, job: Job, decisions: Sequence[FireDecision], *, now: dt.datetime
+        self,
+        job: Job,
+        decisions: Sequence[FireDecision],
+        *,
+        now: dt.datetime,
+        notify: tuple[NotifyTarget, ...] = (),
     ) -> list[Run]:
         queued: list[Run] = []
         for decision in decisions:
@@ -235,6 +255,7 @@ class MemoryStorage(Storage):
                 )
                 self._insert_run(skipped)
                 self._event(skipped, EventType.SKIPPED, decision.message, decision.data, now)
+                self._enqueue(skipped, notify, now)
             else:
                 self._queue(run, decision.data)
                 queued.append(run)
@@ -269,6 +290,7 @@ class MemoryStorage(Storage):
         if final is None:
             return None
         self._event(final, EventType(final.status.value), ending.message, terminal_data(final), now)
+        self._enqueue(final, ending.notify, now)
         if retry is not None and final.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
             self._queue(retry.run, None)
             data: JSONObject = {
@@ -296,17 +318,29 @@ class MemoryStorage(Storage):
             output=output,
         )
 
-    async def cancel_queued(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
+    async def cancel_queued(
+        self, run: Run, *, now: dt.datetime, message: str, notify: tuple[NotifyTarget, ...] = ()
+    ) -> Run | None:
         ended = self._move(run.id, RunStatus.CANCELLED, now, finished_at=now)
         if ended is not None:
             self._event(ended, EventType.CANCELLED, message, None, now)
+            self._enqueue(ended, notify, now)
         await self._commit()
         return ended
 
-    async def skip_queued(self, run: Run, *, now: dt.datetime, message: str, data: JSONObject) -> Run | None:
+    async def skip_queued(
+        self,
+        run: Run,
+        *,
+        now: dt.datetime,
+        message: str,
+        data: JSONObject,
+        notify: tuple[NotifyTarget, ...] = (),
+    ) -> Run | None:
         ended = self._move(run.id, RunStatus.SKIPPED, now, finished_at=now, error=message)
         if ended is not None:
             self._event(ended, EventType.SKIPPED, message, data, now)
+            self._enqueue(ended, notify, now)
         await self._commit()
         return ended
 
@@ -384,6 +418,57 @@ class MemoryStorage(Storage):
         await trio.lowlevel.checkpoint()
         return self._events[-1].id if self._events else 0
 
+    # ------------------------------------------------------ webhooks, receipts
+
+    def _enqueue(self, run: Run, targets: tuple[NotifyTarget, ...], now: dt.datetime) -> None:
+        for target in targets:
+            if target.wants(run.status):
+                ident = next(self._next_notification)
+                self._outbox[ident] = PendingNotification(
+                    id=ident,
+                    run_id=run.id,
+                    job_id=run.job_id,
+                    url=target.url,
+                    secret=target.secret,
+                    created_at=now,
+                )
+
+    def _store_receipt(self, receipt: Receipt) -> None:
+        current = self._receipts.get(receipt.key)
+        if current is not None and current.created_at >= receipt.created_at - RECEIPT_LIFETIME:
+            raise DuplicateReceipt(f"the Idempotency-Key {receipt.key!r} was used already")
+        self._receipts[receipt.key] = receipt
+
+    async def pending_notifications(self, *, limit: int) -> list[PendingNotification]:
+        await trio.lowlevel.checkpoint()
+        return [self._outbox[ident] for ident in sorted(self._outbox)[:limit]]
+
+    async def notification_done(
+        self,
+        notification: PendingNotification,
+        *,
+        event_type: EventType,
+        message: str,
+        data: JSONObject,
+        now: dt.datetime,
+    ) -> None:
+        run = self._runs.get(notification.run_id)
+        if self._outbox.pop(notification.id, None) is not None and run is not None:
+            self._event(run, event_type, message, data, now)
+        await self._commit()
+
+    async def receipt(self, key: str, *, since: dt.datetime) -> Receipt | None:
+        await trio.lowlevel.checkpoint()
+        found = self._receipts.get(key)
+        return found if found is not None and found.created_at >= since else None
+
+    async def delete_receipts(self, *, before: dt.datetime) -> int:
+        expired = [key for key, receipt in self._receipts.items() if receipt.created_at < before]
+        for key in expired:
+            del self._receipts[key]
+        await self._commit()
+        return len(expired)
+
     # ------------------------------------------------------------- retention
 
     def _terminal(self) -> list[Run]:
@@ -412,6 +497,7 @@ class MemoryStorage(Storage):
         for run_id in doomed:
             del self._runs[run_id]
         self._events = [e for e in self._events if e.run_id not in doomed]
+        self._outbox = {k: n for k, n in self._outbox.items() if n.run_id not in doomed}
         await self._commit()
         return len(doomed)
 

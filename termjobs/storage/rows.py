@@ -142,10 +142,12 @@ def _out(value: Any, column: _Column) -> Any:
     return value if column.to_db is None else column.to_db(value)
 
 
-JOB_JSON = ("runner_config", "trigger_config", "retry_policy", "labels")
+JOB_JSON = ("runner_config", "trigger_config", "retry_policy", "labels", "notify")
 
 JOBS = RowMapper(Job, jobs, nested={"spec": JobDefinition}, json_columns=JOB_JSON)
-RUNS = RowMapper(Run, runs, nested={"output": RunOutput})
+RUNS = RowMapper(Run, runs, nested={"output": RunOutput}, json_columns=("overrides",))
 #: Runs without their captured payloads (lists, ``last_run``).
-RUN_SUMMARIES = RowMapper(Run, runs, nested={"output": RunOutput}, omit=PAYLOAD_FIELDS)
+RUN_SUMMARIES = RowMapper(
+    Run, runs, nested={"output": RunOutput}, json_columns=("overrides",), omit=PAYLOAD_FIELDS
+)
 EVENTS = RowMapper(RunEvent, run_events, json_columns=("data",))

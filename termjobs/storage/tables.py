@@ -61,6 +61,7 @@ jobs = sa.Table(
     sa.Column("misfire_policy", sa.String(16), nullable=False),
     sa.Column("misfire_grace_seconds", sa.Integer, nullable=False),
     sa.Column("labels", sa.Text),
+    sa.Column("notify", sa.Text),
     sa.Column("next_run_at", UTCDateTime),
     sa.Column("last_fire_at", UTCDateTime),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -98,6 +99,7 @@ runs = sa.Table(
     sa.Column("retry_of", sa.String(32)),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("overrides", sa.Text),
     sa.CheckConstraint(f"status IN ({_STATUS_VALUES})", name="ck_runs_status"),
     sa.Index("ix_runs_job_created", "job_id", "created_at", "seq"),
     sa.Index("ix_runs_created", "created_at", "seq"),
@@ -125,5 +127,31 @@ run_events = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_run_events_run", "run_id", "id"),
     sa.Index("ix_run_events_job", "job_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+#: Answers to requests made with an ``Idempotency-Key`` (kept 24 hours).
+receipts = sa.Table(
+    "receipts",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_receipts_created", "created_at"),
+)
+
+#: Completion webhooks not delivered yet (written with the run's final state).
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_notifications_run", "run_id"),
     sqlite_autoincrement=True,
 )
