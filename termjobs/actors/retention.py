@@ -18,6 +18,7 @@ import trio
 
 from termjobs.clock import Clock, sleep_until
 from termjobs.storage import Storage
+from termjobs.storage.base import RECEIPT_LIFETIME
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class RetentionActor:
     async def sweep(self) -> SweepStats:
         """Delete what is past retention; returns the counts (also logged)."""
         started = trio.current_time()
+        await self._storage.delete_receipts(before=self._clock.now() - RECEIPT_LIFETIME)
         before = self._clock.now() - self._retention
         expired, batches = await self._drain(
             lambda: self._storage.expired_runs(before=before, limit=self._batch)

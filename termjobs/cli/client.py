@@ -13,6 +13,7 @@ from the same server, token and timeout.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -172,25 +173,31 @@ class JobsClient:
     # ------------------------------------------------------------------ jobs
 
     async def list_jobs(
-        self, *, limit: int = PAGE_MAX, offset: int = 0, id_prefix: str | None = None
+        self,
+        *,
+        limit: int = PAGE_MAX,
+        offset: int = 0,
+        id_prefix: str | None = None,
+        filters: Query = (),
     ) -> Page[Job]:
-        """One page of jobs, newest first (``id_prefix``: ids starting with it)."""
-        query = [("limit", str(limit)), ("offset", str(offset))]
+        """One page of jobs, newest first (``id_prefix``: ids starting with it;
+        ``filters``: more query parameters, such as ``("label", "team=data")``)."""
+        query = [("limit", str(limit)), ("offset", str(offset)), *filters]
         if id_prefix is not None:
             query.append(("id_prefix", id_prefix))
         return _page(await self._request("GET", "/v2/jobs", query=query))
 
-    async def all_jobs(self) -> list[Job]:
-        """Every job, newest first, fetched page by page."""
-        return await _collect(lambda offset: self.list_jobs(offset=offset))
+    async def all_jobs(self, filters: Query = ()) -> list[Job]:
+        """Every job (matching ``filters``), newest first, fetched page by page."""
+        return await _collect(lambda offset: self.list_jobs(offset=offset, filters=filters))
 
     async def get_job(self, ref: str) -> Job:
         """The job whose id or exact name is ``ref``."""
         return cast(Job, await self._request("GET", f"/v2/jobs/{segment(ref)}"))
 
     async def create_job(self, payload: bytes) -> Job:
-        """Create a job from a JSON object."""
-        return cast(Job, await self._request("POST", "/v2/jobs", body=payload))
+        """Create a job from a JSON object (with an Idempotency-Key: safe to retry)."""
+        return cast(Job, await self._request("POST", "/v2/jobs", body=payload, idempotent=True))
 
     async def update_job(self, ref: str, payload: bytes) -> Job:
         """Change the fields of a job named in a JSON object."""
@@ -201,9 +208,10 @@ class JobsClient:
         query = [("cancel_active", "true")] if cancel_active else []
         return cast(Deleted, await self._request("DELETE", f"/v2/jobs/{segment(ref)}", query=query))
 
-    async def trigger_job(self, ref: str) -> Run:
-        """Queue a manual run."""
-        return cast(Run, await self._request("POST", f"/v2/jobs/{segment(ref)}/trigger"))
+    async def trigger_job(self, ref: str, *, overrides: bytes | None = None) -> Run:
+        """Queue a manual run (``overrides``: a JSON object changing this run only)."""
+        path = f"/v2/jobs/{segment(ref)}/trigger"
+        return cast(Run, await self._request("POST", path, body=overrides, idempotent=True))
 
     async def pause_job(self, ref: str) -> Job:
         """Disable a job."""
@@ -240,9 +248,10 @@ class JobsClient:
         summary: bool = False,
         limit: int = PAGE_MAX,
         offset: int = 0,
+        filters: Query = (),
     ) -> Page[Run]:
         """One page of runs, newest first; ``summary`` leaves out their output."""
-        query = [("limit", str(limit)), ("offset", str(offset))]
+        query = [("limit", str(limit)), ("offset", str(offset)), *filters]
         if summary:
             query.append(("summary", "true"))
         if job_id is not None:
@@ -276,20 +285,37 @@ class JobsClient:
 
     # ------------------------------------------------------------- transport
 
-    async def _request(self, method: str, path: str, *, query: Query = (), body: bytes | None = None) -> Any:
-        """Send one request; the decoded JSON answer, or :class:`ApiError`."""
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Query = (),
+        body: bytes | None = None,
+        idempotent: bool = False,
+    ) -> Any:
+        """Send one request; the decoded JSON answer, or :class:`ApiError`. An
+        ``idempotent`` request carries an Idempotency-Key and is sent once more, with
+        the same key, if the connection fails before an answer arrives."""
         import httpx
 
         # Content-Type only accompanies a body, as in the reference client.
-        headers = {"Content-Type": "application/json"} if body is not None else None
-        try:
-            response = await self._http.request(
-                method, path, params=list(query), content=body, headers=headers
-            )
-        except httpx.TimeoutException:
-            raise ApiError(timeout_message(self.settings)) from None
-        except httpx.HTTPError as exc:
-            raise ApiError(transport_message(self.settings, exc)) from None
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if idempotent:
+            headers["Idempotency-Key"] = secrets.token_urlsafe(18)
+        for attempt in (1, 2):
+            try:
+                response = await self._http.request(
+                    method, path, params=list(query), content=body, headers=headers
+                )
+                break
+            except httpx.TimeoutException:
+                raise ApiError(timeout_message(self.settings)) from None
+            except httpx.TransportError as exc:
+                if not idempotent or attempt == 2 or isinstance(exc, httpx.ConnectError):
+                    raise ApiError(transport_message(self.settings, exc)) from None
+            except httpx.HTTPError as exc:
+                raise ApiError(transport_message(self.settings, exc)) from None
         if response.status_code >= 400:
             raise ApiError(error_message(response, self.settings), response.status_code)
         try:

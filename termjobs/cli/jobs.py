@@ -74,16 +74,37 @@ async def jobs(
 
 @jobs.command("list", context_settings=CONTEXT)
 @click.option("--all", "show_all", is_flag=True, help="Also show finished once-off and agent jobs.")
+@click.option(
+    "--label", "labels", multiple=True, metavar="KEY=VALUE", help="Only jobs with this label (repeatable)."
+)
+@click.option("--name", default=None, help="Only jobs whose name contains this (any case).")
+@click.option("--enabled/--disabled", "enabled", default=None, help="Only enabled (or disabled) jobs.")
+@click.option("--trigger-type", type=click.Choice(["manual", "once", "cron"]), default=None)
+@click.option("--runner-type", type=click.Choice(["program", "llm"]), default=None)
 @click.pass_obj
-async def list_jobs(opts: Options, show_all: bool) -> None:
+async def list_jobs(
+    opts: Options,
+    show_all: bool,
+    labels: tuple[str, ...],
+    name: str | None,
+    enabled: bool | None,
+    trigger_type: str | None,
+    runner_type: str | None,
+) -> None:
     """List jobs, newest first: status, last run and next run of each."""
-    await show_jobs(opts, show_all=show_all)
+    filters = [("label", label) for label in labels]
+    for key, value in (("name", name), ("trigger_type", trigger_type), ("runner_type", runner_type)):
+        if value:
+            filters.append((key, value))
+    if enabled is not None:
+        filters.append(("enabled", str(enabled).lower()))
+    await show_jobs(opts, show_all=show_all, filters=filters)
 
 
-async def show_jobs(opts: Options, *, show_all: bool) -> None:
+async def show_jobs(opts: Options, *, show_all: bool, filters: Sequence[tuple[str, str]] = ()) -> None:
     """``jobs list``, also run by ``jobs`` without a command."""
     async with JobsClient.connect(opts.settings) as api:
-        found = await api.all_jobs()
+        found = await api.all_jobs(filters)
         if opts.json:
             echo_json(found)
             return
@@ -163,12 +184,30 @@ async def delete_job(opts: Options, ref: str, cancel_active: bool) -> None:
 @jobs.command("trigger", context_settings=CONTEXT)
 @job_argument
 @click.option("--follow", "-f", is_flag=True, help=FOLLOW_HELP)
+@click.option("--arg", "args", multiple=True, help="This run's arguments, replacing the job's (repeatable).")
+@click.option(
+    "--env", "env", multiple=True, metavar="KEY=VALUE", help="Added to this run's environment (repeatable)."
+)
+@click.option(
+    "--run-timeout",
+    type=click.IntRange(min=1),
+    default=None,
+    help="This run's timeout_seconds, instead of the job's.",
+)
 @click.pass_obj
-async def trigger_job(opts: Options, ref: str, follow: bool) -> None:
+async def trigger_job(
+    opts: Options,
+    ref: str,
+    follow: bool,
+    args: tuple[str, ...],
+    env: tuple[str, ...],
+    run_timeout: int | None,
+) -> None:
     """Queue a run of a job now; prints the run (with --follow, its events)."""
+    overrides = _overrides(args, env, run_timeout)
     async with JobsClient.connect(opts.settings) as api:
         job = await api.resolve_job(job_ref(ref))
-        run = await api.trigger_job(job["id"])
+        run = await api.trigger_job(job["id"], overrides=overrides)
     if not follow:
         echo_json(run)
         return
@@ -229,6 +268,21 @@ async def validate_job(opts: Options, file: str | None, data: str | None) -> Non
 # --------------------------------------------------------------- runs
 
 
+def _overrides(args: tuple[str, ...], env: tuple[str, ...], run_timeout: int | None) -> bytes | None:
+    overrides: dict[str, object] = {}
+    if args:
+        overrides["args"] = list(args)
+    if env:
+        pairs = [item.partition("=") for item in env]
+        bad = [key for key, sep, _ in pairs if not sep or not key]
+        if bad:
+            raise click.UsageError(f"--env takes KEY=VALUE (got {bad[0]!r})")
+        overrides["env"] = {key: value for key, _, value in pairs}
+    if run_timeout is not None:
+        overrides["timeout_seconds"] = run_timeout
+    return json.dumps(overrides).encode() if overrides else None
+
+
 @jobs.command("runs", context_settings=CONTEXT)
 @click.argument("ref", metavar="[JOB]", required=False, shell_complete=complete_job_ref)
 @click.option(
@@ -239,13 +293,20 @@ async def validate_job(opts: Options, file: str | None, data: str | None) -> Non
     help="Most runs to show.",
 )
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Runs to skip.")
+@click.option("--status", "statuses", multiple=True, help="Only runs with this status (repeatable or a,b).")
+@click.option("--trigger", type=click.Choice(["manual", "schedule", "retry"]), default=None)
 @click.pass_obj
-async def list_runs(opts: Options, ref: str | None, limit: int, offset: int) -> None:
+async def list_runs(
+    opts: Options, ref: str | None, limit: int, offset: int, statuses: tuple[str, ...], trigger: str | None
+) -> None:
     """List runs, newest first (of one job when JOB is given)."""
+    filters = [("status", status) for status in statuses] + ([("trigger", trigger)] if trigger else [])
     async with JobsClient.connect(opts.settings) as api:
         job_id = (await api.resolve_job(job_ref(ref)))["id"] if ref is not None else None
         # Tables never show output, so they ask for summaries; --json gets everything.
-        page = await api.list_runs(job_id=job_id, summary=not opts.json, limit=limit, offset=offset)
+        page = await api.list_runs(
+            job_id=job_id, summary=not opts.json, limit=limit, offset=offset, filters=filters
+        )
     if opts.json:
         echo_json(page.items)
         return
