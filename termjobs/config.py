@@ -54,6 +54,8 @@ class Settings:
     jobs_workers: int = 4
     db_url: URL
     shutdown_grace: float = 10.0
+    #: on shutdown, seconds /readyz answers 503 before the listener closes
+    shutdown_drain: float = 0.0
     request_timeout: float = 10.0
     retention_days: int = 30
     max_runs_per_job: int = 1000
@@ -121,12 +123,15 @@ def build_settings(
     cors_origins: tuple[str, ...] = (),
     notify_url: str | None = None,
     notify_secret: str | None = None,
+    shutdown_drain: float = 0.0,
 ) -> Settings:
     """Validate the serve options into :class:`Settings`."""
     if not 1 <= port <= 65535:
         raise SettingsError(f"invalid --port {port} (must be 1-65535)")
     if jobs_workers <= 0:
         raise SettingsError(f"invalid --jobs-workers {jobs_workers} (must be > 0)")
+    if not math.isfinite(shutdown_drain) or not 0 <= shutdown_drain <= 300:
+        raise SettingsError(f"invalid --shutdown-drain {shutdown_drain:g} (must be 0 to 300 seconds)")
     if not math.isfinite(shutdown_grace) or shutdown_grace < 0:
         raise SettingsError(f"invalid --shutdown-grace {shutdown_grace:g} (must be >= 0)")
     if retention_days <= 0:
@@ -158,6 +163,7 @@ def build_settings(
         cors_origins=check_origins(cors_origins),
         notify_url=notify_url,
         notify_secret=notify_secret,
+        shutdown_drain=shutdown_drain,
     )
     _check_notify(notify_url, notify_secret)
     return settings

@@ -178,6 +178,10 @@ async def serve_http(
     async def stop_http() -> None:
         await shutdown_trigger()
         services.state.shutting_down = True  # readiness fails from now on
+        if services.settings.shutdown_drain > 0:
+            # Keep answering while load balancers notice the failing readiness check.
+            logger.info("draining for %gs before closing the listener", services.settings.shutdown_drain)
+            await trio.sleep(services.settings.shutdown_drain)
         logger.info("shutting down: no new requests; closing live streams")
         # hypercorn would hold open websockets until its graceful timeout and then
         # cut them (1006); ending the subscriptions lets each stream close with 1001.

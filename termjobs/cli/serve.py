@@ -58,6 +58,7 @@ def banner(settings: Settings, url: str) -> str:
         }.get(settings.token_source, "")
         lines.append(f"token: {settings.token} {note}".rstrip())
     lines.append(f"jobs workers: {settings.jobs_workers}")
+    lines.append(f"api: {url}/openapi.json (OpenAPI 3.1), metrics: {url}/metrics, readiness: {url}/readyz")
     lines.append(f"database: {redact(settings.db_url)}")
     return "\n".join(lines)
 
@@ -93,6 +94,13 @@ def banner(settings: Settings, url: str) -> str:
     default=10.0,
     show_default=True,
     help="Seconds running runs get to finish on shutdown before they are stopped.",
+)
+@click.option(
+    "--shutdown-drain",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="On shutdown, seconds to keep serving with /readyz failing, so load balancers stop sending.",
 )
 @click.option(
     "--retention-days",
@@ -192,6 +200,7 @@ async def serve(
     jobs_workers: int,
     db: str | None,
     shutdown_grace: float,
+    shutdown_drain: float,
     retention_days: int,
     max_runs_per_job: int,
     max_connections: int,
@@ -236,6 +245,7 @@ async def serve(
             cors_origins=cors_origins,
             notify_url=notify_url,
             notify_secret=notify_secret,
+            shutdown_drain=shutdown_drain,
         )
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
