@@ -29,11 +29,13 @@ from termjobs.jsontypes import json_type_name, reject_constant
 from termjobs.model import ConcurrencyPolicy, JSONObject, MisfirePolicy, RunnerType, TriggerType
 from termjobs.notify import keep_secrets
 from termjobs.runners.config import PROTECTED_ENV
+from termjobs.schedule import Trigger, TriggerError, parse_trigger
 
 MAX_NAME_LENGTH: Final = 200
 MAX_RUNS_LIMIT: Final = 1000
 MAX_TIMEOUT_SECONDS: Final = 30 * 24 * 3600
 MAX_MISFIRE_GRACE: Final = 7 * 24 * 3600
+MAX_PREVIEW_COUNT: Final = 50
 
 # Read-only fields a client may send back after a GET (edit-and-PATCH workflow);
 # accepted and ignored.
@@ -177,11 +179,12 @@ _REQUIRED: Final = {
     "runner_type": "runner_type is required (one of: llm, program)",
     "trigger_type": "trigger_type is required (one of: manual, once, cron)",
 }
-M = TypeVar("M", bound=JobInput)
+M = TypeVar("M", bound=BaseModel)
 
 
 def parse_input(body: JSONObject, model: type[M]) -> M:
-    """Check the shape of a job body; the first problem becomes the error message."""
+    """Check the shape of a job body (or of a part of one, such as a schedule preview);
+    the first problem becomes the error message."""
     try:
         return model.model_validate(body)
     except pydantic.ValidationError as exc:
@@ -309,6 +312,49 @@ def _check_name(name: str) -> None:
 def _check_range(field: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise InvalidRequest(f"{field} must be a whole number from {low} to {high} (got {value})")
+
+
+# ------------------------------------------------------------------ schedule preview
+
+
+class SchedulePreviewInput(BaseModel):
+    """The body of ``POST /v2/schedule/preview``: a job's trigger fields, and how many
+    fire times to compute."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trigger_type: StrictStr = Field(json_schema_extra=_TRIGGER_DOC)
+    trigger_config: _Object
+    schedule_timezone: StrictStr | None = Field(default=None, description="IANA zone, e.g. Europe/Berlin")
+    count: StrictInt = Field(
+        default=5, json_schema_extra=_range(1, MAX_PREVIEW_COUNT), description="how many fire times"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePreview:
+    """A checked preview request: the trigger exactly as a job with these fields would
+    have it, and how many fire times are wanted."""
+
+    trigger: Trigger
+    schedule_timezone: str | None
+    count: int
+
+
+def parse_schedule_preview(body: JSONObject) -> SchedulePreview:
+    """Check a preview body with the rules of job creation: a trigger a job could not
+    have is the same 400, with the same message (``trigger_config.expression: ...``)."""
+    data = parse_input(body, SchedulePreviewInput)
+    if not data.trigger_type.strip():
+        raise InvalidRequest(_REQUIRED["trigger_type"])
+    trigger_type = _choice(TriggerType, "trigger_type", data.trigger_type)
+    _check_range("count", data.count, 1, MAX_PREVIEW_COUNT)
+    zone = (data.schedule_timezone or "").strip() or None
+    try:
+        trigger = parse_trigger(trigger_type, data.trigger_config, zone)
+    except TriggerError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return SchedulePreview(trigger=trigger, schedule_timezone=zone, count=data.count)
 
 
 # ---------------------------------------------------------------------- overrides

@@ -123,6 +123,22 @@ def next_fire_after(trigger: Trigger, after: dt.datetime) -> dt.datetime | None:
             return cron.next_fire(expr, zone, after)
 
 
+def upcoming_fires(trigger: Trigger, after: dt.datetime, count: int) -> list[dt.datetime]:
+    """Up to ``count`` fire times strictly after ``after``, in order; fewer when the
+    trigger has no more (a manual trigger has none, a ``once`` trigger one at most, and
+    nothing lies beyond the year 9999)."""
+    fires: list[dt.datetime] = []
+    at: dt.datetime | None = after
+    while at is not None and len(fires) < count:
+        try:
+            at = next_fire_after(trigger, at)
+        except (ValueError, OverflowError):  # croniter past year 9999
+            break
+        if at is not None:
+            fires.append(at)
+    return fires
+
+
 def initial_next_run(
     trigger: Trigger, *, enabled: bool, now: dt.datetime, last_fire_at: dt.datetime | None
 ) -> dt.datetime | None:

@@ -58,6 +58,7 @@ def banner(settings: Settings, url: str) -> str:
         }.get(settings.token_source, "")
         lines.append(f"token: {settings.token} {note}".rstrip())
     lines.append(f"jobs workers: {settings.jobs_workers}")
+    lines.append(f"dashboard: {url}/ui/")
     lines.append(f"api: {url}/openapi.json (OpenAPI 3.1), metrics: {url}/metrics, readiness: {url}/readyz")
     lines.append(f"database: {redact(settings.db_url)}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import Any, Final
 from termjobs import wire
 from termjobs.fields import enum_type, is_timestamp
 from termjobs.jobdef import Job, JobDefinition
+from termjobs.jobspec import MAX_PREVIEW_COUNT
 from termjobs.model import PAYLOAD_FIELDS, Run, RunEvent, RunOutput
 
 Schema = dict[str, Any]
@@ -121,6 +122,17 @@ def components() -> dict[str, Schema]:
         "RunEventList": list_schema("RunEvent", since_id={"type": "integer", "minimum": 0}),
         "Deleted": _object(
             {"id": {"type": "string"}, "deleted": {"type": "boolean", "enum": [True]}}, ["id", "deleted"]
+        ),
+        "SchedulePreview": _object(
+            {
+                "timezone": {"type": "string", "description": "the zone the schedule is evaluated in"},
+                "fire_times": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "date-time"},
+                    "maxItems": MAX_PREVIEW_COUNT,
+                },
+            },
+            ["timezone", "fire_times"],
         ),
         "Health": _object(
             {

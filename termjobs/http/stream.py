@@ -8,6 +8,10 @@
   the handshake response says where "now" is (``Termjobs-Since-Id``), so a client that
   loses the connection before its first event can resume from there without a gap.
 
+Credentials are the REST API's headers or, for browsers (which cannot set headers on a
+websocket), the subprotocol ``termjobs.bearer.<token, base64url>`` offered beside
+``termjobs`` (which the handshake then selects), or a ``token`` query parameter.
+
 Each message is one run-event object plus ``job_id``. The subscription is opened
 *before* the replay and live events already replayed are skipped by id, so there is no
 gap and no duplicate between replay and live. Close codes: 4401 bad credentials, 4404
@@ -25,7 +29,7 @@ from quart import Quart, websocket
 from termjobs import wire
 from termjobs.actors.hub import CloseReason, Subscription
 from termjobs.errors import InvalidRequest
-from termjobs.http.auth import is_authorised
+from termjobs.http.auth import STREAM_PROTOCOL, is_authorised, subprotocol_token
 from termjobs.http.params import non_negative_int
 from termjobs.model import TERMINAL_EVENTS, RunEvent
 from termjobs.services import Services
@@ -68,7 +72,10 @@ async def _serve(services: Services, *, run_id: str | None) -> None:
         # No since_id on the firehose means "from now on": replaying the whole history
         # by default could mean millions of events. "Now" is told to the client.
         now = await services.storage.max_event_id()
-    await websocket.accept(headers={SINCE_ID_HEADER: str(now)} if now is not None else None)
+    protocol = STREAM_PROTOCOL if STREAM_PROTOCOL in websocket.requested_subprotocols else None
+    await websocket.accept(
+        headers={SINCE_ID_HEADER: str(now)} if now is not None else None, subprotocol=protocol
+    )
     try:
         _authorise(services)
         since_id = _since_id() if now is None else now
@@ -82,7 +89,8 @@ async def _serve(services: Services, *, run_id: str | None) -> None:
 
 
 def _is_authorised(services: Services) -> bool:
-    return is_authorised(services.settings, websocket.headers, websocket.args.get("token", ""))
+    token = subprotocol_token(websocket.requested_subprotocols) or websocket.args.get("token", "")
+    return is_authorised(services.settings, websocket.headers, token)
 
 
 def _authorise(services: Services) -> None:

@@ -42,7 +42,7 @@ async def test_the_openapi_document_describes_every_route(tmp_path: Path) -> Non
         for method, op in item.items()
         if path.startswith("/v2")
     }
-    assert len(operations) == 12
+    assert len(operations) == 13
     for (method, path), op in operations.items():
         responses = op["responses"]
         assert {"401", "500", "503"} <= set(responses), (method, path)

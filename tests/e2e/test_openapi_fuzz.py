@@ -44,5 +44,5 @@ async def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
         log = server.log
     report = result.stdout.decode()
     assert result.returncode == 0, report[-6000:]
-    assert "Tested: 14" in report and " failed" not in report.split("SUMMARY")[-1], report[-3000:]
+    assert "Tested: 15" in report and " failed" not in report.split("SUMMARY")[-1], report[-3000:]
     assert "Traceback" not in log, log[-3000:]

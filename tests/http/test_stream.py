@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -244,6 +245,44 @@ async def test_stream_auth(
                 use_ssl=False,
                 extra_headers=[(k.encode(), v.encode()) for k, v in headers],
             )
+            if code is None:
+                _, run = await seed(live)
+                await add_events(live, run, 1)
+                assert json.loads(await ws.get_message())["run_id"] == run.id
+                await ws.aclose()
+            else:
+                _, closed = await receive_until_closed(ws)
+                assert closed.code == code and closed.reason == "invalid authentication credentials"
+
+
+def bearer_protocol(token: str) -> str:
+    return "termjobs.bearer." + base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("protocols", "code"),
+    [
+        (["termjobs", bearer_protocol(TOKEN)], None),
+        (["termjobs", bearer_protocol("wrong")], 4401),
+        (["termjobs", "termjobs.bearer.%%%"], 4401),
+        (["termjobs"], 4401),
+    ],
+)
+async def test_a_browser_passes_the_token_in_a_subprotocol(
+    live: Live, protocols: list[str], code: int | None
+) -> None:
+    # Browsers cannot set headers on a websocket; the token must not be in the URL.
+    with trio.fail_after(LIMIT_S):
+        async with trio.open_nursery() as nursery:
+            ws = await trio_websocket.connect_websocket(
+                nursery,
+                live.host,
+                live.port,
+                live.resource("/v2/events/stream", token=None),
+                use_ssl=False,
+                subprotocols=protocols,
+            )
+            assert ws.subprotocol == "termjobs"  # selected, or a browser drops the connection
             if code is None:
                 _, run = await seed(live)
                 await add_events(live, run, 1)
