@@ -75,7 +75,11 @@ async def test_manual_and_once_triggers(api: Api, trigger: dict[str, Any], expec
         {"trigger_type": "cron", "trigger_config": {"expression": 5}},
         {"trigger_type": "cron", "trigger_config": {"expression": "@often"}},
         {"trigger_type": "cron", "trigger_config": {"expression": "* * * * *", "timezone": "Mars/Base"}},
-        {"trigger_type": "cron", "trigger_config": {"expression": "* * * * *"}, "schedule_timezone": "Nowhere"},
+        {
+            "trigger_type": "cron",
+            "trigger_config": {"expression": "* * * * *"},
+            "schedule_timezone": "Nowhere",
+        },
         {"trigger_type": "cron", "trigger_config": ["30 2 * * *"]},
         {"trigger_type": "once", "trigger_config": {"run_at": "2026-03-02 09:00"}},
         {"trigger_type": "once"},

@@ -11,7 +11,9 @@ from termjobs.http.ui import load_assets
 from tests.http.conftest import Api
 
 
-async def fetch(api: Api, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+async def fetch(
+    api: Api, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     response = await api.client.get(path, headers=headers or {})
     body = await response.get_data(as_text=False)
     return response.status_code, {k.lower(): v for k, v in response.headers.items()}, body

@@ -9,7 +9,7 @@ const STATUS = {
   cancel_requested: ["◼", "warn"],
   succeeded: ["✓", "ok"],
   failed: ["✗", "bad"],
-  timed_out: ["⧖", "bad"],
+  timed_out: ["⊗", "bad"],
   cancelled: ["⊘", "warn"],
   skipped: ["↷", "idle"],
 };
@@ -32,7 +32,7 @@ export function statusBadge(status) {
 export function enabledBadge(enabled) {
   return enabled
     ? h("span", { class: "status ok", dataset: { enabled: "true" } }, h("span", { class: "sym", "aria-hidden": "true" }, "●"), "enabled")
-    : h("span", { class: "status idle", dataset: { enabled: "false" } }, h("span", { class: "sym", "aria-hidden": "true" }, "⏸"), "paused");
+    : h("span", { class: "status idle", dataset: { enabled: "false" } }, h("span", { class: "sym", "aria-hidden": "true" }, "‖"), "paused");
 }
 
 /** The zone a job's schedule is evaluated in. */

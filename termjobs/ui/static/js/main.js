@@ -26,6 +26,7 @@ const ROUTES = [
 ];
 
 let current = null; // the view on screen: { controller, cleanups }
+let flash = ""; // a message for the next page (e.g. "Deleted job …" on the jobs view)
 
 /** Show a message above the page (``kind``: "info" or "error"); empty hides it. */
 function say(message, kind = "info") {
@@ -49,7 +50,8 @@ function parseHash() {
 
 async function route() {
   leave();
-  say("");
+  say(flash);
+  flash = "";
   const { path, query } = parseHash();
   const controller = new AbortController();
   const view = { controller, cleanups: [] };
@@ -62,7 +64,9 @@ async function route() {
     signal: controller.signal,
     say,
     onLeave: (fn) => view.cleanups.push(fn),
-    navigate: (hash) => {
+    /** Go to ``hash``; ``message`` is shown on the page it leads to. */
+    navigate: (hash, message = "") => {
+      flash = message;
       location.hash = hash;
     },
     title: (text) => {

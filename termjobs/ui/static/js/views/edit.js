@@ -122,8 +122,7 @@ export async function editView(ctx, ref) {
       const job = original
         ? await ctx.api.patch(`/v2/jobs/${seg(original.id)}`, body, { signal: ctx.signal })
         : await ctx.api.post("/v2/jobs", body, { signal: ctx.signal });
-      ctx.navigate(`#/jobs/${seg(job.id)}`);
-      ctx.say(original ? `Saved “${job.name}”.` : `Created “${job.name}”.`);
+      ctx.navigate(`#/jobs/${seg(job.id)}`, original ? `Saved “${job.name}”.` : `Created “${job.name}”.`);
     } catch (error) {
       if (error.name === "AbortError") return;
       const shown = error instanceof ApiError && error.status < 500 && (mode === "form" ? form.showError(error.message) : editor.showError(error.message));
@@ -377,7 +376,7 @@ class JobForm {
     out.max_concurrent_runs = wholeNumber(c.max_runs.value);
     out.labels = pairs(c.labels.value);
     for (const key of OPTIONAL) {
-      if (out[key] === null && !this.editing) delete out[key];
+      if (out[key] === null && !(this.editing && key in base)) delete out[key];
     }
     return out;
   }

@@ -201,8 +201,7 @@ export async function jobView(ctx, ref) {
       try {
         await ctx.api.delete(`/v2/jobs/${seg(job.id)}`, cancelActive.checked ? { cancel_active: "true" } : undefined, { signal: ctx.signal });
         dialog.close();
-        ctx.say(`Deleted job “${job.name}”.`);
-        ctx.navigate("#/");
+        ctx.navigate("#/", `Deleted job “${job.name}”.`);
       } catch (error) {
         dialogProblem.hidden = false;
         dialogProblem.textContent = error.message;

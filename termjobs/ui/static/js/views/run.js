@@ -108,7 +108,10 @@ export async function runView(ctx, runId) {
       output.add(event.data?.stream ?? "stdout", event.data?.text ?? "");
       return;
     }
-    if (event.event_type === "retry_scheduled" && event.data?.retry_run_id) retryRunId = event.data.retry_run_id;
+    if (event.event_type === "retry_scheduled" && event.data?.retry_run_id) {
+      retryRunId = event.data.retry_run_id;
+      renderDetails();
+    }
     timeline.append(
       h(
         "li",
