@@ -49,9 +49,8 @@ _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 def chromium_path() -> str | None:
     """The Chromium binary to drive, or ``None`` when there is none."""
     configured = os.environ.get("TERMJOBS_CHROMIUM")
-    if configured:
-        return configured
-    return next((path for path in CHROMIUM_CANDIDATES if Path(path).is_file()), None)
+    candidates = (configured,) if configured else CHROMIUM_CANDIDATES
+    return next((path for path in candidates if Path(path).is_file()), None)
 
 
 def _unavailable(reason: str) -> None:

@@ -101,7 +101,7 @@ export async function jobsView(ctx) {
         last
           ? [
               h("a", { href: `#/runs/${seg(last.id)}`, "aria-label": `last run: ${last.status}` }, statusBadge(last.status)),
-              h("span", { class: "sub" }, timeEl(last.started_at ?? last.created_at), runDuration(last) ? ` · took ${runDuration(last)}` : ""),
+              h("span", { class: "sub" }, timeEl(last.started_at ?? last.created_at), runDuration(last) ? ` · ${last.finished_at ? "took" : "for"} ${runDuration(last)}` : ""),
             ]
           : h("span", { class: "muted" }, "never"),
         "last-run",
