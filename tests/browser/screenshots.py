@@ -11,14 +11,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, ViewportSize, expect, sync_playwright
 
 from tests.browser.conftest import TIMEOUT_MS, chromium_path, sign_in
 from tests.browser.helpers import create_job, trigger, wait_for
 from tests.browser.server import Dashboard, run_server
 
-VIEWPORT = {"width": 1100, "height": 720}
-PHONE = {"width": 390, "height": 760}
+VIEWPORT: ViewportSize = {"width": 1100, "height": 720}
+PHONE: ViewportSize = {"width": 390, "height": 760}
 
 REPORT_SCRIPT = (
     "echo 'report for' $(date -u +%F); echo 'rows: 1284'; "
