@@ -41,6 +41,11 @@ export function props(pairs) {
   return dl;
 }
 
+/** A table cell labelled for the narrow (card) layout, its content in one box. */
+export function cell(label, content, className) {
+  return h("td", { "data-label": label, class: className }, h("div", {}, content));
+}
+
 /** A unique id for label/aria wiring. */
 let counter = 0;
 export function uid(prefix) {

@@ -2,10 +2,9 @@
 // Pause/Resume, Edit and Delete. Follows the job's events live.
 
 import { ApiError, seg } from "../api.js";
-import { h, fill, props } from "../dom.js";
+import { cell, h, fill, props } from "../dom.js";
 import { ACTIVE, enabledBadge, jobZone, runDuration, statusBadge, tickRelative, timeEl, triggerEl } from "../format.js";
 import { EventStream, liveIndicator } from "../stream.js";
-import { cell } from "./jobs.js";
 
 const RUNS_PAGE = 20;
 

@@ -2,7 +2,7 @@
 // follow the firehose, so a run starting or finishing shows without a reload.
 
 import { ApiError, seg } from "../api.js";
-import { h, fill, uid } from "../dom.js";
+import { cell, h, fill, uid } from "../dom.js";
 import { enabledBadge, runDuration, statusBadge, tickRelative, timeEl, triggerEl } from "../format.js";
 import { EventStream, liveIndicator } from "../stream.js";
 
@@ -60,7 +60,8 @@ export async function jobsView(ctx) {
   async function reload() {
     const query = { limit: String(PAGE), offset: String((state.page - 1) * PAGE) };
     for (const key of ["name", "enabled", "trigger_type", "label"]) if (state[key]) query[key] = state[key];
-    history.replaceState(null, "", `#/jobs?${new URLSearchParams(hashQuery(state))}`);
+    const address = new URLSearchParams(hashQuery(state)).toString();
+    history.replaceState(null, "", address ? `#/jobs?${address}` : "#/");
     const request = ctx.api.get("/v2/jobs", query, { signal: ctx.signal });
     loading = request;
     let list;
@@ -167,11 +168,6 @@ export async function jobsView(ctx) {
 
   await reload();
   stream.open();
-}
-
-/** A table cell labelled for the narrow (card) layout; its content in one box. */
-export function cell(label, content, className) {
-  return h("td", { "data-label": label, class: className }, h("div", {}, content));
 }
 
 function hashQuery(state) {
