@@ -20,7 +20,18 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from termjobs.jobdef import Job
-from termjobs.model import EventType, JSONObject, JSONValue, Run, RunEvent, RunStatus, TriggerType
+from termjobs.model import (
+    EventType,
+    JSONObject,
+    JSONValue,
+    Run,
+    RunEvent,
+    RunOutput,
+    RunStatus,
+    Session,
+    SessionMessage,
+    TriggerType,
+)
 from termjobs.rundomain import Ending, FireDecision
 
 T = TypeVar("T")
@@ -103,6 +114,14 @@ class JobView:
 
     job: Job
     last_run: Run | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTranscript:
+    """A session with its messages, oldest first."""
+
+    session: Session
+    messages: list[SessionMessage]
 
 
 class Storage(Protocol):
@@ -206,6 +225,12 @@ class Storage(Protocol):
         """Non-terminal runs (of these jobs), each job's oldest first."""
         ...
 
+    async def update_run_output(self, run_id: str, output: RunOutput, *, now: dt.datetime) -> Run | None:
+        """Replace what a run has reported so far (an LLM run's response after each
+        turn), while it is ``running`` or ``cancel_requested``; the updated run, or
+        ``None`` if it is in any other status (its final state is never touched)."""
+        ...
+
     # ---------------------------------------------------------------- events
 
     async def add_event(
@@ -235,6 +260,22 @@ class Storage(Protocol):
 
     async def max_event_id(self) -> int:
         """The newest event's id (0 when there is none)."""
+        ...
+
+    # -------------------------------------------------------------- sessions
+
+    async def save_session(self, session: Session, messages: Sequence[SessionMessage]) -> None:
+        """Create or update ``session`` and append ``messages`` to its transcript, in
+        one transaction (the messages' ``id`` is assigned here)."""
+        ...
+
+    async def get_session(self, session_id: str) -> SessionTranscript | None:
+        """The session with its whole transcript; ``None`` if there is no such session."""
+        ...
+
+    async def delete_orphan_sessions(self, *, before: dt.datetime, limit: int) -> int:
+        """Delete up to ``limit`` sessions that no run refers to (``session_id``) and
+        that were last updated before ``before``, with their messages; how many."""
         ...
 
     # ------------------------------------------------------------- retention
