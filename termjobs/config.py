@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import math
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from sqlalchemy.engine import URL
 
+from termjobs.runners.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from termjobs.storage.engine import resolve_url
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -59,6 +61,8 @@ class Settings:
     #: events a live-stream subscriber may fall behind by before it is closed as lagged
     stream_buffer: int = 4096
     limits: HttpLimits = HttpLimits()
+    #: providers, agents and tool permissions of the llm runner
+    llm: LLMSettings = field(default_factory=LLMSettings)
 
 
 def generate_token() -> str:
@@ -103,6 +107,7 @@ def build_settings(
     retention_days: int = 30,
     max_runs_per_job: int = 1000,
     limits: HttpLimits | None = None,
+    llm: LLMSettings | None = None,
 ) -> Settings:
     """Validate the serve options into :class:`Settings`."""
     if not 1 <= port <= 65535:
@@ -136,7 +141,37 @@ def build_settings(
         retention_days=retention_days,
         max_runs_per_job=max_runs_per_job,
         limits=limits,
+        llm=llm or LLMSettings(),
     )
+
+
+def build_llm_settings(
+    *,
+    config: str | None,
+    env: Mapping[str, str],
+    provider: str | None = None,
+    read_dirs: Sequence[str] = (),
+    write_dirs: Sequence[str] = (),
+    shell_allow: Sequence[str] = (),
+    tools: str | None = None,
+    system_message: str | None = None,
+    yolo: bool = False,
+) -> LLMSettings:
+    """Read ``--config`` (or the default file) and check it with the llm serve flags."""
+    try:
+        return load_llm_settings(
+            config=config,
+            env=env,
+            provider=provider,
+            read_dirs=read_dirs,
+            write_dirs=write_dirs,
+            shell_allow=shell_allow,
+            tools=tools,
+            system_message=system_message,
+            yolo=yolo,
+        )
+    except LLMConfigError as exc:
+        raise SettingsError(f"invalid LLM configuration: {exc}") from None
 
 
 def check_limits(limits: HttpLimits) -> None:

@@ -27,9 +27,11 @@ from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import Clock, SystemClock
 from termjobs.config import Settings
 from termjobs.model import RunnerType, new_worker_id
-from termjobs.runners.base import BackgroundService, OrphanReaper, Runner, UnconfiguredLLMRunner
+from termjobs.runners.base import BackgroundService, OrphanReaper, Runner
+from termjobs.runners.llm.runner import LLMRunner
 from termjobs.runners.program import ProgramRunner
 from termjobs.services import Services
+from termjobs.storage import Storage
 from termjobs.storage.database import open_storage
 
 logger = logging.getLogger(__name__)
@@ -39,9 +41,17 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_MARGIN_S = 60.0
 
 
-def default_runners(base_env: Mapping[str, str]) -> dict[RunnerType, Runner]:
-    """The runners of a server started from the CLI."""
-    return {RunnerType.PROGRAM: ProgramRunner(base_env=base_env), RunnerType.LLM: UnconfiguredLLMRunner()}
+def default_runners(
+    settings: Settings, *, storage: Storage, clock: Clock, base_env: Mapping[str, str]
+) -> dict[RunnerType, Runner]:
+    """The runners of a server started from the CLI. No program (and no agent's shell
+    command) sees the environment variables that hold provider keys."""
+    keys = settings.llm.key_variables
+    without_keys = {name: value for name, value in base_env.items() if name not in keys}
+    return {
+        RunnerType.PROGRAM: ProgramRunner(base_env=without_keys),
+        RunnerType.LLM: LLMRunner(settings.llm, storage=storage, clock=clock, base_env=base_env),
+    }
 
 
 @asynccontextmanager
@@ -57,8 +67,9 @@ async def open_services(
     """Start everything but HTTP; on exit, shut down gracefully (see module doc)."""
     clock = clock or SystemClock()
     hub = Hub()
-    runners = runners or default_runners(base_env if base_env is not None else os.environ)
     async with open_storage(settings.db_url, inline=inline_db, on_commit=hub.publish) as storage:
+        env_source = base_env if base_env is not None else os.environ
+        runners = runners or default_runners(settings, storage=storage, clock=clock, base_env=env_source)
         env = RunEnv(
             storage=storage,
             clock=clock,

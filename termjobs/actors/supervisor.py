@@ -46,7 +46,7 @@ from termjobs.errors import Conflict, JobNotFound, RunNotFound, Unavailable
 from termjobs.jobdef import Job, JobDefinition
 from termjobs.jobspec import JobPatch
 from termjobs.model import Run, RunStatus, new_job_id
-from termjobs.runners.base import StopReason
+from termjobs.runners.base import StopReason, check_runnable
 from termjobs.schedule import initial_next_run
 from termjobs.storage import NameTaken
 
@@ -148,6 +148,7 @@ class Supervisor:
         """Store a new job and start its actor; the stored job."""
         if self._closing or self._nursery is None:
             raise Unavailable("the server is shutting down")
+        check_runnable(self._env.runners, spec)
         now = self._env.clock.now()
         job = Job(
             id=new_job_id(),

@@ -11,7 +11,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from termjobs.errors import InternalError, TermjobsError, Unauthorized
-from termjobs.http import jobs, runs, stream
+from termjobs.http import jobs, llm, runs, stream
 from termjobs.http.auth import is_authorised
 from termjobs.http.responses import error_response, json_response
 from termjobs.model import JSONObject
@@ -41,6 +41,7 @@ def create_app(services: Services) -> QuartTrio:
 
     jobs.register(app, services)
     runs.register(app, services)
+    llm.register(app, services)
     stream.register(app, services)
     return app
 

@@ -10,6 +10,7 @@ from termjobs.http.params import flag, paging
 from termjobs.http.responses import json_response
 from termjobs.jobdef import Job
 from termjobs.model import JSONObject, TriggerType
+from termjobs.runners.llm.origin import is_loopback, sanitize_runner_config
 from termjobs.services import Services
 from termjobs.storage import JobFilters, JobView
 
@@ -36,7 +37,11 @@ def register(app: Quart, services: Services) -> None:
 
     @app.post("/v2/jobs", strict_slashes=False)
     async def create_job() -> Response:
-        job = await supervisor.create_job(jobspec.definition_for_create(await json_body()))
+        body = await json_body()
+        runner_type = body.get("runner_type")
+        if isinstance(runner_type, str) and runner_type.strip() == "llm":
+            _server_managed_origin(body)
+        job = await supervisor.create_job(jobspec.definition_for_create(body))
         return json_response(wire.job_json(job), 201)
 
     @app.get("/v2/jobs", strict_slashes=False)
@@ -57,7 +62,9 @@ def register(app: Quart, services: Services) -> None:
 
     @app.patch("/v2/jobs/<ref>", strict_slashes=False)
     async def patch_job(ref: str) -> Response:
-        patch = jobspec.parse_patch(await json_body())
+        body = await json_body()
+        _server_managed_origin(body)
+        patch = jobspec.parse_patch(body)
         return await render(await supervisor.update(ref, patch))
 
     @app.delete("/v2/jobs/<ref>", strict_slashes=False)
@@ -77,6 +84,16 @@ def register(app: Quart, services: Services) -> None:
     @app.post("/v2/jobs/<ref>/resume", strict_slashes=False)
     async def resume_job(ref: str) -> Response:
         return await render(await supervisor.resume(ref))
+
+
+def _server_managed_origin(body: JSONObject) -> None:
+    """Replace any client-sent ``notify_origin`` by the one this request may set."""
+    if "runner_config" in body:
+        body["runner_config"] = sanitize_runner_config(
+            body["runner_config"],
+            {k.lower(): v for k, v in request.headers.items()},
+            loopback=is_loopback(request.remote_addr),
+        )
 
 
 def _job_filters() -> JobFilters:
