@@ -151,7 +151,7 @@ class ScriptedLLM:
         frames = anthropic_frames(turn, request) if anthropic else openai_frames(turn, request)
         for index, frame in enumerate(frames):
             await stream.send_all(conn.send(h11.Data(data=frame.encode())))
-            if index == _first_text_frame(anthropic, turn) and (turn.hold or turn.hold_forever):
+            if index == _first_text_frame(anthropic, turn) and (turn.hold is not None or turn.hold_forever):
                 await self._hold(stream, turn)
         await stream.send_all(conn.send(h11.EndOfMessage()))
 

@@ -85,9 +85,16 @@ def provider_for(kind: str, model: ScriptedLLM, **overrides: Any) -> ProviderCon
 
 @asynccontextmanager
 async def llm_server(
-    kind: str, tmp_path: Path, url: URL, *, env: dict[str, str] | None = None, **llm_fields: Any
+    kind: str,
+    tmp_path: Path,
+    url: URL,
+    *,
+    env: dict[str, str] | None = None,
+    provider: dict[str, Any] | None = None,
+    **llm_fields: Any,
 ) -> AsyncIterator[LLM]:
-    """Services with the scripted provider (``llm_fields`` override the LLM settings)."""
+    """Services with the scripted provider (``provider`` overrides its settings,
+    ``llm_fields`` the LLM settings)."""
     pytest.importorskip("openai", reason=NO_SDK)
     pytest.importorskip("anthropic", reason=NO_SDK)
     workdir, outdir = tmp_path / "work", tmp_path / "out"
@@ -95,7 +102,7 @@ async def llm_server(
     outdir.mkdir(exist_ok=True)
     async with scripted_llm() as model:
         fields: dict[str, Any] = {
-            "providers": (provider_for(kind, model),),
+            "providers": (provider_for(kind, model, **(provider or {})),),
             "default_provider": "scripted",
             "agents_dir": str(tmp_path / "agents"),
             "write_dirs": (str(outdir.resolve()),),
@@ -125,6 +132,7 @@ async def llm_server(
                     outdir=outdir,
                     tmp=tmp_path,
                 )
+        assert not model.failures, f"the scripted provider failed: {model.failures!r}"
 
 
 @pytest.fixture(params=["openai", "anthropic"])
