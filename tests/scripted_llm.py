@@ -49,7 +49,8 @@ class Turn:
     text: str = ""
     thinking: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
-    usage: tuple[int, int] = (10, 5)
+    #: tokens reported (OpenAI: ``None`` sends no usage chunk, as llama-cpp-python)
+    usage: tuple[int, int] | None = (10, 5)
     chunks: int = 2
     hold: trio.Event | None = None
     hold_forever: bool = False
@@ -248,6 +249,8 @@ def openai_frames(turn: Turn, request: Request) -> list[str]:
         for part in (arguments[:half], arguments[half:]):
             frames.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]}))
     frames.append(chunk({}, "tool_calls" if turn.tool_calls else "stop"))
+    if turn.usage is None:
+        return [*frames, _sse("[DONE]")]
     prompt, completion = turn.usage
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     frames.append(
@@ -269,7 +272,7 @@ def openai_frames(turn: Turn, request: Request) -> list[str]:
 def anthropic_frames(turn: Turn, request: Request) -> list[str]:
     """The turn as Anthropic ``messages`` stream events."""
     model = str(request.body.get("model", "scripted"))
-    prompt, completion = turn.usage
+    prompt, completion = turn.usage or (0, 0)
     frames = [
         _sse(
             {

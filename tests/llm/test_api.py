@@ -201,3 +201,18 @@ async def test_a_keyless_provider_sends_no_key(kind: str, tmp_path: Path, sqlite
         assert run["status"] == "succeeded" and run["response"] == "local answer"
         (request,) = llm.model.requests
         assert not {"authorization", "x-api-key"} & set(request.headers)
+
+
+async def test_servers_that_report_no_usage_get_an_estimate(tmp_path: Path, sqlite_url: URL) -> None:
+    async with llm_server("openai", tmp_path, sqlite_url) as llm:
+        llm.model.add(Turn(text="one two three", chunks=3, usage=None))
+        run = await _run_once(llm)
+        assert run["status"] == "succeeded" and run["output_tokens"] == 3 and run["input_tokens"] > 50
+        (turn,) = [e for e in await llm.events(run["id"]) if e["event_type"] == "turn_complete"]
+        assert turn["data"] == {
+            "turn": 1,
+            "input_tokens": run["input_tokens"],
+            "output_tokens": 3,
+            "estimated": True,
+        }
+        assert turn["message"].endswith("out tokens, estimated)")

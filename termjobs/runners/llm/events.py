@@ -68,12 +68,11 @@ class RunEvents:
 
     async def turn_complete(self, turn: int, usage: Usage) -> None:
         await self.live.flush()
-        message = f"turn {turn} complete ({usage.input_tokens} in, {usage.output_tokens} out tokens)"
-        data: JSONObject = {
-            "turn": turn,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-        }
+        estimated = ", estimated" if usage.estimated else ""
+        message = (
+            f"turn {turn} complete ({usage.input_tokens} in, {usage.output_tokens} out tokens{estimated})"
+        )
+        data: JSONObject = {"turn": turn, **usage.to_json()}
         await self._ctx.emit(EventType.TURN_COMPLETE, message, data)
 
     async def progress_update(self, envelope: JSONObject, message: str | None) -> None:

@@ -38,10 +38,18 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens of one model turn."""
+    """Tokens of one model turn; ``estimated`` when the provider did not report them
+    (some OpenAI-compatible servers send no usage in streams)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
+    estimated: bool = False
+
+    def to_json(self) -> JSONObject:
+        out: JSONObject = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        if self.estimated:
+            out["estimated"] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,10 +93,7 @@ class Message:
             ]
             out["tool_calls"] = calls
             if self.usage is not None:
-                out["usage"] = {
-                    "input_tokens": self.usage.input_tokens,
-                    "output_tokens": self.usage.output_tokens,
-                }
+                out["usage"] = self.usage.to_json()
         elif self.role == "tool":
             out.update(tool_call_id=self.tool_call_id, tool_name=self.tool_name, is_error=self.is_error)
         return out
@@ -114,7 +119,11 @@ class Message:
             tool_call_id=_str(data.get("tool_call_id")),
             tool_name=_str(data.get("tool_name")),
             is_error=data.get("is_error") is True,
-            usage=Usage(_int(usage.get("input_tokens")), _int(usage.get("output_tokens")))
+            usage=Usage(
+                _int(usage.get("input_tokens")),
+                _int(usage.get("output_tokens")),
+                usage.get("estimated") is True,
+            )
             if isinstance(usage, dict)
             else None,
         )

@@ -3,6 +3,7 @@ OpenRouter...), streamed, through the official ``openai`` SDK."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class OpenAIChat:
         try:
             stream = await self._client.chat.completions.create(**params)
             async with stream:
-                return await _read(stream, sink)
+                return await _read(stream, sink, params)
         except openai.APITimeoutError:
             raise connection_error(self._config, self._key, timed_out=True) from None
         except openai.APIConnectionError as exc:
@@ -99,21 +100,23 @@ class OpenAIChat:
             raise other_error(self._config, self._key, exc) from None
 
 
-async def _read(stream: Any, sink: TurnSink) -> Turn:
+async def _read(stream: Any, sink: TurnSink, params: dict[str, Any]) -> Turn:
     text: list[str] = []
     thinking: list[str] = []
     calls: dict[int, _Call] = {}
-    usage = Usage()
+    usage: Usage | None = None
     finish = ""
+    deltas = 0
     async for chunk in stream:
         if chunk.usage is not None:
             usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
         for choice in chunk.choices:
             delta = choice.delta
+            reasoning = _reasoning(delta)
+            deltas += bool(delta.content or reasoning or delta.tool_calls)
             if delta.content:
                 text.append(delta.content)
                 sink.text(delta.content)
-            reasoning = _reasoning(delta)
             if reasoning:
                 thinking.append(reasoning)
                 sink.thinking(reasoning)
@@ -128,10 +131,19 @@ async def _read(stream: Any, sink: TurnSink) -> Turn:
         ToolCall(call.id or f"call_{index}", call.name, "".join(call.arguments))
         for index, call in sorted(calls.items())
     )
+    if usage is None:
+        usage = _estimate(params, deltas)
     message = Message(
         role="assistant", text="".join(text), thinking="".join(thinking), tool_calls=tool_calls, usage=usage
     )
     return Turn(message=message, usage=usage, stop_reason=finish)
+
+
+def _estimate(params: dict[str, Any], deltas: int) -> Usage:
+    """Usage for a server that streams none (llama-cpp-python's, for one): such
+    servers send a token per chunk; the prompt is taken at four characters a token."""
+    prompt = json.dumps(params["messages"]) + json.dumps(params.get("tools", []))
+    return Usage(-(-len(prompt) // 4), deltas, estimated=True)
 
 
 def _reasoning(delta: Any) -> str:
