@@ -21,6 +21,8 @@ async def serve(
 ) -> AsyncIterator[Server]:
     """Start the server on ``db`` with the test token (``env`` added to its
     environment); killed at the end if still up."""
+    # Hermetic: the server reads no LLM configuration of whoever runs the tests.
+    env = {"XDG_CONFIG_HOME": str(db.parent / "xdg-config"), **(env or {})}
     async with serve_process(
         "--db", str(db), *extra, token=TOKEN, port=port, env=env, teardown=signal.SIGKILL
     ) as server:

@@ -8,6 +8,7 @@ import os
 
 import trio
 
+from tests.helpers import alive
 from tests.llm.conftest import KEY, LLM
 from tests.scripted_llm import ToolCall, Turn
 
@@ -234,3 +235,20 @@ async def test_unpersisted_sessions_are_not_stored(llm: LLM) -> None:
         assert run["status"] == "succeeded" and run["session_id"]
         missing = await llm.get(f"/v2/sessions/{run['session_id']}")
         assert missing.status == 404 and missing.error == "session not found"
+
+
+async def test_cancel_kills_a_running_shell_tool_at_once(llm: LLM) -> None:
+    with trio.fail_after(LIMIT_S):
+        fifo = llm.tmp / "tool.pid"
+        os.mkfifo(fifo)  # the command's pid arrives through it once the command runs
+        command = f"echo started; echo $$ > {fifo}; sleep 60"
+        llm.model.add(Turn(tool_calls=[ToolCall("long", "shell", {"command": command})]))
+        job = await llm.create(llm.llm_job())
+        run = (await llm.post(f"/v2/jobs/{job['id']}/trigger")).body
+        pid = int(await trio.to_thread.run_sync(fifo.read_text))
+        assert alive(pid)
+        started = trio.current_time()
+        await llm.post(f"/v2/runs/{run['id']}/cancel")
+        final = await llm.wait_final(run["id"])
+        assert final["status"] == "cancelled" and trio.current_time() - started < 3
+        assert not alive(pid)

@@ -312,9 +312,11 @@ async def test_events_read_back_exactly(storage: Storage) -> None:
     run = await add_run(storage, make_run(job))
     written = await storage.add_event(run, EventType.OUTPUT, None, {"text": "é\n"}, now=moment)
     await storage.submit_event(run, EventType.OUTPUT, "queued", None, now=moment)
-    read, queued = await storage.events_after(written.id - 1, run_id=run.id)
+    # A submitted event is not waited for; a later waited write is committed after it.
+    last = await storage.add_event(run, EventType.OUTPUT, "last", None, now=moment)
+    read, queued, after = await storage.events_after(written.id - 1, run_id=run.id)
     assert read == written and read.created_at == moment and read.data == {"text": "é\n"}
-    assert queued.message == "queued" and queued.data is None
+    assert queued.message == "queued" and queued.data is None and after == last
 
 
 async def test_scheduled_fires_are_unique_per_nominal_time(storage: Storage) -> None:
