@@ -36,7 +36,7 @@ class RunEvents:
         self._storage = storage
         self._clock = clock
         self.live = LiveOutput(
-            self._publish, streams=("response", "thinking"), kept_in="the run's response and thinking"
+            self._publish, streams=("thinking", "response"), kept_in="the run's response and thinking"
         )
         self._report_failed = False
 
