@@ -179,6 +179,13 @@ async def test_provider_errors_name_the_provider_and_the_fix(
         assert run["error"] == (
             f'provider "scripted": 401 invalid x-api-key [redacted]; check the key in ${KEY_ENV}'
         )
+        llm.model.add(Turn(status=429, error="rate limited", headers={"retry-after-ms": "10"}, repeat=True))
+        run = await _run_once(llm)
+        assert run["error"] == (
+            'provider "scripted": 429 rate limited; still rate-limited after 2 retries; '
+            "try later or raise max_retries"
+        )
+        llm.model.script.clear()
         llm.model.add(Turn(status=404, error="model not found"))
         run = await _run_once(llm)
         assert run["error"].startswith('provider "scripted": 404 model not found; check the model name')

@@ -228,6 +228,15 @@ async def test_a_fixed_session_id_continues_the_conversation(llm: LLM) -> None:
         assert (session["turn_count"], session["input_tokens"], session["output_tokens"]) == (2, 30, 7)
 
 
+async def test_a_hub_delegation_names_its_session(llm: LLM) -> None:
+    with trio.fail_after(LIMIT_S):
+        llm.model.add(Turn(text="ok"))
+        labels = {"hub_delegation": {"id": "d-1", "origin": "hub.example", "depth": 1, "chain": []}}
+        run = await llm.run_job({**llm.llm_job("hub-delegation-d-1"), "labels": labels})
+        session = (await llm.get(f"/v2/sessions/{run['session_id']}")).body
+        assert session["name"] == "Delegation from hub.example" and session["job_id"] == run["job_id"]
+
+
 async def test_unpersisted_sessions_are_not_stored(llm: LLM) -> None:
     with trio.fail_after(LIMIT_S):
         llm.model.add(Turn(text="ok"))

@@ -23,7 +23,7 @@ import trio
 
 from termjobs.clock import Clock
 from termjobs.jobdef import Job, JobDefinition
-from termjobs.model import ExitReason, RunOutput, Session
+from termjobs.model import ExitReason, JSONValue, RunOutput, Session
 from termjobs.runners.base import RunContext, RunResult
 from termjobs.runners.config import LLMConfig
 from termjobs.runners.llm.agents import AgentError, AgentRegistry
@@ -120,7 +120,7 @@ class LLMRunner:
         base = stored or Session(
             id=session_id,
             job_id=ctx.job.id,
-            name=config.session_name or ctx.job.spec.name,
+            name=config.session_name or _delegation_name(ctx.job.spec.labels) or ctx.job.spec.name,
             agent=plan.agent.name,
             provider=plan.provider.name,
             model=plan.model,
@@ -140,6 +140,13 @@ class LLMRunner:
             env=env, timeout=self.settings.shell_timeout, output_limit=self.settings.shell_output_limit
         )
         return Toolbox(plan.tools, plan.permissions, policy)
+
+
+def _delegation_name(labels: JSONValue) -> str | None:
+    """``Delegation from <origin>`` for a job a term-llm Hub delegated (SPEC A.2)."""
+    delegation = labels.get("hub_delegation") if isinstance(labels, dict) else None
+    origin = delegation.get("origin") if isinstance(delegation, dict) else None
+    return f"Delegation from {origin.strip()}" if isinstance(origin, str) and origin.strip() else None
 
 
 class _Execution:
