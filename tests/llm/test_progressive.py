@@ -100,3 +100,14 @@ async def test_a_pass_that_does_nothing_ends_the_run_naturally(llm: LLM) -> None
         run = await llm.run_job(llm.llm_job(progressive=True, timeout_seconds=600))
         assert run["status"] == "succeeded" and run["exit_reason"] == "natural_completion"
         assert json.loads(run["response"]) == {"n": 1} and len(llm.model.requests) == 3
+
+
+async def test_a_cancelled_progressive_run_keeps_its_last_state(llm: LLM) -> None:
+    with trio.fail_after(LIMIT_S):
+        llm.model.add(Turn(tool_calls=[commit("p1", {"kept": True})]), Turn(text="more...", hold_forever=True))
+        job = await llm.create(llm.llm_job(progressive=True))
+        run = (await llm.post(f"/v2/jobs/{job['id']}/trigger")).body
+        await llm.model.streaming.wait()
+        await llm.post(f"/v2/runs/{run['id']}/cancel")
+        final = await llm.wait_final(run["id"])
+        assert final["status"] == "cancelled" and json.loads(final["response"]) == {"kept": True}

@@ -172,15 +172,19 @@ class Progress:
         return self._outcome(ExitReason.TIMEOUT)
 
     def _outcome(self, exit_reason: ExitReason) -> Outcome:
+        return Outcome(exit_reason, self.final_response())
+
+    def final_response(self) -> str:
+        """The run's final ``response`` (see the module docstring)."""
         conversation = self.conversation
         assert conversation is not None
         texts = conversation.totals.texts
         final_text = "".join(texts[self._final_mark :]).strip() if self._final_mark is not None else ""
         if final_text:
-            return Outcome(exit_reason, final_text)
+            return final_text
         if self.sequence == 0:
-            return Outcome(exit_reason, texts[-1] if texts else "")
-        return Outcome(exit_reason, json.dumps(self.state, separators=(",", ":")))
+            return texts[-1] if texts else ""
+        return json.dumps(self.state, separators=(",", ":"))
 
 
 def _text(value: object) -> str:

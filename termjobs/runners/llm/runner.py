@@ -162,17 +162,16 @@ class _Execution:
         log: SessionLog,
         history: list[Message],
     ) -> None:
-        self.runner, self.ctx, self.config, self.plan, self.key, self.log = (
-            runner,
-            ctx,
-            config,
-            plan,
-            key,
-            log,
-        )
+        self.runner = runner
+        self.ctx = ctx
+        self.config = config
+        self.plan = plan
+        self.key = key
+        self.log = log
         self.history = history
         self.events = RunEvents(ctx, runner.storage, runner.clock)
         self.conversation: Conversation | None = None
+        self.progress: Progress | None = None
         self.error: str | None = None
         self.exit_reason: ExitReason | None = None
         self.response: str | None = None
@@ -231,7 +230,7 @@ class _Execution:
                     self.error = f"agentic loop exceeded max turns ({plan.max_turns})"
                     self.exit_reason, self.truncated = ExitReason.MAX_TURNS_EXCEEDED, True
                 return
-            progress.conversation = conversation
+            progress.conversation, self.progress = conversation, progress
             conversation.live_response = progress.live_response
             outcome = await progress.run(self.config.instructions, deadline=self.deadline, budget=self.budget)
             self.exit_reason, self.response = outcome.exit_reason, outcome.response
@@ -242,7 +241,10 @@ class _Execution:
         if conversation is None:
             output = RunOutput(exit_code=0, session_id=self.log.session.id)
         else:
-            output = conversation.output(response=self.response)
+            response = self.response
+            if response is None and self.progress is not None:  # stopped mid-pass
+                response = self.progress.final_response()
+            output = conversation.output(response=response)
         output = dataclasses.replace(output, truncated=self.truncated)
         exit_reason = self.exit_reason
         if self.error is not None:
