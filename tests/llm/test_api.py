@@ -29,52 +29,57 @@ max_turns: 7
 
 
 async def test_unknown_agents_are_refused_on_create_and_on_patch(llm: LLM) -> None:
-    refused = await llm.post("/v2/jobs", llm.llm_job(agent_name="nobody"))
-    assert refused.status == 400 and refused.error.startswith("load agent: agent not found: nobody")
-    assert "built-in agents: developer, reviewer" in refused.error
-    path = await llm.post("/v2/jobs", llm.llm_job(agent_name=str(llm.tmp / "missing.yaml")))
-    assert path.status == 400 and path.error.startswith("load agent from path:")
-    job = await llm.create(llm.llm_job())
-    patched = await llm.call(
-        "PATCH", f"/v2/jobs/{job['id']}", {"runner_config": llm.llm_job(agent_name="ghost")["runner_config"]}
-    )
-    assert patched.status == 400 and "agent not found: ghost" in patched.error
-    provider = await llm.post("/v2/jobs", llm.llm_job(provider="elsewhere:model-x"))
-    assert provider.status == 400 and "unknown provider 'elsewhere'" in provider.error
-    missing = await llm.post("/v2/jobs", {**llm.llm_job(), "runner_config": {"agent_name": "developer"}})
-    assert missing.status == 400 and missing.error == "llm runner_config.instructions is required"
+    with trio.fail_after(LIMIT_S):
+        refused = await llm.post("/v2/jobs", llm.llm_job(agent_name="nobody"))
+        assert refused.status == 400 and refused.error.startswith("load agent: agent not found: nobody")
+        assert "built-in agents: developer, reviewer" in refused.error
+        path = await llm.post("/v2/jobs", llm.llm_job(agent_name=str(llm.tmp / "missing.yaml")))
+        assert path.status == 400 and path.error.startswith("load agent from path:")
+        job = await llm.create(llm.llm_job())
+        patched = await llm.call(
+            "PATCH",
+            f"/v2/jobs/{job['id']}",
+            {"runner_config": llm.llm_job(agent_name="ghost")["runner_config"]},
+        )
+        assert patched.status == 400 and "agent not found: ghost" in patched.error
+        provider = await llm.post("/v2/jobs", llm.llm_job(provider="elsewhere:model-x"))
+        assert provider.status == 400 and "unknown provider 'elsewhere'" in provider.error
+        missing = await llm.post("/v2/jobs", {**llm.llm_job(), "runner_config": {"agent_name": "developer"}})
+        assert missing.status == 400 and missing.error == "llm runner_config.instructions is required"
 
 
 async def test_a_job_whose_agent_file_went_away_can_still_be_paused(llm: LLM) -> None:
-    agents = llm.tmp / "agents"
-    agents.mkdir()
-    (agents / "notes.yaml").write_text(REVIEWER_YAML)
-    job = await llm.create(llm.llm_job(agent_name="notes"))
-    (agents / "notes.yaml").unlink()
-    paused = await llm.post(f"/v2/jobs/{job['id']}/pause")
-    assert paused.status == 200 and paused.body["enabled"] is False
+    with trio.fail_after(LIMIT_S):
+        agents = llm.tmp / "agents"
+        agents.mkdir()
+        (agents / "notes.yaml").write_text(REVIEWER_YAML)
+        job = await llm.create(llm.llm_job(agent_name="notes"))
+        (agents / "notes.yaml").unlink()
+        paused = await llm.post(f"/v2/jobs/{job['id']}/pause")
+        assert paused.status == 200 and paused.body["enabled"] is False
 
 
 async def test_agents_lists_built_ins_and_files(llm: LLM) -> None:
-    agents = llm.tmp / "agents"
-    agents.mkdir()
-    (agents / "notes.yaml").write_text(REVIEWER_YAML)
-    (agents / "broken.yaml").write_text("tools: [fly]\n")
-    reply = await llm.get("/v2/agents")
-    assert reply.status == 200 and reply.body["object"] == "list"
-    by_name = {agent["name"]: agent for agent in reply.body["data"]}
-    assert sorted(by_name) == ["developer", "notes", "reviewer"]  # the broken file is left out
-    assert by_name["notes"] == {
-        "name": "notes",
-        "description": "Reads the nightly notes",
-        "tools": ["read_file"],
-        "provider": "scripted",
-        "model": "special-model",
-        "source": str(agents / "notes.yaml"),
-    }
-    assert by_name["developer"]["tools"] == ["shell", "read_file", "write_file", "list_dir"]
-    assert by_name["reviewer"]["tools"] == ["read_file", "list_dir"]
-    assert by_name["reviewer"]["source"] == "builtin"
+    with trio.fail_after(LIMIT_S):
+        agents = llm.tmp / "agents"
+        agents.mkdir()
+        (agents / "notes.yaml").write_text(REVIEWER_YAML)
+        (agents / "broken.yaml").write_text("tools: [fly]\n")
+        reply = await llm.get("/v2/agents")
+        assert reply.status == 200 and reply.body["object"] == "list"
+        by_name = {agent["name"]: agent for agent in reply.body["data"]}
+        assert sorted(by_name) == ["developer", "notes", "reviewer"]  # the broken file is left out
+        assert by_name["notes"] == {
+            "name": "notes",
+            "description": "Reads the nightly notes",
+            "tools": ["read_file"],
+            "provider": "scripted",
+            "model": "special-model",
+            "source": str(agents / "notes.yaml"),
+        }
+        assert by_name["developer"]["tools"] == ["shell", "read_file", "write_file", "list_dir"]
+        assert by_name["reviewer"]["tools"] == ["read_file", "list_dir"]
+        assert by_name["reviewer"]["source"] == "builtin"
 
 
 async def test_a_file_agent_sets_model_tools_and_turns(llm: LLM) -> None:
@@ -93,10 +98,11 @@ async def test_a_file_agent_sets_model_tools_and_turns(llm: LLM) -> None:
 
 
 async def test_unknown_sessions_are_a_json_404(llm: LLM) -> None:
-    reply = await llm.get("/v2/sessions/no-such-session")
-    assert reply.status == 404 and reply.body == {
-        "error": {"message": "session not found", "type": "invalid_request_error"}
-    }
+    with trio.fail_after(LIMIT_S):
+        reply = await llm.get("/v2/sessions/no-such-session")
+        assert reply.status == 404 and reply.body == {
+            "error": {"message": "session not found", "type": "invalid_request_error"}
+        }
 
 
 async def _create_from(llm: LLM, body: dict[str, Any], peer: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -113,36 +119,38 @@ async def _create_from(llm: LLM, body: dict[str, Any], peer: str, headers: dict[
 
 
 async def test_notify_origin_comes_only_from_loopback_headers(llm: LLM) -> None:
-    web = {"X-Term-LLM-Queue-Agent-Origin": "web", "X-Term-LLM-Queue-Agent-Session-ID": "chat-7"}
-    planted = {"origin": "web", "session_id": "someone-else"}
-    body = llm.llm_job("a", notify_when_done=True, notify_origin=planted)
-    job = await _create_from(llm, body, "127.0.0.1", web)
-    config = job["runner_config"]
-    assert config["notify_origin"] == {"origin": "web", "session_id": "chat-7"}
-    assert list(config) == sorted(config)  # rewritten: keys sorted
-    remote = await _create_from(
-        llm, llm.llm_job("b", notify_when_done=True, notify_origin=planted), "10.1.2.3", web
-    )
-    assert (
-        "notify_origin" not in remote["runner_config"] and remote["runner_config"]["notify_when_done"] is True
-    )
-    telegram = {
-        "X-Term-LLM-Queue-Agent-Origin": "telegram",
-        "X-Term-LLM-Queue-Agent-Telegram-Chat-ID": "-100",
-    }
-    chat = await _create_from(llm, llm.llm_job("c", notify_when_done=True), "::1", telegram)
-    assert chat["runner_config"]["notify_origin"] == {"origin": "telegram", "telegram_chat_id": -100}
-    quiet = await _create_from(llm, llm.llm_job("d", notify_origin=planted), "127.0.0.1", web)
-    assert "notify_origin" not in quiet["runner_config"]  # no notify_when_done: no origin
-    untouched = llm.llm_job("e")
-    kept = await _create_from(llm, untouched, "127.0.0.1", {})
-    assert list(kept["runner_config"]) == list(untouched["runner_config"])  # not rewritten
-    patched = await llm.call(
-        "PATCH",
-        f"/v2/jobs/{kept['id']}",
-        {"runner_config": {**untouched["runner_config"], "notify_origin": planted}},
-    )
-    assert patched.status == 200 and "notify_origin" not in patched.body["runner_config"]
+    with trio.fail_after(LIMIT_S):
+        web = {"X-Term-LLM-Queue-Agent-Origin": "web", "X-Term-LLM-Queue-Agent-Session-ID": "chat-7"}
+        planted = {"origin": "web", "session_id": "someone-else"}
+        body = llm.llm_job("a", notify_when_done=True, notify_origin=planted)
+        job = await _create_from(llm, body, "127.0.0.1", web)
+        config = job["runner_config"]
+        assert config["notify_origin"] == {"origin": "web", "session_id": "chat-7"}
+        assert list(config) == sorted(config)  # rewritten: keys sorted
+        remote = await _create_from(
+            llm, llm.llm_job("b", notify_when_done=True, notify_origin=planted), "10.1.2.3", web
+        )
+        assert (
+            "notify_origin" not in remote["runner_config"]
+            and remote["runner_config"]["notify_when_done"] is True
+        )
+        telegram = {
+            "X-Term-LLM-Queue-Agent-Origin": "telegram",
+            "X-Term-LLM-Queue-Agent-Telegram-Chat-ID": "-100",
+        }
+        chat = await _create_from(llm, llm.llm_job("c", notify_when_done=True), "::1", telegram)
+        assert chat["runner_config"]["notify_origin"] == {"origin": "telegram", "telegram_chat_id": -100}
+        quiet = await _create_from(llm, llm.llm_job("d", notify_origin=planted), "127.0.0.1", web)
+        assert "notify_origin" not in quiet["runner_config"]  # no notify_when_done: no origin
+        untouched = llm.llm_job("e")
+        kept = await _create_from(llm, untouched, "127.0.0.1", {})
+        assert list(kept["runner_config"]) == list(untouched["runner_config"])  # not rewritten
+        patched = await llm.call(
+            "PATCH",
+            f"/v2/jobs/{kept['id']}",
+            {"runner_config": {**untouched["runner_config"], "notify_origin": planted}},
+        )
+        assert patched.status == 200 and "notify_origin" not in patched.body["runner_config"]
 
 
 async def _run_once(llm: LLM) -> dict[str, Any]:

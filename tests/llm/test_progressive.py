@@ -104,7 +104,9 @@ async def test_a_pass_that_does_nothing_ends_the_run_naturally(llm: LLM) -> None
 
 async def test_a_cancelled_progressive_run_keeps_its_last_state(llm: LLM) -> None:
     with trio.fail_after(LIMIT_S):
-        llm.model.add(Turn(tool_calls=[commit("p1", {"kept": True})]), Turn(text="more...", hold_forever=True))
+        llm.model.add(
+            Turn(tool_calls=[commit("p1", {"kept": True})]), Turn(text="more...", hold_forever=True)
+        )
         job = await llm.create(llm.llm_job(progressive=True))
         run = (await llm.post(f"/v2/jobs/{job['id']}/trigger")).body
         await llm.model.streaming.wait()
