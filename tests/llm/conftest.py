@@ -95,8 +95,6 @@ async def llm_server(
 ) -> AsyncIterator[LLM]:
     """Services with the scripted provider (``provider`` overrides its settings,
     ``llm_fields`` the LLM settings)."""
-    pytest.importorskip("openai", reason=NO_SDK)
-    pytest.importorskip("anthropic", reason=NO_SDK)
     workdir, outdir = tmp_path / "work", tmp_path / "out"
     workdir.mkdir(exist_ok=True)
     outdir.mkdir(exist_ok=True)
@@ -133,6 +131,14 @@ async def llm_server(
                     tmp=tmp_path,
                 )
         assert not model.failures, f"the scripted provider failed: {model.failures!r}"
+
+
+@pytest.fixture(autouse=True)
+def _provider_sdks() -> None:
+    """Every test here talks through the SDKs: without them, skip and say why (in a
+    plain fixture: a skip raised inside trio loses its reason)."""
+    pytest.importorskip("openai", reason=NO_SDK)
+    pytest.importorskip("anthropic", reason=NO_SDK)
 
 
 @pytest.fixture(params=["openai", "anthropic"])
