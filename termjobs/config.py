@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import math
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from sqlalchemy.engine import URL
 
 from termjobs.notify import NotifyTarget, parse_notify
+from termjobs.runners.llm.settings import LLMConfigError, LLMSettings, load_llm_settings
 from termjobs.storage.engine import resolve_url
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -76,6 +78,9 @@ class Settings:
             return ()
         return parse_notify([{"url": self.notify_url, "secret": self.notify_secret}])
 
+    #: providers, agents and tool permissions of the llm runner
+    llm: LLMSettings = field(default_factory=LLMSettings)
+
 
 def generate_token() -> str:
     """32 random bytes, base64url without padding (43 characters)."""
@@ -124,6 +129,7 @@ def build_settings(
     notify_url: str | None = None,
     notify_secret: str | None = None,
     shutdown_drain: float = 0.0,
+    llm: LLMSettings | None = None,
 ) -> Settings:
     """Validate the serve options into :class:`Settings`."""
     if not 1 <= port <= 65535:
@@ -164,6 +170,7 @@ def build_settings(
         notify_url=notify_url,
         notify_secret=notify_secret,
         shutdown_drain=shutdown_drain,
+        llm=llm or LLMSettings(),
     )
     _check_notify(notify_url, notify_secret)
     return settings
@@ -192,6 +199,35 @@ def check_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
                 f"invalid --cors-origin {origin!r} (use * or an origin such as https://ops.example.com)"
             )
     return tuple(origins)
+
+
+def build_llm_settings(
+    *,
+    config: str | None,
+    env: Mapping[str, str],
+    provider: str | None = None,
+    read_dirs: Sequence[str] = (),
+    write_dirs: Sequence[str] = (),
+    shell_allow: Sequence[str] = (),
+    tools: str | None = None,
+    system_message: str | None = None,
+    yolo: bool = False,
+) -> LLMSettings:
+    """Read ``--config`` (or the default file) and check it with the llm serve flags."""
+    try:
+        return load_llm_settings(
+            config=config,
+            env=env,
+            provider=provider,
+            read_dirs=read_dirs,
+            write_dirs=write_dirs,
+            shell_allow=shell_allow,
+            tools=tools,
+            system_message=system_message,
+            yolo=yolo,
+        )
+    except LLMConfigError as exc:
+        raise SettingsError(f"invalid LLM configuration: {exc}") from None
 
 
 def check_limits(limits: HttpLimits) -> None:

@@ -8,7 +8,7 @@ maps each class to one status code (``termjobs.http.errors``)::
     ├── InvalidRequest                 400  the request is malformed or violates a rule
     ├── UnsupportedMediaType           415  the body is not declared as JSON
     ├── Unauthorized                   401  missing or wrong credentials
-    ├── NotFound (also LookupError)    404  no such job or run
+    ├── NotFound (also LookupError)    404  no such job, run or session
     ├── Conflict                       409  the request clashes with current state
     ├── KeyReused                      422  an Idempotency-Key used with another request
     └── Unavailable                    503  the service is shutting down or overloaded
@@ -77,6 +77,10 @@ class JobNotFound(NotFound):
 
 class RunNotFound(NotFound):
     """run not found"""
+
+
+class SessionNotFound(NotFound):
+    """session not found"""
 
 
 class Conflict(TermjobsError):

@@ -240,3 +240,38 @@ class RunEvent:
     message: str | None
     data: JSONValue | None
     created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Session:
+    """An LLM conversation, kept across the runs that continue it.
+
+    ``job_id`` is the job whose run started it (sessions outlive their job); the
+    counters add up every turn of every run.
+    """
+
+    id: str
+    job_id: str | None = None
+    name: str | None = None
+    agent: str
+    provider: str
+    model: str
+    turn_count: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionMessage:
+    """One message of a session's transcript: ``content`` is the message as the LLM
+    runner keeps it (``termjobs.runners.llm.messages``). ``id`` orders the transcript;
+    storage assigns it."""
+
+    id: int = 0
+    session_id: str
+    run_id: str | None = None
+    role: str
+    content: JSONValue
+    created_at: dt.datetime

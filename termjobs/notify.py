@@ -15,10 +15,13 @@ import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
-from termjobs.model import TERMINAL_STATUSES, JSONValue, Run, RunStatus
+from termjobs.model import TERMINAL_STATUSES, ExitReason, JSONObject, JSONValue, Run, RunnerType, RunStatus
+
+if TYPE_CHECKING:
+    from termjobs.jobdef import Job
 
 #: What a job's responses show instead of a secret (secrets are write-only).
 MASK: Final = "***"
@@ -145,14 +148,54 @@ def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
+NOTICE_EXCERPT_CHARS: Final = 240
+
+
+def notice(job: Job, run: Run) -> JSONObject | None:
+    """The completion notice of an llm job queued from a chat (SPEC 12): its
+    ``origin`` (web session or Telegram chat, injected by the server at creation) and
+    the text to show there, ``Queued job <id> (<agent>) <status>[: <excerpt>]``.
+    ``None`` for every other job, and for a run that was skipped."""
+    config = job.spec.runner_config
+    if job.spec.runner_type is not RunnerType.LLM or not isinstance(config, dict):
+        return None
+    origin = config.get("notify_origin")
+    if config.get("notify_when_done") is not True or not isinstance(origin, dict):
+        return None
+    if not run.status.terminal or run.status is RunStatus.SKIPPED:
+        return None
+    agent = config.get("agent_name")
+    name = agent if isinstance(agent, str) and agent else "agent"
+    text = f"Queued job {job.id} ({name}) {run.status.value}"
+    said = _notice_excerpt(run)
+    return {"origin": origin, "text": f"{text}: {said}" if said else text}
+
+
+def _notice_excerpt(run: Run) -> str:
+    """SPEC 12.1's excerpt: the first candidate left non-empty once blank lines and
+    ``STATUS:`` lines are dropped and whitespace collapsed, cut to 240 characters."""
+    output = run.output
+    for text in (run.error, _reason(run), output.response, output.stdout, output.stderr, output.thinking):
+        lines = [line.strip() for line in (text or "").splitlines()]
+        kept = [line for line in lines if line and not line.lower().startswith("status:")]
+        compact = " ".join(" ".join(kept).split())
+        if compact:
+            if len(compact) <= NOTICE_EXCERPT_CHARS:
+                return compact
+            return compact[: NOTICE_EXCERPT_CHARS - 1] + "…"
+    return ""
+
+
+def _reason(run: Run) -> str | None:
+    reason = run.exit_reason
+    return reason.value if reason is not None and reason is not ExitReason.NATURAL_COMPLETION else None
+
+
 def excerpt(run: Run) -> str:
     """A short text saying what happened: the first non-empty of the error, an unusual
     exit reason, the response, stdout, stderr, thinking; at most 2 KiB of UTF-8."""
-    reason = (
-        run.exit_reason.value if run.exit_reason and run.exit_reason.value != "natural_completion" else None
-    )
     output = run.output
-    for text in (run.error, reason, output.response, output.stdout, output.stderr, output.thinking):
+    for text in (run.error, _reason(run), output.response, output.stdout, output.stderr, output.thinking):
         compact = " ".join((text or "").split())
         if compact:
             data = compact.encode()

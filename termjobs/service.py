@@ -29,9 +29,11 @@ from termjobs.clock import Clock, SystemClock
 from termjobs.config import Settings
 from termjobs.metrics import Gauges, Metrics
 from termjobs.model import RunnerType, new_worker_id
-from termjobs.runners.base import BackgroundService, OrphanReaper, Runner, UnconfiguredLLMRunner
+from termjobs.runners.base import BackgroundService, OrphanReaper, Runner
+from termjobs.runners.llm.runner import LLMRunner
 from termjobs.runners.program import ProgramRunner
 from termjobs.services import Services
+from termjobs.storage import Storage
 from termjobs.storage.database import open_storage
 
 logger = logging.getLogger(__name__)
@@ -41,9 +43,17 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_MARGIN_S = 60.0
 
 
-def default_runners(base_env: Mapping[str, str]) -> dict[RunnerType, Runner]:
-    """The runners of a server started from the CLI."""
-    return {RunnerType.PROGRAM: ProgramRunner(base_env=base_env), RunnerType.LLM: UnconfiguredLLMRunner()}
+def default_runners(
+    settings: Settings, *, storage: Storage, clock: Clock, base_env: Mapping[str, str]
+) -> dict[RunnerType, Runner]:
+    """The runners of a server started from the CLI. No program (and no agent's shell
+    command) sees the environment variables that hold provider keys."""
+    keys = settings.llm.key_variables
+    without_keys = {name: value for name, value in base_env.items() if name not in keys}
+    return {
+        RunnerType.PROGRAM: ProgramRunner(base_env=without_keys),
+        RunnerType.LLM: LLMRunner(settings.llm, storage=storage, clock=clock, base_env=base_env),
+    }
 
 
 @asynccontextmanager
@@ -61,10 +71,11 @@ async def open_services(
     metrics = Metrics()
     default_notify = settings.default_notify()
     hub = Hub(on_lagged=metrics.subscriber_lagged)
-    runners = runners or default_runners(base_env if base_env is not None else os.environ)
     async with open_storage(
         settings.db_url, inline=inline_db, on_commit=hub.publish, on_batch=metrics.batch_committed
     ) as storage:
+        env_source = base_env if base_env is not None else os.environ
+        runners = runners or default_runners(settings, storage=storage, clock=clock, base_env=env_source)
         notifier = Notifier(storage, clock)
         env = RunEnv(
             storage=storage,

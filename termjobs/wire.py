@@ -15,7 +15,17 @@ from typing import Any, Final
 
 from termjobs.fields import enum_type, fields_of, is_timestamp
 from termjobs.jobdef import Job, JobDefinition
-from termjobs.model import PAYLOAD_FIELDS, JSONObject, JSONValue, Run, RunEvent, RunOutput, format_ts
+from termjobs.model import (
+    PAYLOAD_FIELDS,
+    JSONObject,
+    JSONValue,
+    Run,
+    RunEvent,
+    RunOutput,
+    Session,
+    SessionMessage,
+    format_ts,
+)
 from termjobs.notify import masked
 
 #: Job fields left out when they are absent (every other one is always present).
@@ -119,3 +129,34 @@ def list_envelope(
 def error_json(message: str, error_type: str) -> JSONObject:
     """``{"error":{"message":...,"type":...}}``."""
     return {"error": {"message": message, "type": error_type}}
+
+
+def session_json(session: Session, messages: Sequence[SessionMessage]) -> JSONObject:
+    """An LLM session with its transcript: each message is the stored message
+    (``role``, ``text``, tool calls, usage...) with its ``id``, ``run_id`` and time."""
+    out: JSONObject = {"id": session.id}
+    for key in ("job_id", "name"):
+        value = getattr(session, key)
+        if value:
+            out[key] = value
+    out.update(
+        agent=session.agent,
+        provider=session.provider,
+        model=session.model,
+        turn_count=session.turn_count,
+        input_tokens=session.input_tokens,
+        output_tokens=session.output_tokens,
+        created_at=format_ts(session.created_at),
+        updated_at=format_ts(session.updated_at),
+    )
+    items: list[JSONValue] = []
+    for message in messages:
+        item: JSONObject = {"id": message.id}
+        if message.run_id:
+            item["run_id"] = message.run_id
+        if isinstance(message.content, dict):
+            item.update(message.content)
+        item["created_at"] = format_ts(message.created_at)
+        items.append(item)
+    out["messages"] = items
+    return out

@@ -51,7 +51,7 @@ from termjobs.jobdef import Job
 from termjobs.jobspec import JobPatch
 from termjobs.model import ConcurrencyPolicy, Run, RunStatus, RunTrigger, TriggerType
 from termjobs.rundomain import Refusal
-from termjobs.runners.base import StopReason
+from termjobs.runners.base import StopReason, check_runnable
 from termjobs.schedule import due_fires, initial_next_run
 from termjobs.storage import DuplicateReceipt, NameTaken
 
@@ -353,6 +353,8 @@ class JobActor:
     async def _update(self, patch: JobPatch) -> Job:
         job = self._job
         spec = jobspec.apply_patch(job.spec, patch)
+        if patch.changes.keys() & {"runner_type", "runner_config"}:
+            check_runnable(self._env.runners, spec)  # e.g. an llm job's agent must exist
         now = self._env.clock.now()
         next_run_at = job.next_run_at
         if job.spec.schedule_differs(spec):

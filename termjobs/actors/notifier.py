@@ -28,7 +28,7 @@ from termjobs import wire
 from termjobs.clock import Clock
 from termjobs.jobdef import Job
 from termjobs.model import EventType, JSONObject, Run
-from termjobs.notify import excerpt, signature
+from termjobs.notify import excerpt, notice, signature
 from termjobs.rundomain import FireDecision, Skip
 from termjobs.storage import PendingNotification, Storage, StorageError
 
@@ -204,6 +204,9 @@ def payload(job: Job | None, run: Run) -> bytes:
         "job": wire.job_json(job) if job is not None else {"id": run.job_id},
         "run": {**wire.run_json(run, full=False), "excerpt": excerpt(run)},
     }
+    told = notice(job, run) if job is not None else None
+    if told is not None:
+        body["notice"] = told  # an llm job queued from a chat: what to tell it, and where
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 

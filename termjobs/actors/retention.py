@@ -1,8 +1,9 @@
 """The RetentionActor: prunes old run history, once at start-up and then hourly.
 
 It deletes terminal runs (with their events) that ended more than ``retention_days``
-ago, and keeps at most ``max_runs_per_job`` terminal runs per job (the newest).
-Active runs and their events are never touched. Deletes go in bounded batches, each
+ago, and keeps at most ``max_runs_per_job`` terminal runs per job (the newest); then
+the LLM sessions that no run refers to any more and that nobody continued within
+``retention_days``. Active runs and their events are never touched. Deletes go in bounded batches, each
 its own short write, so the API and the job actors never wait behind a long delete.
 """
 
@@ -33,6 +34,7 @@ class SweepStats:
     expired: int
     over_cap: int
     batches: int
+    sessions: int = 0
 
 
 class RetentionActor:
@@ -86,19 +88,29 @@ class RetentionActor:
                 partial(self._storage.runs_beyond_cap, job_id, cap=self._cap, limit=self._batch)
             )
             over_cap, batches = over_cap + deleted, batches + more
-        self.last = SweepStats(expired=expired, over_cap=over_cap, batches=batches)
-        if expired or over_cap:
+        sessions = await self._drain_sessions(before)
+        self.last = SweepStats(expired=expired, over_cap=over_cap, batches=batches, sessions=sessions)
+        if expired or over_cap or sessions:
             logger.info(
-                "retention: deleted %d run(s) older than %d days and %d beyond %d per job "
-                "(%d batches, %.0f ms)",
+                "retention: deleted %d run(s) older than %d days, %d beyond %d per job "
+                "and %d unreferenced LLM session(s) (%d batches, %.0f ms)",
                 expired,
                 self._retention.days,
                 over_cap,
                 self._cap,
+                sessions,
                 batches,
                 (trio.current_time() - started) * 1000,
             )
         return self.last
+
+    async def _drain_sessions(self, before: dt.datetime) -> int:
+        deleted = 0
+        while True:
+            count = await self._storage.delete_orphan_sessions(before=before, limit=self._batch)
+            deleted += count
+            if count < self._batch:
+                return deleted
 
     async def _drain(self, find: Callable[[], Awaitable[list[str]]]) -> tuple[int, int]:
         deleted = batches = 0

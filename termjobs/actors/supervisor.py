@@ -48,7 +48,7 @@ from termjobs.errors import AlreadyAnswered, Conflict, JobNotFound, RunNotFound,
 from termjobs.jobdef import Job, JobDefinition
 from termjobs.jobspec import JobPatch
 from termjobs.model import JSONObject, Run, RunStatus, new_job_id
-from termjobs.runners.base import StopReason
+from termjobs.runners.base import StopReason, check_runnable
 from termjobs.schedule import initial_next_run
 from termjobs.storage import DuplicateReceipt, NameTaken
 
@@ -169,6 +169,7 @@ class Supervisor:
         answer is recorded with the job (:class:`AlreadyAnswered` if the key was used)."""
         if self._closing or self._nursery is None:
             raise Unavailable("the server is shutting down")
+        check_runnable(self._env.runners, spec)
         now = self._env.clock.now()
         job = Job(
             id=new_job_id(),

@@ -72,6 +72,10 @@ class RunSummary(TypedDict, total=False):
     exit_reason: str
     truncated: bool
     retry_of: str
+    session_id: str
+    turn_count: int
+    input_tokens: int
+    output_tokens: int
     created_at: Required[str]
     updated_at: Required[str]
 
@@ -118,6 +122,17 @@ class RunEvent(TypedDict, total=False):
     message: str
     data: Any
     created_at: Required[str]
+
+
+class Agent(TypedDict, total=False):
+    """An agent the server knows (``GET /v2/agents``)."""
+
+    name: Required[str]
+    description: str
+    tools: list[str]
+    provider: str | None
+    model: str | None
+    source: str
 
 
 class Deleted(TypedDict):
@@ -282,6 +297,12 @@ class JobsClient:
         if since_id:
             query.append(("since_id", str(since_id)))
         return _page(await self._request("GET", f"/v2/runs/{segment(run_id)}/events", query=query))
+
+    # ---------------------------------------------------------------- agents
+
+    async def list_agents(self) -> list[Agent]:
+        """Every agent the server knows, by name."""
+        return cast(list[Agent], _page(await self._request("GET", "/v2/agents")).items)
 
     # ------------------------------------------------------------- transport
 

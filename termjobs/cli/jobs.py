@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import asyncclick as click
 import trio
 
-from termjobs.cli import render
+from termjobs.cli import llm, render
 from termjobs.cli.base import (
     CONTEXT,
     JobsGroup,
@@ -143,10 +143,28 @@ async def get_job(opts: Options, ref: str) -> None:
 
 @jobs.command("create", context_settings=CONTEXT)
 @payload_options
+@click.option("--llm", "agent", metavar="AGENT", help="Shortcut: a manual llm job that runs AGENT.")
+@click.option("--instructions", metavar="TEXT", help="With --llm: what the agent is asked to do.")
+@click.option("--cwd", metavar="DIR", help="With --llm: the agent's working directory [default: here].")
+@click.option("--name", metavar="NAME", help="With --llm: the job's name [default: agent-AGENT-TIME].")
 @click.pass_obj
-async def create_job(opts: Options, file: str | None, data: str | None) -> None:
-    """Create a job from a JSON or YAML definition (--file, --data or stdin)."""
-    payload = encode_payload(await read_payload(file, data))
+async def create_job(
+    opts: Options,
+    file: str | None,
+    data: str | None,
+    agent: str | None,
+    instructions: str | None,
+    cwd: str | None,
+    name: str | None,
+) -> None:
+    """Create a job from a JSON or YAML definition (--file, --data or stdin), or an
+    agent job: --llm AGENT --instructions TEXT [--cwd DIR] [--name NAME]."""
+    if agent is not None or instructions is not None:
+        payload = llm.shortcut_payload(
+            agent=agent, instructions=instructions, cwd=cwd, name=name, file=file, data=data, now=now()
+        )
+    else:
+        payload = encode_payload(await read_payload(file, data))
     async with JobsClient.connect(opts.settings) as api:
         echo_json(await api.create_job(payload))
 
@@ -341,9 +359,14 @@ async def run_group(ctx: click.Context) -> None:
 @run_argument
 @click.pass_obj
 async def get_run(opts: Options, run_id: str) -> None:
-    """Show a run, with its output, as JSON."""
+    """Show a run, with its output, as JSON; an LLM run (turns, response, thinking) is
+    shown readably unless --json is given."""
     async with JobsClient.connect(opts.settings) as api:
-        echo_json(await api.get_run(run_ref(run_id)))
+        run = await api.get_run(run_ref(run_id))
+    if opts.json or not llm.is_llm_run(run):
+        echo_json(run)
+        return
+    echo(opts, llm.run_view(run, opts.style))
 
 
 @run_group.command("cancel", context_settings=CONTEXT)
@@ -381,6 +404,18 @@ async def run_events(
         echo_json(page.items)
         return
     echo(opts, render.events_text(page.items, opts.style))
+
+
+@jobs.command("agents", context_settings=CONTEXT)
+@click.pass_obj
+async def list_agents(opts: Options) -> None:
+    """List the agents the server knows (for llm jobs' agent_name)."""
+    async with JobsClient.connect(opts.settings) as api:
+        agents = await api.list_agents()
+    if opts.json:
+        echo_json(llm.agents_json(agents))
+        return
+    echo(opts, llm.agents_table(agents, opts.style))
 
 
 # ----------------------------------------------------------------- live

@@ -61,7 +61,33 @@ def banner(settings: Settings, url: str) -> str:
     lines.append(f"dashboard: {url}/ui/")
     lines.append(f"api: {url}/openapi.json (OpenAPI 3.1), metrics: {url}/metrics, readiness: {url}/readyz")
     lines.append(f"database: {redact(settings.db_url)}")
+    lines.append(llm_banner(settings))
     return "\n".join(lines)
+
+
+def llm_banner(settings: Settings) -> str:
+    """The banner's line about LLM providers."""
+    llm = settings.llm
+    if not llm.providers:
+        return f"llm providers: none (llm runs will fail; configure providers in {llm.config_path})"
+    names = []
+    for provider in llm.providers:
+        text = provider.describe()
+        if provider.name == (llm.provider or llm.default_provider or "").split(":", 1)[0]:
+            text += " [default]"
+        names.append(text)
+    return "llm providers: " + ", ".join(names)
+
+
+def warn_missing_keys(settings: Settings, env: dict[str, str]) -> None:
+    """Log providers whose key variable is not set (their runs will fail saying so)."""
+    for provider in settings.llm.providers:
+        if provider.api_key_env and not env.get(provider.api_key_env):
+            logger.warning(
+                "llm provider %r: $%s is not set; its runs will fail until it is exported",
+                provider.name,
+                provider.api_key_env,
+            )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -178,6 +204,31 @@ def banner(settings: Settings, url: str) -> str:
     help="whsec_... secret signing --notify-url messages [env: TERM_LLM_NOTIFY_SECRET].",
 )
 @click.option(
+    "--config",
+    "llm_config",
+    default=None,
+    help="LLM configuration file: providers, agents_dir [default: $XDG_CONFIG_HOME/term-llm/config.yaml].",
+)
+@click.option("--provider", default=None, help="LLM provider for every llm job: NAME or NAME:MODEL.")
+@click.option("--read-dir", "read_dirs", multiple=True, help="A directory agents may read (repeatable).")
+@click.option(
+    "--write-dir", "write_dirs", multiple=True, help="A directory agents may write, and read (repeatable)."
+)
+@click.option(
+    "--shell-allow",
+    "shell_allow",
+    multiple=True,
+    help="A glob a shell command line must match for agents to run it, e.g. 'git log*' (repeatable).",
+)
+@click.option("--tools", default=None, help="Narrow every agent's tools: all, none, or a comma list.")
+@click.option("--system-message", default=None, help="Text added to every agent's system prompt.")
+@click.option(
+    "--yolo",
+    is_flag=True,
+    default=False,
+    help="No permission checks for agents: any shell command, any file. Only for sandboxes.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -214,14 +265,33 @@ async def serve(
     cors_origins: tuple[str, ...],
     notify_url: str | None,
     notify_secret: str | None,
+    llm_config: str | None,
+    provider: str | None,
+    read_dirs: tuple[str, ...],
+    write_dirs: tuple[str, ...],
+    shell_allow: tuple[str, ...],
+    tools: str | None,
+    system_message: str | None,
+    yolo: bool,
     log_level: str,
     log_format: str,
 ) -> None:
     """Start a server. PLATFORMS must be `jobs`: `term-llm serve jobs --port 8080`."""
-    from termjobs.config import HttpLimits, SettingsError, build_settings
+    from termjobs.config import HttpLimits, SettingsError, build_llm_settings, build_settings
 
     _platforms(platforms, platform_options)
     try:
+        llm = build_llm_settings(
+            config=llm_config,
+            env=os.environ,
+            provider=provider,
+            read_dirs=read_dirs,
+            write_dirs=write_dirs,
+            shell_allow=shell_allow,
+            tools=tools,
+            system_message=system_message,
+            yolo=yolo,
+        )
         settings = build_settings(
             host=host,
             port=port,
@@ -247,12 +317,14 @@ async def serve(
             notify_url=notify_url,
             notify_secret=notify_secret,
             shutdown_drain=shutdown_drain,
+            llm=llm,
         )
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     from termjobs import logs
 
     logs.configure(log_level, "json" if log_format.lower() == "json" else "text")
+    warn_missing_keys(settings, dict(os.environ))
     await serve_until_signal(settings)
 
 

@@ -11,7 +11,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from termjobs.errors import InternalError, TermjobsError, Unauthorized
-from termjobs.http import health, jobs, ops, runs, schedule, stream, ui
+from termjobs.http import health, jobs, llm, ops, runs, schedule, stream, ui
 from termjobs.http.api import Api
 from termjobs.http.auth import is_authorised
 from termjobs.http.responses import error_response, json_response
@@ -38,6 +38,7 @@ def create_app(services: Services) -> QuartTrio:
     jobs.register(api, services)
     runs.register(api, services)
     schedule.register(api, services)
+    llm.register(api, services)
     stream.register(app, services)
     ui.register(app)
     return app

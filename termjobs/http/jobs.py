@@ -15,6 +15,7 @@ from termjobs.http.responses import json_response
 from termjobs.jobdef import Job
 from termjobs.jobspec import JobCreate, JobUpdate, RunOverrides
 from termjobs.model import JSONObject
+from termjobs.runners.llm.origin import is_loopback, sanitize_runner_config
 from termjobs.services import Services
 from termjobs.storage import JobFilters
 
@@ -69,6 +70,9 @@ def register(api: Api, services: Services) -> None:
     )
     async def create_job() -> Response:
         body = await json_body()
+        runner_type = body.get("runner_type")
+        if isinstance(runner_type, str) and runner_type.strip() == "llm":
+            _server_managed_origin(body)
         spec = jobspec.definition_for_create(body)
 
         async def create(idempotency: Idempotency | None) -> Response:
@@ -142,7 +146,9 @@ def register(api: Api, services: Services) -> None:
         )
     )
     async def patch_job(ref: str) -> Response:
-        patch = jobspec.parse_patch(await json_body())
+        body = await json_body()
+        _server_managed_origin(body)
+        patch = jobspec.parse_patch(body)
         return await render(await supervisor.update(ref, patch))
 
     @api.route(
@@ -215,3 +221,13 @@ def _switch(action: str, summary: str) -> Operation:
         params=_REF,
         response_example=job_example(),
     )
+
+
+def _server_managed_origin(body: JSONObject) -> None:
+    """Replace any client-sent ``notify_origin`` by the one this request may set."""
+    if "runner_config" in body:
+        body["runner_config"] = sanitize_runner_config(
+            body["runner_config"],
+            {k.lower(): v for k, v in request.headers.items()},
+            loopback=is_loopback(request.remote_addr),
+        )

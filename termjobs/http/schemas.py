@@ -16,7 +16,7 @@ from termjobs import wire
 from termjobs.fields import enum_type, is_timestamp
 from termjobs.jobdef import Job, JobDefinition
 from termjobs.jobspec import MAX_PREVIEW_COUNT
-from termjobs.model import PAYLOAD_FIELDS, Run, RunEvent, RunOutput
+from termjobs.model import PAYLOAD_FIELDS, Run, RunEvent, RunOutput, Session
 
 Schema = dict[str, Any]
 
@@ -146,5 +146,40 @@ def components() -> dict[str, Schema]:
             {"status": {"type": "string", "enum": ["ready", "not_ready"]}, "failing": {"type": "array"}},
             ["status"],
         ),
+        "Agent": _object(
+            {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "tools": {"type": "array", "items": {"type": "string"}},
+                "provider": {"type": ["string", "null"]},
+                "model": {"type": ["string", "null"]},
+                "source": {"type": "string", "description": "builtin, or the file the agent came from"},
+            },
+            ["name", "description", "tools", "provider", "model", "source"],
+        ),
+        "AgentList": list_schema("Agent"),
+        "Session": session_schema(),
         "Error": ERROR,
     }
+
+
+def session_schema() -> Schema:
+    """An LLM session with its transcript (each message as the runner keeps it)."""
+    properties = {
+        item.name: field_schema(Session, item.type)
+        for item in dataclasses.fields(Session)
+        if item.name not in ("job_id", "name")
+    }
+    required = list(properties)
+    properties |= {"job_id": {"type": "string"}, "name": {"type": "string"}}
+    message = _object(
+        {
+            "id": {"type": "integer"},
+            "run_id": {"type": "string"},
+            "role": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+        ["id", "created_at"],
+    )
+    properties["messages"] = {"type": "array", "items": message}
+    return _object(properties, [*required, "messages"])

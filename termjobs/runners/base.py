@@ -9,14 +9,15 @@ owner (``termjobs.actors.runs``) turns that into the final status.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import trio
 
-from termjobs.jobdef import Job
-from termjobs.model import EventType, ExitReason, JSONValue, Run, RunOutput
+from termjobs.errors import InvalidRequest
+from termjobs.jobdef import Job, JobDefinition
+from termjobs.model import EventType, ExitReason, JSONValue, Run, RunnerType, RunOutput
 
 Emit = Callable[[EventType, str | None, "JSONValue"], Awaitable[None]]
 
@@ -102,15 +103,21 @@ class OrphanReaper(Protocol):
         ...
 
 
-class UnconfiguredLLMRunner:
-    """Stands in for the LLM runner when the server has no LLM executor configured."""
+@runtime_checkable
+class JobChecker(Protocol):
+    """A runner that knows, from the server's configuration, jobs it could never run
+    (an ``llm`` job naming an agent the server does not have)."""
 
-    def stop_grace(self, job: Job) -> float:
-        return 0.0
+    def check_job(self, spec: JobDefinition) -> str | None:
+        """Why ``spec`` cannot run on this server, or ``None``."""
+        ...
 
-    async def run(self, ctx: RunContext) -> RunResult:
-        await trio.lowlevel.checkpoint()
-        return RunResult(
-            error="llm runner is not configured on this server",
-            exit_reason=ExitReason.EXCEPTION,
-        )
+
+def check_runnable(runners: Mapping[RunnerType, object], spec: JobDefinition) -> None:
+    """Raise :class:`~termjobs.errors.InvalidRequest` if the runner of ``spec`` says
+    it could never run it (applied on create, and on updates of the runner config)."""
+    runner = runners.get(spec.runner_type)
+    if isinstance(runner, JobChecker):
+        problem = runner.check_job(spec)
+        if problem is not None:
+            raise InvalidRequest(problem)

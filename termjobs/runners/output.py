@@ -65,7 +65,8 @@ PENDING_LIMIT = 256 * 1024
 
 
 class LiveOutput:
-    """Batches one run's stdout/stderr bytes into ``output`` events.
+    """Batches one run's output bytes (per stream: ``stdout``/``stderr`` for programs,
+    ``response``/``thinking`` for LLM runs) into ``output`` events.
 
     :meth:`feed` never blocks: the pipes are read at full speed whatever storage does.
     One writer task (:meth:`run`) turns what was fed into events with ``publish``;
@@ -74,12 +75,23 @@ class LiveOutput:
     is best effort: a failed event write is logged and never fails the run.
     """
 
-    def __init__(self, publish: Publish, *, live_limit: int = LIVE_LIMIT) -> None:
+    def __init__(
+        self,
+        publish: Publish,
+        *,
+        live_limit: int = LIVE_LIMIT,
+        streams: tuple[str, ...] = ("stdout", "stderr"),
+        kept_in: str = "the run's stdout/stderr",
+    ) -> None:
         self._publish = publish
         self._live_left = live_limit
         self._limit_noted = False
-        self._decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
-        self._pending = {"stdout": "", "stderr": ""}
+        self._decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in streams}
+        self._pending = dict.fromkeys(streams, "")
+        self._note_stream = streams[-1]
+        self._kept_in = kept_in
+        # flush() and the writer task may both write: one at a time, or text repeats.
+        self._writing = trio.Lock()
         self._dropped = 0
         self._wake = trio.Event()  # something was fed
         self._ready = trio.Event()  # a newline or a full batch was fed
@@ -118,14 +130,23 @@ class LiveOutput:
             self._pending[stream] += decoder.decode(b"", final=True)
         await self._write_pending(partial=True)
 
+    async def flush(self) -> None:
+        """Write what was fed so far now, partial lines included (an LLM runner calls
+        this before a turn's other events, so the timeline keeps its order)."""
+        await self._write_pending(partial=True)
+
     async def _write_pending(self, *, partial: bool) -> None:
+        async with self._writing:
+            await self._write_locked(partial=partial)
+
+    async def _write_locked(self, *, partial: bool) -> None:
         # Text leaves the buffer only once it was handed on: a write cancelled by the
         # end of the run leaves it for close() (feed() only ever appends meanwhile).
         if dropped := self._dropped:
             await self._emit(
-                "stderr",
+                self._note_stream,
                 f"[termjobs: {dropped} bytes of live output dropped because storage fell behind; "
-                "the run's stdout/stderr keep them]\n",
+                f"{self._kept_in} keep them]\n",
             )
             self._dropped -= dropped
         for stream in list(self._pending):
@@ -140,7 +161,7 @@ class LiveOutput:
         if over_limit:
             if self._limit_noted:
                 return
-            text = "[termjobs: live output limit reached; the rest is kept only in the run's stdout/stderr]\n"
+            text = f"[termjobs: live output limit reached; the rest is kept only in {self._kept_in}]\n"
         try:
             await self._publish(stream, text)
         except Exception:

@@ -27,8 +27,11 @@ from termjobs.model import (
     Run,
     RunEvent,
     RunnerType,
+    RunOutput,
     RunStatus,
     RunTrigger,
+    Session,
+    SessionMessage,
     TriggerType,
 )
 from termjobs.notify import NotifyTarget
@@ -170,6 +173,14 @@ class JobView:
     last_run: Run | None
 
 
+@dataclass(frozen=True, slots=True)
+class SessionTranscript:
+    """A session with its messages, oldest first."""
+
+    session: Session
+    messages: list[SessionMessage]
+
+
 class Storage(Protocol):
     """Every transaction and query of termjobs (see the module docstring)."""
 
@@ -288,6 +299,12 @@ class Storage(Protocol):
         """Non-terminal runs (of these jobs), each job's oldest first."""
         ...
 
+    async def update_run_output(self, run_id: str, output: RunOutput, *, now: dt.datetime) -> Run | None:
+        """Replace what a run has reported so far (an LLM run's response after each
+        turn), while it is ``running`` or ``cancel_requested``; the updated run, or
+        ``None`` if it is in any other status (its final state is never touched)."""
+        ...
+
     # ---------------------------------------------------------------- events
 
     async def add_event(
@@ -343,6 +360,22 @@ class Storage(Protocol):
 
     async def delete_receipts(self, *, before: dt.datetime) -> int:
         """Delete expired receipts; how many."""
+        ...
+
+    # -------------------------------------------------------------- sessions
+
+    async def save_session(self, session: Session, messages: Sequence[SessionMessage]) -> None:
+        """Create or update ``session`` and append ``messages`` to its transcript, in
+        one transaction (the messages' ``id`` is assigned here)."""
+        ...
+
+    async def get_session(self, session_id: str) -> SessionTranscript | None:
+        """The session with its whole transcript; ``None`` if there is no such session."""
+        ...
+
+    async def delete_orphan_sessions(self, *, before: dt.datetime, limit: int) -> int:
+        """Delete up to ``limit`` sessions that no run refers to (``session_id``) and
+        that were last updated before ``before``, with their messages; how many."""
         ...
 
     # ------------------------------------------------------------- retention

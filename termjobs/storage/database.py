@@ -19,7 +19,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from termjobs.jobdef import Job
-from termjobs.model import EventType, JSONObject, JSONValue, Run, RunEvent, RunStatus, RunTrigger
+from termjobs.model import (
+    EventType,
+    JSONObject,
+    JSONValue,
+    Run,
+    RunEvent,
+    RunOutput,
+    RunStatus,
+    RunTrigger,
+    Session,
+    SessionMessage,
+)
 from termjobs.notify import NotifyTarget
 from termjobs.rundomain import (
     QUEUED_MESSAGES,
@@ -42,10 +53,11 @@ from termjobs.storage.base import (
     Receipt,
     RunFilters,
     ScheduleEntry,
+    SessionTranscript,
     Storage,
 )
 from termjobs.storage.gateway import Gateway, OnBatch, OnCommit, open_gateway
-from termjobs.storage.sql import WriteTx, events, history, jobs, outbox, runs
+from termjobs.storage.sql import WriteTx, events, history, jobs, outbox, runs, sessions
 
 #: Read pages of the firehose replay are at most this long.
 DEFAULT_EVENTS_LIMIT = 1000
@@ -150,6 +162,9 @@ class SqlStorage(Storage):
     async def active_runs(self, job_ids: Sequence[str] | None = None) -> list[Run]:
         return await self.gateway.read(partial(runs.active, job_ids=job_ids))
 
+    async def update_run_output(self, run_id: str, output: RunOutput, *, now: dt.datetime) -> Run | None:
+        return await self.gateway.write(partial(runs.update_output, run_id=run_id, output=output, now=now))
+
     # ---------------------------------------------------------------- events
 
     async def add_event(
@@ -206,6 +221,17 @@ class SqlStorage(Storage):
 
     async def delete_receipts(self, *, before: dt.datetime) -> int:
         return await self.gateway.write(partial(outbox.delete_receipts, before=before))
+
+    # -------------------------------------------------------------- sessions
+
+    async def save_session(self, session: Session, messages: Sequence[SessionMessage]) -> None:
+        await self.gateway.write(partial(sessions.save, session=session, messages=messages))
+
+    async def get_session(self, session_id: str) -> SessionTranscript | None:
+        return await self.gateway.read(partial(sessions.get, session_id=session_id), heavy=True)
+
+    async def delete_orphan_sessions(self, *, before: dt.datetime, limit: int) -> int:
+        return await self.gateway.write(partial(sessions.delete_orphans, before=before, limit=limit))
 
     # ------------------------------------------------------------- retention
 

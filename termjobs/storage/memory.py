@@ -30,6 +30,8 @@ from termjobs.model import (
     RunOutput,
     RunStatus,
     RunTrigger,
+    Session,
+    SessionMessage,
 )
 from termjobs.notify import NotifyTarget
 from termjobs.rundomain import (
@@ -54,6 +56,7 @@ from termjobs.storage.base import (
     Receipt,
     RunFilters,
     ScheduleEntry,
+    SessionTranscript,
     Storage,
     StorageError,
     storable,
@@ -78,6 +81,9 @@ class MemoryStorage(Storage):
         self._outbox: dict[int, PendingNotification] = {}
         self._next_notification = itertools.count(1)
         self._receipts: dict[str, Receipt] = {}
+        self._sessions: dict[str, Session] = {}
+        self._messages: dict[str, list[SessionMessage]] = {}
+        self._next_message = itertools.count(1)
 
     # --------------------------------------------------------------- helpers
 
@@ -378,6 +384,22 @@ class MemoryStorage(Storage):
         ]
         return sorted(found, key=lambda r: (r.scheduled_for, self._seq[r.id]))
 
+    async def update_run_output(self, run_id: str, output: RunOutput, *, now: dt.datetime) -> Run | None:
+        current = self._runs.get(run_id)
+        updated = None
+        if current is not None and current.status in (RunStatus.RUNNING, RunStatus.CANCEL_REQUESTED):
+            texts: dict[str, Any] = {
+                item.name: storable(value)
+                for item in dataclasses.fields(RunOutput)
+                if isinstance(value := getattr(output, item.name), str)
+            }
+            updated = dataclasses.replace(
+                current, output=dataclasses.replace(output, **texts), updated_at=now
+            )
+            self._runs[run_id] = updated
+        await self._commit()
+        return updated
+
     # ---------------------------------------------------------------- events
 
     async def add_event(
@@ -468,6 +490,39 @@ class MemoryStorage(Storage):
             del self._receipts[key]
         await self._commit()
         return len(expired)
+
+    # -------------------------------------------------------------- sessions
+
+    async def save_session(self, session: Session, messages: Sequence[SessionMessage]) -> None:
+        created = self._sessions.get(session.id)
+        if created is not None:  # the row keeps its creation facts, as the database does
+            session = dataclasses.replace(session, job_id=created.job_id, created_at=created.created_at)
+        self._sessions[session.id] = session
+        transcript = self._messages.setdefault(session.id, [])
+        for message in messages:
+            transcript.append(
+                dataclasses.replace(message, id=next(self._next_message), session_id=session.id)
+            )
+        await self._commit()
+
+    async def get_session(self, session_id: str) -> SessionTranscript | None:
+        await trio.lowlevel.checkpoint()
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        return SessionTranscript(session, list(self._messages.get(session_id, [])))
+
+    async def delete_orphan_sessions(self, *, before: dt.datetime, limit: int) -> int:
+        referenced = {run.output.session_id for run in self._runs.values()}
+        doomed = sorted(
+            (s for s in self._sessions.values() if s.updated_at < before and s.id not in referenced),
+            key=lambda s: s.updated_at,
+        )[:limit]
+        for session in doomed:
+            del self._sessions[session.id]
+            self._messages.pop(session.id, None)
+        await self._commit()
+        return len(doomed)
 
     # ------------------------------------------------------------- retention
 

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from termjobs.fields import enum_type
 from termjobs.jobdef import Job, JobDefinition
-from termjobs.model import PAYLOAD_FIELDS, JSONValue, Run, RunEvent, RunOutput
-from termjobs.storage.tables import jobs, run_events, runs
+from termjobs.model import PAYLOAD_FIELDS, JSONValue, Run, RunEvent, RunOutput, Session, SessionMessage
+from termjobs.storage.tables import jobs, llm_session_messages, llm_sessions, run_events, runs
 
 T = TypeVar("T")
 Convert = Callable[[Any], Any]
@@ -151,3 +151,5 @@ RUN_SUMMARIES = RowMapper(
     Run, runs, nested={"output": RunOutput}, json_columns=("overrides",), omit=PAYLOAD_FIELDS
 )
 EVENTS = RowMapper(RunEvent, run_events, json_columns=("data",))
+SESSIONS = RowMapper(Session, llm_sessions)
+SESSION_MESSAGES = RowMapper(SessionMessage, llm_session_messages, json_columns=("content",))

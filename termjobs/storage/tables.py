@@ -104,6 +104,7 @@ runs = sa.Table(
     sa.Index("ix_runs_job_created", "job_id", "created_at", "seq"),
     sa.Index("ix_runs_created", "created_at", "seq"),
     sa.Index("ix_runs_status", "status"),
+    sa.Index("ix_runs_session", "session_id"),
     # One scheduled run per job and nominal fire time: fires are idempotent.
     sa.Index(
         "ux_runs_job_schedule",
@@ -153,5 +154,39 @@ notifications = sa.Table(
     sa.Column("secret", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_notifications_run", "run_id"),
+    sqlite_autoincrement=True,
+)
+
+# LLM conversations (``termjobs.model.Session``). No foreign key to jobs: a session
+# outlives the job whose run started it; retention removes the ones no run refers to.
+llm_sessions = sa.Table(
+    "llm_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("job_id", sa.String(32)),
+    sa.Column("name", sa.Text),
+    sa.Column("agent", sa.Text, nullable=False),
+    sa.Column("provider", sa.String(100), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("turn_count", sa.Integer, nullable=False),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_llm_sessions_updated", "updated_at"),
+)
+
+llm_session_messages = sa.Table(
+    "llm_session_messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "session_id", sa.String(64), sa.ForeignKey("llm_sessions.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("run_id", sa.String(32)),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_llm_session_messages_session", "session_id", "id"),
     sqlite_autoincrement=True,
 )

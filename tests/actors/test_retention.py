@@ -10,7 +10,7 @@ import trio.testing
 from sqlalchemy.engine import URL
 
 from termjobs.jobdef import Job
-from termjobs.model import EventType, Run, RunStatus, RunTrigger
+from termjobs.model import EventType, Run, RunStatus, RunTrigger, Session, SessionMessage
 from termjobs.rundomain import new_run
 from termjobs.storage import RunFilters
 from termjobs.storage.database import SqlStorage
@@ -78,3 +78,30 @@ async def test_retention_keeps_exactly_what_it_should(
         assert await ids(c) == set()
         kept = await h.services.storage.events_after(0, limit=100_000)
         assert len(kept) == 1000 + 1500  # events went with their runs
+
+
+async def test_retention_removes_llm_sessions_no_run_refers_to(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(sqlite_url, retention_days=30) as h:
+        storage = h.services.storage
+
+        def session(session_id: str, updated: dt.datetime) -> Session:
+            return Session(
+                id=session_id,
+                agent="developer",
+                provider="p",
+                model="m",
+                created_at=updated,
+                updated_at=updated,
+            )
+
+        message = SessionMessage(
+            session_id="", role="user", content={"role": "user", "text": "hi"}, created_at=EPOCH
+        )
+        await storage.save_session(session("old", EPOCH - 29 * DAY), [message])
+        await storage.save_session(session("recent", EPOCH), [message])
+        await trio.sleep(1)  # the start-up sweep: both are within the 30 days
+        assert await storage.get_session("old") is not None
+        await trio.sleep(2 * 24 * 3600)  # hourly sweeps; "old" passes 30 days idle
+        assert await storage.get_session("old") is None and await storage.get_session("recent") is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -16,9 +16,14 @@ __all__ = ["TOKEN", "Server", "free_port", "serve"]
 
 
 @asynccontextmanager
-async def serve(db: Path, *extra: str, port: int | None = None) -> AsyncIterator[Server]:
-    """Start the server on ``db`` with the test token; killed at the end if still up."""
+async def serve(
+    db: Path, *extra: str, port: int | None = None, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Server]:
+    """Start the server on ``db`` with the test token (``env`` added to its
+    environment); killed at the end if still up."""
+    # Hermetic: the server reads no LLM configuration of whoever runs the tests.
+    env = {"XDG_CONFIG_HOME": str(db.parent / "xdg-config"), **(env or {})}
     async with serve_process(
-        "--db", str(db), *extra, token=TOKEN, port=port, teardown=signal.SIGKILL
+        "--db", str(db), *extra, token=TOKEN, port=port, env=env, teardown=signal.SIGKILL
     ) as server:
         yield server

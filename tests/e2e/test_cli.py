@@ -489,12 +489,12 @@ async def test_list_hides_finished_agent_jobs_and_says_why(tmp_path: Path) -> No
             agent = {
                 "name": "sub-agent",
                 "runner_type": "llm",
-                "runner_config": {"agent_name": "a", "instructions": "say hi", "cwd": str(tmp_path)},
+                "runner_config": {"agent_name": "developer", "instructions": "say hi", "cwd": str(tmp_path)},
                 "trigger_type": "manual",
             }
             await jobs.create(agent)
             run = (await jobs("trigger", "sub-agent")).json()
-            await jobs.wait_run(run["id"], TERMINAL)  # this server has no LLM executor: fails
+            await jobs.wait_run(run["id"], TERMINAL)  # this server has no LLM provider: fails
             assert (await jobs("list")).out == (
                 "No active jobs. 1 completed once-off/agent job(s) hidden — use --all to show.\n"
             )

@@ -18,6 +18,8 @@ from termjobs.model import (
     RunOutput,
     RunStatus,
     RunTrigger,
+    Session,
+    SessionMessage,
     TriggerType,
 )
 from termjobs.rundomain import Ending, Enqueue, FireDecision, Outcome, Retry, Skip
@@ -350,10 +352,11 @@ async def test_events_read_back_exactly(storage: Storage) -> None:
     run = await add_run(storage, make_run(job))
     written = await storage.add_event(run, EventType.OUTPUT, None, {"text": "é\n"}, now=moment)
     await storage.submit_event(run, EventType.OUTPUT, "queued", None, now=moment)
-    await storage.add_event(run, EventType.OUTPUT, "after", None, now=moment)  # commits in order
-    read, queued, _ = await storage.events_after(written.id - 1, run_id=run.id)
+    # A submitted event is not waited for; a later waited write is committed after it.
+    last = await storage.add_event(run, EventType.OUTPUT, "last", None, now=moment)
+    read, queued, after = await storage.events_after(written.id - 1, run_id=run.id)
     assert read == written and read.created_at == moment and read.data == {"text": "é\n"}
-    assert queued.message == "queued" and queued.data is None
+    assert queued.message == "queued" and queued.data is None and after == last
 
 
 async def test_scheduled_fires_are_unique_per_nominal_time(storage: Storage) -> None:
@@ -412,3 +415,107 @@ async def test_retention_finds_and_deletes_only_terminal_runs(storage: Storage) 
     assert await storage.runs_beyond_cap(job.id, cap=2, limit=10) == [runs[0].id]
     assert await storage.delete_terminal_runs([runs[0].id, runs[3].id]) == 1  # runs[3] is active
     assert await storage.get_run(runs[0].id) is None and await storage.get_run(runs[3].id) is not None
+
+
+# ---------------------------------------------------------------- LLM runs and sessions
+
+
+def a_session(
+    session_id: str, *, at: dt.datetime = EPOCH, turns: int = 1, job_id: str | None = "job_x"
+) -> Session:
+    return Session(
+        id=session_id,
+        job_id=job_id,
+        name="nightly",
+        agent="developer",
+        provider="local",
+        model="llama3.2",
+        turn_count=turns,
+        input_tokens=10 * turns,
+        output_tokens=5 * turns,
+        created_at=at,
+        updated_at=at,
+    )
+
+
+def a_message(role: str, text: str, *, run_id: str | None = None) -> SessionMessage:
+    return SessionMessage(
+        session_id="", run_id=run_id, role=role, content={"role": role, "text": text}, created_at=EPOCH
+    )
+
+
+async def test_run_output_updates_apply_only_while_the_run_runs(storage: Storage) -> None:
+    job = await add_job(storage, make_job("llm"))
+    queued = await add_run(storage, make_run(job))
+    partial = RunOutput(
+        response="first turn\x00", turn_count=1, input_tokens=12, output_tokens=3, session_id="s1"
+    )
+    assert await storage.update_run_output(queued.id, partial, now=EPOCH) is None  # not started yet
+    running = await storage.start_run(queued, worker_id="w", now=EPOCH)
+    assert running is not None
+    updated = await storage.update_run_output(running.id, partial, now=EPOCH + SECOND)
+    assert updated is not None and updated.output.response == "first turn\ufffd"
+    stored = await storage.get_run(running.id)
+    assert stored is not None and stored.output == updated.output and stored.updated_at == EPOCH + SECOND
+    assert stored.status is RunStatus.RUNNING
+    await storage.request_cancel(running, now=EPOCH + SECOND, message="x")
+    assert await storage.update_run_output(running.id, partial, now=EPOCH + 2 * SECOND) is not None
+    final = RunOutput(response="final", turn_count=2, exit_code=0)
+    ended = await finish(
+        storage, Ending(running, Outcome(RunStatus.CANCELLED, ExitReason.CANCELLED, "x", final))
+    )
+    assert ended is not None
+    # A late update never touches the final state.
+    assert await storage.update_run_output(running.id, partial, now=EPOCH + 3 * SECOND) is None
+    after = await storage.get_run(running.id)
+    assert after is not None and after.output == final and after.status is RunStatus.CANCELLED
+
+
+async def test_sessions_keep_their_transcript_in_order_across_saves(storage: Storage) -> None:
+    assert await storage.get_session("nope") is None
+    first = a_session("s1")
+    await storage.save_session(
+        first, [a_message("user", "hi", run_id="run_a"), a_message("assistant", "hello")]
+    )
+    later = dataclasses.replace(
+        first, turn_count=3, input_tokens=99, updated_at=EPOCH + SECOND, job_id="job_y"
+    )
+    await storage.save_session(later, [a_message("user", "more \x00")])
+    await storage.save_session(dataclasses.replace(later, updated_at=EPOCH + 2 * SECOND), [])
+    got = await storage.get_session("s1")
+    assert got is not None
+    # The counters and updated_at change; where and when it started do not.
+    assert got.session == dataclasses.replace(later, job_id="job_x", updated_at=EPOCH + 2 * SECOND)
+    assert [m.content for m in got.messages] == [
+        {"role": "user", "text": "hi"},
+        {"role": "assistant", "text": "hello"},
+        {"role": "user", "text": "more \x00"},
+    ]
+    ids = [m.id for m in got.messages]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert [m.run_id for m in got.messages] == ["run_a", None, None]
+    assert all(m.session_id == "s1" for m in got.messages)
+
+
+async def test_retention_deletes_only_old_sessions_no_run_refers_to(storage: Storage) -> None:
+    job = await add_job(storage, make_job("sessions"))
+    run = await add_run(storage, make_run(job))
+    running = await storage.start_run(run, worker_id="w", now=EPOCH)
+    assert running is not None
+    await finish(
+        storage,
+        Ending(
+            running,
+            Outcome(RunStatus.SUCCEEDED, ExitReason.NATURAL_COMPLETION, None, RunOutput(session_id="kept")),
+        ),
+    )
+    for name in ("kept", "orphan", "recent"):
+        at = EPOCH + 10 * SECOND if name == "recent" else EPOCH
+        await storage.save_session(a_session(name, at=at), [a_message("user", name)])
+    assert await storage.delete_orphan_sessions(before=EPOCH + 5 * SECOND, limit=10) == 1
+    assert await storage.get_session("orphan") is None
+    assert await storage.get_session("kept") is not None and await storage.get_session("recent") is not None
+    # Once the run that refers to it is gone, the session goes too.
+    await storage.delete_terminal_runs([run.id])
+    assert await storage.delete_orphan_sessions(before=EPOCH + 5 * SECOND, limit=10) == 1
+    assert await storage.get_session("kept") is None

@@ -77,6 +77,31 @@ def end(
     return _move(tx, run_id, status, now, values, only_from=only_from)
 
 
+#: The statuses in which a run may still report output (``update_output``).
+_REPORTING = [RunStatus.RUNNING.value, RunStatus.CANCEL_REQUESTED.value]
+
+
+def update_output(tx: WriteTx, run_id: str, output: RunOutput, *, now: dt.datetime) -> Run | None:
+    """Replace the output a running run has reported so far (no status change)."""
+    values: dict[str, Any] = {"updated_at": now}
+    for item in dataclasses.fields(RunOutput):
+        value = getattr(output, item.name)
+        values[item.name] = storable(value) if isinstance(value, str) else value
+    statement = _output_statement(tuple(sorted(values)))
+    row = tx.conn.execute(statement, {**values, "_run_id": run_id}).mappings().first()
+    return None if row is None else RUNS.load(row)
+
+
+@functools.lru_cache(maxsize=4)
+def _output_statement(keys: tuple[str, ...]) -> sa.Update:
+    return (
+        runs.update()
+        .where(runs.c.id == sa.bindparam("_run_id"), runs.c.status.in_(_REPORTING))
+        .values({key: sa.bindparam(key) for key in keys})
+        .returning(*runs.c)
+    )
+
+
 def _move(
     tx: WriteTx,
     run_id: str,
