@@ -98,6 +98,9 @@ export async function runView(ctx, runId) {
         ["Retry of", run.retry_of ? h("a", { href: `#/runs/${seg(run.retry_of)}`, class: "mono" }, run.retry_of) : ""],
         ["Retried by", retryRunId ? h("a", { href: `#/runs/${seg(retryRunId)}`, class: "mono" }, retryRunId) : ""],
         ["Overrides", run.overrides ? h("code", {}, JSON.stringify(run.overrides)) : ""],
+        ["Turns", run.turn_count ? String(run.turn_count) : ""],
+        ["Tokens", run.input_tokens || run.output_tokens ? `${run.input_tokens ?? 0} in, ${run.output_tokens ?? 0} out` : ""],
+        ["Session", run.session_id ? h("code", {}, run.session_id) : ""],
         ["Output", run.truncated ? "truncated (the run wrote more than the server keeps)" : ""],
       ]),
     );
@@ -170,6 +173,10 @@ function clock(iso) {
   return `${time}.${String(at.getMilliseconds()).padStart(3, "0")}`;
 }
 
+/** The word in front of each line, by stream (program runs: stdout, stderr; llm runs:
+ * the model's thinking and its response). */
+const GUTTER = { stdout: "out", stderr: "err", thinking: "think", response: "reply" };
+
 /** The output: one element per line, each with a gutter word ("out" / "err"). Sticks to
  * the end while the reader is there; once they scroll up it stays put and offers a
  * button back to the end. */
@@ -196,7 +203,7 @@ class OutputPanel {
   add(stream, text) {
     if (!text) return;
     this.empty.remove();
-    const kind = stream === "stderr" ? "stderr" : "stdout";
+    const kind = GUTTER[stream] ? stream : "stdout";
     const parts = text.split("\n");
     parts.forEach((part, index) => {
       const last = index === parts.length - 1;
@@ -214,7 +221,7 @@ class OutputPanel {
 
   newLine(kind) {
     const text = h("span", { class: "text" });
-    const line = h("div", { class: `line ${kind}`, dataset: { stream: kind } }, h("span", { class: "gutter", "aria-label": kind }, kind === "stderr" ? "err" : "out"), text);
+    const line = h("div", { class: `line ${kind}`, dataset: { stream: kind } }, h("span", { class: "gutter", "aria-label": kind }, GUTTER[kind]), text);
     this.el.append(line);
     return { kind, text };
   }
