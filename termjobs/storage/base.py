@@ -77,6 +77,15 @@ class DuplicateRun(StorageError):
     """A scheduled run of this job and nominal time is already stored."""
 
 
+class NotOwner(StorageError):
+    """A cluster's fence refused a write: this server does not own the job (another
+    took it over), or its own lease lapsed (it stalled past ``--lease-seconds``)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"this server no longer owns job {job_id}")
+        self.job_id = job_id
+
+
 def storable(text: str | None) -> str | None:
     """``text`` without NUL characters, which PostgreSQL text columns refuse (a program
     may print anything); each becomes U+FFFD, as undecodable bytes do."""

@@ -66,7 +66,12 @@ jobs = sa.Table(
     sa.Column("last_fire_at", UTCDateTime),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The server that runs the job (a cluster on PostgreSQL; see termjobs.cluster),
+    # and since when (the database's clock).
+    sa.Column("owner_id", sa.String(40)),
+    sa.Column("owner_since", UTCDateTime),
     sa.Index("ix_jobs_created_at", "created_at", "id"),
+    sa.Index("ix_jobs_owner", "owner_id", "owner_since"),
 )
 
 _STATUS_VALUES = ", ".join(f"'{status.value}'" for status in RunStatus)
@@ -188,5 +193,39 @@ llm_session_messages = sa.Table(
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_llm_session_messages_session", "session_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+
+#: The servers of a cluster (PostgreSQL): one row per server process. Heartbeats use
+#: the database's clock, so servers with skewed clocks still agree on who is alive.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("version", sa.String(40), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+    # Set when the server left cleanly: its jobs are taken over at once.
+    sa.Column("left_at", UTCDateTime),
+)
+
+#: Decisions asked of a job's owner by another server (the request, then its reply),
+#: so that a lost NOTIFY loses nothing.
+cluster_requests = sa.Table(
+    "cluster_requests",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("sender_id", sa.String(40), nullable=False),
+    sa.Column("target_id", sa.String(40), nullable=False),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("reply", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("answered_at", UTCDateTime),
+    sa.Index("ix_cluster_requests_target", "target_id", "answered_at"),
     sqlite_autoincrement=True,
 )

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 import trio
 import trio.testing
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import URL
 
 from termjobs.model import EventType, Run, RunEvent
-from termjobs.storage import StorageRefused, StorageUnavailable, migrate
+from termjobs.storage import StorageRefused, StorageUnavailable, migrate, tables
 from termjobs.storage.database import open_storage
+from termjobs.storage.engine import create_engines
 from termjobs.storage.gateway import open_gateway
 from termjobs.storage.sql import WriteTx, events, runs
 from tests.helpers import EPOCH, make_job, make_run
@@ -97,3 +104,25 @@ async def test_a_write_that_keeps_failing_transiently_does_not_take_its_batch_do
     assert "string or blob" not in str(results[3])  # no driver details for clients
     assert stored.total == 9 and new_runs[3].id not in {r.id for r in stored.items}
     assert storage.gateway.statistics().max_batch > 1  # they were batched together
+
+
+def test_the_migrations_build_exactly_the_declared_tables_and_undo_cleanly(db_url: URL) -> None:
+    """The chain of migrations (written on different branches) ends at the schema
+    ``tables.py`` declares, and every one of them can be undone and redone."""
+    engines = create_engines(db_url)
+    try:
+        migrate.upgrade(engines.writer)
+        with engines.writer.connect() as conn:
+            differences = compare_metadata(MigrationContext.configure(conn), tables.metadata)
+        assert differences == []
+        config = Config()
+        config.set_main_option("script_location", str(Path(migrate.__file__).parent / "migrations"))
+        with engines.writer.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "base")
+        with engines.writer.connect() as conn:
+            assert set(sa.inspect(conn).get_table_names()) <= {"alembic_version"}
+        migrate.upgrade(engines.writer)
+        assert migrate.current_revision(engines.writer) == migrate.head_revision()
+    finally:
+        engines.dispose()

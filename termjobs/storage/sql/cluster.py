@@ -1,0 +1,333 @@
+"""Statements of a cluster on PostgreSQL: servers, job owners, requests between servers.
+
+Unlike the other statement modules, lease arithmetic uses the database's clock
+(``now()``): servers on different hosts then agree on whose heartbeat is fresh even
+when their own clocks disagree. Every function runs inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from termjobs.storage.base import NotOwner
+from termjobs.storage.sql import WriteTx, chunks
+from termjobs.storage.tables import cluster_requests, jobs, workers
+
+#: Channel every server listens on for event ids committed anywhere.
+EVENTS_CHANNEL = "termjobs_events"
+#: Channel of membership changes (a server joined or left cleanly).
+MEMBERS_CHANNEL = "termjobs_members"
+#: Serialises the insertion of run events over every server (see :func:`order_events`).
+EVENTS_LOCK_KEY = 0x746A_6576_656E_7473 & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def worker_channel(worker_id: str) -> str:
+    """The channel one server listens on for requests, replies and new jobs."""
+    return f"termjobs_w_{worker_id}"
+
+
+def _lease(seconds: float) -> sa.ColumnElement[dt.timedelta]:
+    return sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.literal(float(seconds), sa.Float))
+
+
+def _live(lease_s: float) -> sa.ColumnElement[bool]:
+    """A server is alive while its heartbeat is fresh and it has not left."""
+    return sa.and_(workers.c.left_at.is_(None), workers.c.heartbeat_at > sa.func.now() - _lease(lease_s))
+
+
+def notify(conn: sa.Connection, channel: str, payload: str) -> None:
+    """NOTIFY ``channel``; delivered when (and only if) the transaction commits."""
+    conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
+
+
+def order_events(conn: sa.Connection) -> None:
+    """Take the cluster-wide lock that orders run events (until the transaction ends).
+
+    Event ids come from one sequence, but transactions on several servers commit in
+    any order, so a reader that has seen id 11 could miss 10 committed a moment later.
+    Taken before a transaction's first event insert and held until it commits, the
+    lock makes commit order the id order: every reader can follow ``id > last seen``."""
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENTS_LOCK_KEY)))
+
+
+# ------------------------------------------------------------------------ servers
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """One server as the workers table has it."""
+
+    id: str
+    host: str
+    pid: int
+    url: str
+    version: str
+    started_at: dt.datetime
+    heartbeat_age: float
+    alive: bool
+
+
+def register(
+    tx: WriteTx, *, worker_id: str, host: str, pid: int, url: str, version: str, lease_s: float
+) -> None:
+    """Add this server, alive from now, and tell the others."""
+    tx.conn.execute(
+        workers.insert().values(
+            id=worker_id,
+            host=host,
+            pid=pid,
+            url=url,
+            version=version,
+            started_at=sa.func.now(),
+            heartbeat_at=sa.func.now(),
+        )
+    )
+    notify(tx.conn, MEMBERS_CHANNEL, f"joined {worker_id}")
+
+
+def heartbeat(tx: WriteTx, worker_id: str, *, lease_s: float) -> bool:
+    """Renew this server's lease, and with it the lease on every job it owns (one
+    statement). ``False`` if it had lapsed already: the server must let its jobs go."""
+    renewed = tx.conn.execute(
+        workers.update()
+        .where(workers.c.id == worker_id, _live(lease_s))
+        .values(heartbeat_at=sa.func.now())
+        .returning(workers.c.id)
+    ).first()
+    return renewed is not None
+
+
+def leave(tx: WriteTx, worker_id: str) -> None:
+    """Mark this server gone (a clean shutdown): its jobs may be taken at once."""
+    tx.conn.execute(workers.update().where(workers.c.id == worker_id).values(left_at=sa.func.now()))
+    notify(tx.conn, MEMBERS_CHANNEL, f"left {worker_id}")
+
+
+def servers(conn: sa.Connection, *, lease_s: float) -> list[WorkerRow]:
+    """Every server known, alive or not (those gone for a day are forgotten)."""
+    age = sa.func.extract("epoch", sa.func.now() - workers.c.heartbeat_at)
+    query = sa.select(
+        workers.c.id,
+        workers.c.host,
+        workers.c.pid,
+        workers.c.url,
+        workers.c.version,
+        workers.c.started_at,
+        age.label("heartbeat_age"),
+        _live(lease_s).label("alive"),
+    ).order_by(workers.c.started_at, workers.c.id)
+    return [
+        WorkerRow(
+            id=row.id,
+            host=row.host,
+            pid=row.pid,
+            url=row.url,
+            version=row.version,
+            started_at=row.started_at,
+            heartbeat_age=max(0.0, float(row.heartbeat_age)),
+            alive=bool(row.alive),
+        )
+        for row in conn.execute(query)
+    ]
+
+
+def live_ids(conn: sa.Connection, *, lease_s: float) -> list[str]:
+    """The ids of the servers alive now, oldest first."""
+    query = sa.select(workers.c.id).where(_live(lease_s)).order_by(workers.c.started_at, workers.c.id)
+    return list(conn.execute(query).scalars())
+
+
+def forget(tx: WriteTx, *, older_than: dt.timedelta) -> int:
+    """Delete servers silent for ``older_than`` that own no job, and answered requests
+    as old; how many servers."""
+    cutoff = sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, older_than.total_seconds())
+    owning = sa.select(jobs.c.owner_id).where(jobs.c.owner_id.is_not(None)).distinct()
+    gone = tx.conn.execute(
+        workers.delete().where(workers.c.heartbeat_at < cutoff, workers.c.id.not_in(owning))
+    ).rowcount
+    tx.conn.execute(cluster_requests.delete().where(cluster_requests.c.created_at < cutoff))
+    return gone
+
+
+# -------------------------------------------------------------------------- owners
+
+
+def orphans(conn: sa.Connection, *, lease_s: float, limit: int) -> list[str]:
+    """Jobs without a live owner: never owned, or owned by a server that died or left."""
+    dead = sa.select(workers.c.id).where(sa.not_(_live(lease_s)))
+    query = (
+        sa.select(jobs.c.id)
+        .where(sa.or_(jobs.c.owner_id.is_(None), jobs.c.owner_id.in_(dead)))
+        .order_by(jobs.c.id)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def claim(tx: WriteTx, worker_id: str, job_ids: Sequence[str], *, lease_s: float) -> list[str]:
+    """Become the owner of those of ``job_ids`` that still have no live owner, while
+    this server is alive itself; the ones claimed. Two servers claiming one job:
+    the row lock makes the second see the first's claim and skip it."""
+    dead = sa.select(workers.c.id).where(sa.not_(_live(lease_s)))
+    me_alive = sa.exists(sa.select(workers.c.id).where(workers.c.id == worker_id, _live(lease_s)))
+    claimed: list[str] = []
+    for chunk in chunks(job_ids):
+        result = tx.conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id.in_(chunk),
+                sa.or_(jobs.c.owner_id.is_(None), jobs.c.owner_id.in_(dead)),
+                me_alive,
+            )
+            .values(owner_id=worker_id, owner_since=sa.func.now())
+            .returning(jobs.c.id)
+        )
+        claimed.extend(result.scalars())
+    return claimed
+
+
+def hand_over(tx: WriteTx, worker_id: str, moves: Mapping[str, str]) -> list[str]:
+    """Give jobs this server owns to other servers (``job id -> new owner``), and tell
+    each new owner; the jobs moved."""
+    moved: list[str] = []
+    by_target: dict[str, list[str]] = {}
+    for job_id, target in moves.items():
+        by_target.setdefault(target, []).append(job_id)
+    for target, job_ids in by_target.items():
+        for chunk in chunks(job_ids):
+            result = tx.conn.execute(
+                jobs.update()
+                .where(jobs.c.id.in_(chunk), jobs.c.owner_id == worker_id)
+                .values(owner_id=target, owner_since=sa.func.now())
+                .returning(jobs.c.id)
+            )
+            moved.extend(result.scalars())
+        notify(tx.conn, worker_channel(target), "adopt")
+    return moved
+
+
+def set_owner(tx: WriteTx, job_id: str, owner_id: str) -> None:
+    """Record the owner of a job just created, and tell it."""
+    tx.conn.execute(
+        jobs.update().where(jobs.c.id == job_id).values(owner_id=owner_id, owner_since=sa.func.now())
+    )
+    notify(tx.conn, worker_channel(owner_id), "adopt")
+
+
+def owned_since(
+    conn: sa.Connection, worker_id: str, since: dt.datetime | None
+) -> tuple[list[str], dt.datetime]:
+    """The jobs given to this server since ``since`` (all of them with ``None``), and
+    the time to ask from next (the database's clock, with a margin for transactions
+    that were in flight)."""
+    now = conn.execute(sa.select(sa.func.now())).scalar_one()
+    query = sa.select(jobs.c.id).where(jobs.c.owner_id == worker_id)
+    if since is not None:
+        query = query.where(jobs.c.owner_since >= since)
+    return list(conn.execute(query).scalars()), now - dt.timedelta(seconds=30)
+
+
+def owner_of(conn: sa.Connection, job_id: str, *, lease_s: float) -> tuple[str | None, bool] | None:
+    """The job's owner and whether it is alive; ``None`` if there is no such job."""
+    query = (
+        sa.select(jobs.c.owner_id, _live(lease_s).label("alive"))
+        .select_from(jobs.outerjoin(workers, workers.c.id == jobs.c.owner_id))
+        .where(jobs.c.id == job_id)
+    )
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    return row.owner_id, bool(row.alive) and row.owner_id is not None
+
+
+def owned_counts(conn: sa.Connection) -> dict[str, int]:
+    """How many jobs each server owns."""
+    owned = sa.func.count().label("owned")
+    query = sa.select(jobs.c.owner_id, owned).where(jobs.c.owner_id.is_not(None)).group_by(jobs.c.owner_id)
+    return {row.owner_id: int(row.owned) for row in conn.execute(query)}
+
+
+def check_owner(conn: sa.Connection, job_id: str, worker_id: str, *, lease_s: float) -> None:
+    """The fence: :class:`NotOwner` unless this server owns the job and its lease is
+    fresh. The job's row stays share-locked until the transaction ends, so a takeover
+    waits for this write and then sees it (or this write sees the takeover)."""
+    query = (
+        sa.select(jobs.c.id)
+        .select_from(jobs.join(workers, workers.c.id == jobs.c.owner_id))
+        .where(jobs.c.id == job_id, jobs.c.owner_id == worker_id, _live(lease_s))
+        .with_for_update(read=True, of=jobs)
+    )
+    if conn.execute(query).first() is None:
+        raise NotOwner(job_id)
+
+
+# ------------------------------------------------------------------------ requests
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A decision another server asked of this one."""
+
+    id: int
+    sender_id: str
+    job_id: str
+    body: str
+
+
+def send_request(tx: WriteTx, *, sender_id: str, target_id: str, job_id: str, body: str) -> int:
+    """Store a request for the job's owner and wake it; the request's id."""
+    request_id: int = tx.conn.execute(
+        cluster_requests.insert()
+        .values(sender_id=sender_id, target_id=target_id, job_id=job_id, body=body, created_at=sa.func.now())
+        .returning(cluster_requests.c.id)
+    ).scalar_one()
+    notify(tx.conn, worker_channel(target_id), f"request {request_id}")
+    return request_id
+
+
+def retarget(tx: WriteTx, request_id: int, target_id: str) -> bool:
+    """Send an unanswered request to another owner (the first one died); whether it
+    was still unanswered."""
+    changed = tx.conn.execute(
+        cluster_requests.update()
+        .where(cluster_requests.c.id == request_id, cluster_requests.c.answered_at.is_(None))
+        .values(target_id=target_id)
+    ).rowcount
+    if changed:
+        notify(tx.conn, worker_channel(target_id), f"request {request_id}")
+    return changed == 1
+
+
+def pending_requests(conn: sa.Connection, worker_id: str) -> list[PendingRequest]:
+    """Requests waiting for this server's answer, oldest first."""
+    query = (
+        sa.select(
+            cluster_requests.c.id,
+            cluster_requests.c.sender_id,
+            cluster_requests.c.job_id,
+            cluster_requests.c.body,
+        )
+        .where(cluster_requests.c.target_id == worker_id, cluster_requests.c.answered_at.is_(None))
+        .order_by(cluster_requests.c.id)
+    )
+    return [PendingRequest(row.id, row.sender_id, row.job_id, row.body) for row in conn.execute(query)]
+
+
+def answer(tx: WriteTx, request: PendingRequest, reply: str) -> None:
+    """Store the reply to a request and wake its sender."""
+    tx.conn.execute(
+        cluster_requests.update()
+        .where(cluster_requests.c.id == request.id, cluster_requests.c.answered_at.is_(None))
+        .values(reply=reply, answered_at=sa.func.now())
+    )
+    notify(tx.conn, worker_channel(request.sender_id), f"reply {request.id}")
+
+
+def reply_of(conn: sa.Connection, request_id: int) -> str | None:
+    """The reply to a request, once answered."""
+    query = sa.select(cluster_requests.c.reply).where(cluster_requests.c.id == request_id)
+    return conn.execute(query).scalar_one_or_none()
