@@ -30,3 +30,13 @@ def owner_of(job_id: str, live: Sequence[str]) -> str | None:
 def mine(job_ids: Iterable[str], me: str, live: Sequence[str]) -> list[str]:
     """The jobs of ``job_ids`` that ``me`` should own."""
     return [job_id for job_id in job_ids if owner_of(job_id, live) == me]
+
+
+def moves(job_ids: Iterable[str], me: str, live: Sequence[str]) -> dict[str, str]:
+    """Of the jobs ``me`` owns, those another live server should own: job -> server."""
+    found: dict[str, str] = {}
+    for job_id in job_ids:
+        owner = owner_of(job_id, live)
+        if owner is not None and owner != me:
+            found[job_id] = owner
+    return found
