@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 from termjobs.errors import InternalError, TermjobsError, Unauthorized
 from termjobs.http import jobs, runs, stream
 from termjobs.http.auth import is_authorised
+from termjobs.http.guard import guarded
 from termjobs.http.responses import error_response, json_response
 from termjobs.model import JSONObject
 from termjobs.services import Services
@@ -42,6 +43,7 @@ def create_app(services: Services) -> QuartTrio:
     jobs.register(app, services)
     runs.register(app, services)
     stream.register(app, services)
+    app.asgi_app = guarded(app.asgi_app)  # type: ignore[method-assign]
     return app
 
 
