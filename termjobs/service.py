@@ -58,7 +58,9 @@ async def open_services(
     clock = clock or SystemClock()
     hub = Hub()
     runners = runners or default_runners(base_env if base_env is not None else os.environ)
-    async with open_storage(settings.db_url, inline=inline_db, on_commit=hub.publish) as storage:
+    async with open_storage(
+        settings.db_url, inline=inline_db, on_commit=hub.publish, read_timeout=settings.request_timeout
+    ) as storage:
         env = RunEnv(
             storage=storage,
             clock=clock,

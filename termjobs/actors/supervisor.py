@@ -96,6 +96,9 @@ class Supervisor:
         self._wakeups = WakeSchedule(PREWARM)
         self._wakeups_changed = trio.Event()
         self.faulted: dict[str, str] = {}
+        #: jobs whose wake-up failed (storage down), with the fire it was for: their
+        #: new actor judges that fire as of its time, not as a misfire
+        self._late_fires: dict[str, dt.datetime] = {}
         self._nursery: trio.Nursery | None = None
         self._waker_scope = trio.CancelScope()
         self._closing = False
@@ -145,7 +148,12 @@ class Supervisor:
     # ------------------------------------------------------------ the API
 
     async def create_job(self, spec: JobDefinition) -> Job:
-        """Store a new job and start its actor; the stored job."""
+        """Store a new job and start its actor; the stored job.
+
+        The work runs in the supervisor's nursery, not in the caller's task: once
+        stored, the job is registered and its actor started even if the client gives
+        up, or storage confirms only after this call has timed out (a stored job
+        nobody routes to would be unusable)."""
         if self._closing or self._nursery is None:
             raise Unavailable("the server is shutting down")
         now = self._env.clock.now()
@@ -159,16 +167,33 @@ class Supervisor:
             created_at=now,
             updated_at=now,
         )
-        # Shielded: once stored, the job is registered and its actor started even if
-        # the client gives up meanwhile (a stored job nobody routes to is unusable).
-        with trio.CancelScope(shield=True):
-            try:
-                await self._env.storage.create_job(job)
-            except NameTaken as exc:
-                raise Conflict(str(exc)) from None
-            self._entries[job.id] = _Entry(job.id)
+        done: Reply[Job] = Reply()
+        self._nursery.start_soon(self._create, job, done)
+        with trio.move_on_after(self._request_timeout):
+            return await done.wait()
+        raise Unavailable(
+            f"storage did not confirm the new job within {self._request_timeout:g}s; it may still be "
+            "created: list the jobs before sending it again"
+        )
+
+    async def _create(self, job: Job, done: Reply[Job]) -> None:
+        try:
+            await self._env.storage.create_job(job)
+        except NameTaken as exc:
+            done.fail(Conflict(str(exc)))
+            return
+        except Exception as exc:
+            done.fail(exc)
+            return
+        self._entries[job.id] = _Entry(job.id)
+        try:
+            assert self._nursery is not None
             await self._nursery.start(self._supervise, job, [])
-        return job
+        except Exception as exc:
+            logger.exception("job %s: stored, but its actor did not start", job.id)
+            done.fail(exc)
+            return
+        done.send(job)
 
     async def trigger(self, ref: str) -> Run:
         """Queue a manual run of the job ``ref`` (id or name)."""
@@ -276,6 +301,7 @@ class Supervisor:
         """Stop firing, give running runs ``grace`` seconds, then stop them."""
         self._closing = True
         self._closing_event.set()
+        self._env.stopping.set()
         self._waker_scope.cancel()
         actors = self._actors()
         for actor in actors:
@@ -352,6 +378,7 @@ class Supervisor:
                 kept = self._entries.get(entry.job_id) is entry and entry.actor is None
                 if kept and at is not None and self._wakeups.get(entry.job_id) is None:
                     self._wake_at(entry.job_id, max(at, retry_at))
+                    self._late_fires.setdefault(entry.job_id, at)
                 waking, entry.waking = entry.waking, None
                 if waking is not None:
                     waking.set()
@@ -385,7 +412,12 @@ class Supervisor:
         status: trio.TaskStatus[None] = task_status
         while True:
             actor = JobActor(
-                job, self._env, runs=runs, hibernate=self._hibernate, closing=lambda: self._closing
+                job,
+                self._env,
+                runs=runs,
+                hibernate=self._hibernate,
+                closing=lambda: self._closing,
+                late_fire=self._late_fires.pop(job.id, None),
             )
             entry.actor, entry.retired = actor, trio.Event()
             retired = entry.retired

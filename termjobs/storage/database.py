@@ -30,7 +30,7 @@ from termjobs.rundomain import (
     terminal_data,
 )
 from termjobs.storage.base import DuplicateRun, JobFilters, JobView, Page, ScheduleEntry, Storage
-from termjobs.storage.gateway import Gateway, OnCommit, open_gateway
+from termjobs.storage.gateway import READ_TIMEOUT_S, Gateway, OnCommit, open_gateway
 from termjobs.storage.sql import WriteTx, events, history, jobs, runs
 
 #: Read pages of the firehose replay are at most this long.
@@ -173,11 +173,19 @@ class SqlStorage(Storage):
 
 @asynccontextmanager
 async def open_storage(
-    url: URL, *, inline: bool = False, readers: int = 2, on_commit: OnCommit | None = None
+    url: URL,
+    *,
+    inline: bool = False,
+    readers: int = 2,
+    on_commit: OnCommit | None = None,
+    read_timeout: float = READ_TIMEOUT_S,
 ) -> AsyncIterator[SqlStorage]:
     """Open the database at ``url`` (migrating it) as a :class:`SqlStorage`; queued
-    writes are committed before it closes."""
-    async with open_gateway(url, inline=inline, readers=readers, on_commit=on_commit) as gateway:
+    writes are committed before it closes. Reads taking over ``read_timeout`` seconds
+    raise :class:`~termjobs.storage.base.StorageUnavailable`."""
+    async with open_gateway(
+        url, inline=inline, readers=readers, on_commit=on_commit, read_timeout=read_timeout
+    ) as gateway:
         yield SqlStorage(gateway)
 
 

@@ -301,7 +301,9 @@ async def test_events_read_back_exactly(storage: Storage) -> None:
     run = await add_run(storage, make_run(job))
     written = await storage.add_event(run, EventType.OUTPUT, None, {"text": "é\n"}, now=moment)
     await storage.submit_event(run, EventType.OUTPUT, "queued", None, now=moment)
-    read, queued = await storage.events_after(written.id - 1, run_id=run.id)
+    # Writes commit in order: once a later write is confirmed, the queued one is stored.
+    await storage.add_event(run, EventType.OUTPUT, "after", None, now=moment)
+    read, queued, _ = await storage.events_after(written.id - 1, run_id=run.id)
     assert read == written and read.created_at == moment and read.data == {"text": "é\n"}
     assert queued.message == "queued" and queued.data is None
 
