@@ -25,7 +25,7 @@ from termjobs.actors.retention import RetentionActor
 from termjobs.actors.runs import RunEnv
 from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import Clock, SystemClock
-from termjobs.config import Settings
+from termjobs.config import RunAs, Settings
 from termjobs.model import RunnerType, new_worker_id
 from termjobs.runners.base import BackgroundService, OrphanReaper, Runner, UnconfiguredLLMRunner
 from termjobs.runners.program import ProgramRunner
@@ -39,9 +39,12 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_MARGIN_S = 60.0
 
 
-def default_runners(base_env: Mapping[str, str]) -> dict[RunnerType, Runner]:
+def default_runners(base_env: Mapping[str, str], run_as: RunAs | None = None) -> dict[RunnerType, Runner]:
     """The runners of a server started from the CLI."""
-    return {RunnerType.PROGRAM: ProgramRunner(base_env=base_env), RunnerType.LLM: UnconfiguredLLMRunner()}
+    return {
+        RunnerType.PROGRAM: ProgramRunner(base_env=base_env, run_as=run_as),
+        RunnerType.LLM: UnconfiguredLLMRunner(),
+    }
 
 
 @asynccontextmanager
@@ -57,7 +60,7 @@ async def open_services(
     """Start everything but HTTP; on exit, shut down gracefully (see module doc)."""
     clock = clock or SystemClock()
     hub = Hub()
-    runners = runners or default_runners(base_env if base_env is not None else os.environ)
+    runners = runners or default_runners(base_env if base_env is not None else os.environ, settings.run_as)
     async with open_storage(
         settings.db_url, inline=inline_db, on_commit=hub.publish, read_timeout=settings.request_timeout
     ) as storage:

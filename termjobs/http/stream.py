@@ -13,6 +13,9 @@ Each message is one run-event object plus ``job_id``. The subscription is opened
 gap and no duplicate between replay and live. Close codes: 4401 bad credentials, 4404
 unknown run or job, 4408 the client fell behind (reconnect with ``since_id``), 1001
 server shutting down, 1000 run finished.
+
+At most ``--max-subscribers`` streams are open at once; the handshake of one more is
+answered ``503`` with ``Retry-After`` (an HTTP answer, not a websocket close).
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from __future__ import annotations
 import json
 
 import trio
-from quart import Quart, websocket
+from quart import Quart, Response, websocket
 
 from termjobs import wire
 from termjobs.actors.hub import CloseReason, Subscription
 from termjobs.errors import InvalidRequest
 from termjobs.http.auth import is_authorised
 from termjobs.http.params import non_negative_int
+from termjobs.http.responses import error_response
 from termjobs.model import TERMINAL_EVENTS, RunEvent
 from termjobs.services import Services
 
@@ -50,16 +54,52 @@ class _Closed(Exception):
         self.code, self.reason = code, reason
 
 
-def register(app: Quart, services: Services) -> None:
-    """Add the websocket routes to ``app``."""
+class StreamSlots:
+    """Counts open streams against ``--max-subscribers``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.refused = 0
+
+    def take(self) -> bool:
+        if self.open >= self.limit:
+            self.refused += 1
+            return False
+        self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        self.open -= 1
+
+
+def register(app: Quart, services: Services) -> StreamSlots:
+    """Add the websocket routes to ``app``; their slot counter."""
+    slots = StreamSlots(services.settings.limits.max_subscribers)
+
+    async def serve(run_id: str | None) -> Response | None:
+        if not slots.take():
+            return error_response(
+                f"too many live streams are open ({slots.limit}, --max-subscribers); retry shortly",
+                503,
+                "unavailable_error",
+                {"Retry-After": "5"},
+            )
+        try:
+            await _serve(services, run_id=run_id)
+        finally:
+            slots.give_back()
+        return None
 
     @app.websocket("/v2/runs/<run_id>/events/stream")
-    async def run_stream(run_id: str) -> None:
-        await _serve(services, run_id=run_id)
+    async def run_stream(run_id: str) -> Response | None:
+        return await serve(run_id)
 
     @app.websocket("/v2/events/stream")
-    async def all_stream() -> None:
-        await _serve(services, run_id=None)
+    async def all_stream() -> Response | None:
+        return await serve(None)
+
+    return slots
 
 
 async def _serve(services: Services, *, run_id: str | None) -> None:
