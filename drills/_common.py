@@ -173,11 +173,15 @@ async def all_jobs(api: httpx.AsyncClient) -> list[dict[str, Any]]:
             return jobs
 
 
-def main(run: Any, description: str) -> None:
-    """Parse the arguments, run ``run(args) -> Report``-list under trio, exit."""
+def main(run: Any, description: str, extra: list[tuple[str, type, Any, str]] = ()) -> None:  # type: ignore[assignment]
+    """Parse the arguments (the common ones and ``extra``: flag, type, default, help),
+    run ``run(args)`` (a list of reports) under trio, print them and exit."""
     import trio
 
-    args = parser(description).parse_args()
+    options = parser(description)
+    for flag, kind, default, text in extra:
+        options.add_argument(flag, type=kind, default=default, help=text)
+    args = options.parse_args()
     reports: list[Report] = trio.run(run, args)
     status = 0
     for report in reports:

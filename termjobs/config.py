@@ -169,6 +169,7 @@ def build_settings(
     retention_days: int = 30,
     max_runs_per_job: int = 1000,
     limits: HttpLimits | None = None,
+    stream_buffer: int = 4096,
     token_file: str | None = None,
     run_as: str | None = None,
 ) -> Settings:
@@ -183,6 +184,8 @@ def build_settings(
         raise SettingsError(f"invalid --retention-days {retention_days} (must be > 0)")
     if max_runs_per_job <= 0:
         raise SettingsError(f"invalid --max-runs-per-job {max_runs_per_job} (must be > 0)")
+    if stream_buffer < 16:
+        raise SettingsError(f"invalid --stream-buffer {stream_buffer} (must be >= 16)")
     limits = limits or HttpLimits()
     check_limits(limits)
     if token and token_file:
@@ -207,6 +210,7 @@ def build_settings(
         retention_days=retention_days,
         max_runs_per_job=max_runs_per_job,
         limits=limits,
+        stream_buffer=stream_buffer,
         run_as=resolve_run_as(run_as),
     )
 

@@ -45,7 +45,7 @@ from termjobs.model import ConcurrencyPolicy, Run, RunStatus, RunTrigger, Trigge
 from termjobs.rundomain import Refusal
 from termjobs.runners.base import StopReason
 from termjobs.schedule import due_fires, initial_next_run
-from termjobs.storage import NameTaken
+from termjobs.storage import NameTaken, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,9 @@ class JobActor:
                     return True
                 case _:
                     assert_never(request)
-        except TermjobsError as exc:
+        except (TermjobsError, StorageUnavailable) as exc:
+            # StorageUnavailable: the database is down or slow; the client gets a 503
+            # with Retry-After, not an internal error.
             request.reply.fail(exc)
         except Exception as exc:
             ref = secrets.token_hex(4)

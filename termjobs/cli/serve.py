@@ -173,6 +173,13 @@ def banner(settings: Settings, url: str) -> str:
     help="Live event streams (websockets) open at once; one more is answered 503.",
 )
 @click.option(
+    "--stream-buffer",
+    type=int,
+    default=4096,
+    show_default=True,
+    help="Events a live-stream subscriber may fall behind by before it is closed as lagged (4408).",
+)
+@click.option(
     "--run-as",
     default=None,
     help="Run program jobs as this user (name or uid); the server must run as root.",
@@ -204,6 +211,7 @@ async def serve(
     max_header_bytes: int,
     max_body_bytes: int,
     max_subscribers: int,
+    stream_buffer: int,
     run_as: str | None,
     log_level: str,
 ) -> None:
@@ -226,6 +234,7 @@ async def serve(
             shutdown_grace=shutdown_grace,
             retention_days=retention_days,
             max_runs_per_job=max_runs_per_job,
+            stream_buffer=stream_buffer,
             limits=HttpLimits(
                 max_connections=max_connections,
                 keep_alive_timeout=keep_alive_timeout,

@@ -21,6 +21,7 @@ answered ``503`` with ``Retry-After`` (an HTTP answer, not a websocket close).
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 
 import trio
 from quart import Quart, Response, websocket
@@ -54,13 +55,27 @@ class _Closed(Exception):
         self.code, self.reason = code, reason
 
 
-class StreamSlots:
-    """Counts open streams against ``--max-subscribers``."""
+class Streams:
+    """What the open streams share: a count against ``--max-subscribers``, and each
+    event's frame, serialised once for every subscriber (a bounded cache: with many
+    subscribers, serialising each event once per subscriber cost more than sending)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, cached_frames: int = 4096) -> None:
         self.limit = limit
         self.open = 0
         self.refused = 0
+        self._frames: OrderedDict[int, str] = OrderedDict()
+        self._cached = cached_frames
+
+    def frame(self, event: RunEvent) -> str:
+        """The websocket message of ``event``."""
+        text = self._frames.get(event.id)
+        if text is None:
+            text = json.dumps(wire.event_json(event, with_job=True), separators=(",", ":"))
+            self._frames[event.id] = text
+            if len(self._frames) > self._cached:
+                self._frames.popitem(last=False)
+        return text
 
     def take(self) -> bool:
         if self.open >= self.limit:
@@ -73,9 +88,9 @@ class StreamSlots:
         self.open -= 1
 
 
-def register(app: Quart, services: Services) -> StreamSlots:
-    """Add the websocket routes to ``app``; their slot counter."""
-    slots = StreamSlots(services.settings.limits.max_subscribers)
+def register(app: Quart, services: Services) -> Streams:
+    """Add the websocket routes to ``app``; what their streams share."""
+    slots = Streams(services.settings.limits.max_subscribers)
 
     async def serve(run_id: str | None) -> Response | None:
         if not slots.take():
@@ -86,7 +101,7 @@ def register(app: Quart, services: Services) -> StreamSlots:
                 {"Retry-After": "5"},
             )
         try:
-            await _serve(services, run_id=run_id)
+            await _serve(services, slots, run_id=run_id)
         finally:
             slots.give_back()
         return None
@@ -102,7 +117,7 @@ def register(app: Quart, services: Services) -> StreamSlots:
     return slots
 
 
-async def _serve(services: Services, *, run_id: str | None) -> None:
+async def _serve(services: Services, streams: Streams, *, run_id: str | None) -> None:
     now: int | None = None
     if run_id is None and "since_id" not in websocket.args and _is_authorised(services):
         # No since_id on the firehose means "from now on": replaying the whole history
@@ -113,10 +128,10 @@ async def _serve(services: Services, *, run_id: str | None) -> None:
         _authorise(services)
         since_id = _since_id() if now is None else now
         if run_id is not None:
-            await _stream_run(services, run_id, since_id)
+            await _stream_run(services, streams, run_id, since_id)
         else:
             job_id = await _job_filter(services)
-            await _stream_all(services, job_id, since_id)
+            await _stream_all(services, streams, job_id, since_id)
     except _Closed as closed:
         await websocket.close(closed.code, closed.reason)
 
@@ -147,34 +162,39 @@ async def _job_filter(services: Services) -> str | None:
     return job.id
 
 
-async def _stream_run(services: Services, run_id: str, since_id: int) -> None:
+async def _stream_run(services: Services, streams: Streams, run_id: str, since_id: int) -> None:
     last = since_id
     while True:
         with services.hub.subscribe(run_id=run_id, buffer=services.settings.stream_buffer) as sub:
             run = await services.storage.get_run(run_id, full=False)
             if run is None:
                 raise _Closed(CLOSE_NOT_FOUND, "run not found")
-            last, finished = await _replay(services, last, run_id=run_id)
+            last, finished = await _replay(services, streams, last, run_id=run_id)
             # A run that was already terminal when we subscribed has all its events stored.
             if finished or run.status.terminal:
                 raise _Closed(CLOSE_NORMAL, "run finished")
             if sub.closed is CloseReason.LAGGED:
                 continue  # more arrived during the replay than we buffer: read on from storage
-            await _live(sub, last, stop_at_terminal=True)
+            await _live(streams, sub, last, stop_at_terminal=True)
 
 
-async def _stream_all(services: Services, job_id: str | None, since_id: int) -> None:
+async def _stream_all(services: Services, streams: Streams, job_id: str | None, since_id: int) -> None:
     last = since_id
     while True:
         with services.hub.subscribe(job_id=job_id, buffer=services.settings.stream_buffer) as sub:
-            last, _ = await _replay(services, last, job_id=job_id)
+            last, _ = await _replay(services, streams, last, job_id=job_id)
             if sub.closed is CloseReason.LAGGED:
                 continue  # more arrived during the replay than we buffer: read on from storage
-            await _live(sub, last, stop_at_terminal=False)
+            await _live(streams, sub, last, stop_at_terminal=False)
 
 
 async def _replay(
-    services: Services, since_id: int, *, run_id: str | None = None, job_id: str | None = None
+    services: Services,
+    streams: Streams,
+    since_id: int,
+    *,
+    run_id: str | None = None,
+    job_id: str | None = None,
 ) -> tuple[int, bool]:
     """Send stored events after ``since_id``; the last id sent and whether a terminal
     event was among them."""
@@ -183,7 +203,7 @@ async def _replay(
         last, run_id=run_id, job_id=job_id, limit=REPLAY_PAGE
     ):
         for event in events:
-            await _send(event)
+            await websocket.send(streams.frame(event))
             finished = finished or event.event_type in TERMINAL_EVENTS
         last = events[-1].id
         if len(events) < REPLAY_PAGE:
@@ -191,21 +211,21 @@ async def _replay(
     return last, finished
 
 
-async def _live(sub: Subscription, last: int, *, stop_at_terminal: bool) -> None:
+async def _live(streams: Streams, sub: Subscription, last: int, *, stop_at_terminal: bool) -> None:
     async for event in sub.receive:
         if event.id <= last:
             continue  # already sent by the replay
-        await _send(event)
+        await websocket.send(streams.frame(event))
         last = event.id
         if stop_at_terminal and event.event_type in TERMINAL_EVENTS:
-            await _send_queued(sub, last)
+            await _send_queued(streams, sub, last)
             raise _Closed(CLOSE_NORMAL, "run finished")
     if sub.closed is CloseReason.LAGGED:
         raise _Closed(CLOSE_LAGGED, "lagged; reconnect with since_id")
     raise _Closed(CLOSE_GOING_AWAY, "server shutting down")
 
 
-async def _send_queued(sub: Subscription, last: int) -> None:
+async def _send_queued(streams: Streams, sub: Subscription, last: int) -> None:
     """Events committed together with the terminal one (``retry_scheduled``) are
     delivered too; they are already in the channel, so this never waits for more."""
     while True:
@@ -214,9 +234,5 @@ async def _send_queued(sub: Subscription, last: int) -> None:
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             return
         if event.id > last:
-            await _send(event)
+            await websocket.send(streams.frame(event))
             last = event.id
-
-
-async def _send(event: RunEvent) -> None:
-    await websocket.send(json.dumps(wire.event_json(event, with_job=True), separators=(",", ":")))

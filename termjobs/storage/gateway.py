@@ -263,9 +263,21 @@ def _translated_errors() -> Iterator[None]:
     except (sa.exc.OperationalError, sa.exc.TimeoutError) as exc:
         # TimeoutError: no pooled connection came free in time (the database is slow).
         logger.warning("storage unavailable: %s", exc)
+        if _disk_full(exc):
+            raise StorageUnavailable(
+                "the database's disk is full; writes resume once space is freed"
+            ) from exc
         raise StorageUnavailable() from exc
     except sa.exc.DBAPIError as exc:
         raise StorageRefused(f"the database refused the request: {exc.orig or exc}") from exc
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether the driver reported a full disk (SQLite, or PostgreSQL's SQLSTATE 53100)."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return (
+        "disk is full" in text or "no space left" in text or getattr(exc.__cause__, "sqlstate", "") == "53100"
+    )
 
 
 @asynccontextmanager

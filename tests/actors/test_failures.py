@@ -366,3 +366,18 @@ async def test_a_storage_outage_at_wake_up_time_is_retried_with_backoff_and_the_
         (run,) = await h.runs(job_id)
     assert run.scheduled_for == at("2026-03-01T13:00:00Z") and run.status is RunStatus.SUCCEEDED
     assert attempts["failed"] <= 60  # about one attempt a second while storage fails, not a busy loop
+
+
+async def test_a_request_that_storage_cannot_serve_is_unavailable_not_an_internal_error(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with harness(sqlite_url) as h:
+        job = await h.create(job_body("j"))
+        outage = Outage(monkeypatch)
+        outage.down = True
+        with pytest.raises(StorageUnavailable):  # a 503 with Retry-After, not a 500
+            await h.trigger(job.id)
+        with pytest.raises(StorageUnavailable):
+            await h.update(job.id, {"labels": {"a": 1}})
+        outage.down = False
+        assert (await h.wait_final((await h.trigger(job.id)).id)).status is RunStatus.SUCCEEDED
