@@ -74,6 +74,7 @@ class Subscriber:
         self.timed_job = timed_job
         self.delays: list[float] = []
         self.received = 0
+        self.run_ids: dict[str, int] = {}
         self.lagged = 0
 
     async def run(self) -> None:
@@ -85,6 +86,7 @@ class Subscriber:
                     while True:
                         event = json.loads(await ws.get_message())
                         self.received += 1
+                        self.run_ids[event["run_id"]] = self.run_ids.get(event["run_id"], 0) + 1
                         last = max(last, event["id"])
                         if event["job_id"] == self.timed_job and event["event_type"] == "queued":
                             created = dt.datetime.fromisoformat(event["created_at"].replace("Z", "+00:00"))
@@ -169,7 +171,7 @@ async def subscribers_phase(proc: ServerProcess, report: Report, short: bool, ma
             control_rest = await rest_until_done(api, ping, control, [])
             control_stream = normal.median_delay(mark)
             slow = [await slow_subscriber(proc.port) for _ in range(SLOW_SUBSCRIBERS)]
-            mark, received_before = len(normal.delays), normal.received
+            mark = len(normal.delays)
             runs = [(await api.post(f"/v2/jobs/{chatty}/trigger")).json()["id"] for _ in range(count)]
             rss = [idle_rss]
             rest_median = await rest_until_done(api, ping, runs, rss, pid=proc.process.pid)
@@ -189,7 +191,7 @@ async def subscribers_phase(proc: ServerProcess, report: Report, short: bool, ma
                     checks.start_soon(check, stream)
             nursery.cancel_scope.cancel()
     closed = sum(results)
-    received = normal.received - received_before
+    received = sum(normal.run_ids.get(run, 0) for run in runs)
     report.figure("chatty runs / lines printed", f"{len(runs)} / {len(runs) * CHATTY_LINES:,}")
     report.figure("events of the chatty runs (stored)", stored)
     report.figure("events the normal subscriber received", received)
