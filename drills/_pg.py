@@ -10,6 +10,7 @@ the server's pid).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -125,12 +126,15 @@ class PrivatePostgres:
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP to its processes): connections stay open, nothing answers."""
-        for pid in self._pids():
-            os.kill(pid, signal.SIGSTOP)
+        self._signal_all(signal.SIGSTOP)
 
     def unpause(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, sig: signal.Signals) -> None:
         for pid in self._pids():
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # a backend that just exited
+                os.kill(pid, sig)
 
     def _pids(self) -> list[int]:
         """The postmaster and its children (ours only: found by parent pid)."""

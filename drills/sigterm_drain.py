@@ -38,7 +38,7 @@ MARGIN_S = 5.0
 SHUTDOWN_MESSAGE = "cancelled: the server shut down before the run finished"
 
 
-async def one_round(db: str, marker: str, report: Report, counts: Counter[str]) -> float:
+async def one_round(db: str, marker: str, report: Report, counts: Counter[str], round_no: int) -> float:
     """One server, loaded and drained; how long the drain took."""
     jobs = {
         "short": program_job("short", "sleep 1", marker, concurrency_policy="allow", max_concurrent_runs=10),
@@ -62,7 +62,7 @@ async def one_round(db: str, marker: str, report: Report, counts: Counter[str]) 
         client(proc) as api,
     ):
         for name, body in jobs.items():
-            body["name"] = f"{name}-{marker[-4:]}-{len(counts)}"
+            body["name"] = f"{name}-{round_no}"
             job = (await api.post("/v2/jobs", json=body)).json()
             for _ in range(plan[name]):
                 runs[name].append((await api.post(f"/v2/jobs/{job['id']}/trigger")).json()["id"])
@@ -96,8 +96,8 @@ async def drill(kind: str, args: Any, workdir: Path) -> Report:
     counts: Counter[str] = Counter()
     drains: list[float] = []
     with database(kind, workdir, args.postgres) as db:
-        for _ in range(rounds):
-            drains.append(await one_round(db, marker, report, counts))
+        for round_no in range(rounds):
+            drains.append(await one_round(db, marker, report, counts, round_no))
     await trio.sleep(0.5)
     report.figure("rounds", rounds)
     report.figure("grace + kill grace (s)", GRACE_S + KILL_GRACE_S)
