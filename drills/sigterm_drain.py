@@ -95,8 +95,10 @@ async def drill(kind: str, args: Any, workdir: Path) -> Report:
     marker = drill_marker()
     counts: Counter[str] = Counter()
     drains: list[float] = []
-    with database(kind, workdir, args.postgres) as db:
-        for round_no in range(rounds):
+    for round_no in range(rounds):
+        # A fresh database each round: the runs a drain leaves queued would otherwise
+        # start first at the next round and take its workers.
+        with database(kind, workdir / f"round-{round_no}", args.postgres) as db:
             drains.append(await one_round(db, marker, report, counts, round_no))
     await trio.sleep(0.5)
     report.figure("rounds", rounds)

@@ -259,10 +259,11 @@ async def sqlite_full_disk(args: Any) -> Report:
             runs = await settle(api)
             by_id = {run["id"]: run for run in runs}
             report.figure("answers", dict(sorted(traffic.answers.items())))
-            report.expect(
-                any(key.endswith(" 503") for key in full_answers),
-                "no request was refused while the disk was full",
-            )
+            # Writes that fit in WAL pages already on disk still succeed; those that need
+            # new space are refused. At least one must have been (or nothing was tested).
+            refused = sum(n for key, n in full_answers.items() if key.endswith(" 503"))
+            report.figure("requests refused (503) while full", refused)
+            report.expect(refused > 0, "no request was refused while the disk was full")
             report.expect(
                 after_free.status_code == 202,
                 f"a trigger after freeing space answered {after_free.status_code}",
