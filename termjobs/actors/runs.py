@@ -278,8 +278,10 @@ class RunTask:
         )
         if final is None:
             # Already final: an attempt whose answer was lost (a timeout, a connection
-            # dropped at commit) may have written it, retry included. Look.
-            final, self._retry = await self._stored_ending(run)
+            # dropped at commit) may have written it, retry included. Look (shielded
+            # and bounded, like the write: this may run while the service stops).
+            with trio.CancelScope(shield=True), trio.move_on_after(self.env.finalize_timeout):
+                final, self._retry = await self._stored_ending(run)
         elif retry is not None and final.status is not RunStatus.CANCELLED:
             self._retry = retry.run
         self.handle.final = final or run

@@ -381,3 +381,33 @@ async def test_a_request_that_storage_cannot_serve_is_unavailable_not_an_interna
             await h.update(job.id, {"labels": {"a": 1}})
         outage.down = False
         assert (await h.wait_final((await h.trigger(job.id)).id)).status is RunStatus.SUCCEEDED
+
+
+async def test_a_final_state_whose_answer_was_lost_still_starts_its_retry(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from termjobs.storage.database import SqlStorage
+
+    original = SqlStorage.finish_runs
+    lost = {"answers": 1}
+
+    async def finish_runs(self: SqlStorage, *args: Any, **kwargs: Any) -> Any:
+        result = await original(self, *args, **kwargs)
+        if lost["answers"]:
+            lost["answers"] -= 1  # committed, but the connection dropped before the answer
+            raise StorageUnavailable()
+        return result
+
+    monkeypatch.setattr(SqlStorage, "finish_runs", finish_runs)
+    async with harness(sqlite_url) as h:
+        job = await h.create(
+            job_body(
+                "flaky",
+                runner_config={"command": "x", "seconds": 1, "fail_attempts": 1},
+                retry_policy={"max_attempts": 2, "backoff": "fixed", "initial_delay": "5s"},
+            )
+        )
+        await h.trigger(job.id)
+        await trio.sleep(30)
+        runs = sorted(await h.runs(job.id), key=lambda r: r.attempt)
+        assert [(r.attempt, r.status) for r in runs] == [(1, RunStatus.FAILED), (2, RunStatus.SUCCEEDED)]
