@@ -43,7 +43,7 @@ def create_app(services: Services) -> QuartTrio:
     jobs.register(app, services)
     runs.register(app, services)
     stream.register(app, services)
-    app.asgi_app = guarded(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = guarded(app.asgi_app, max_body_bytes=limits.max_body_bytes)  # type: ignore[method-assign]
     return app
 
 

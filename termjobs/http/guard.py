@@ -38,7 +38,7 @@ def request_problem(scope: dict[str, Any]) -> str | None:
     return None
 
 
-def guarded(app: ASGIApp) -> ASGIApp:
+def guarded(app: ASGIApp, *, max_body_bytes: int) -> ASGIApp:
     """``app`` behind the checks of :func:`request_problem`."""
 
     async def guard(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -46,7 +46,7 @@ def guarded(app: ASGIApp) -> ASGIApp:
         if problem is None:
             await app(scope, receive, send)
         elif scope["type"] == "http":
-            await _refuse_http(problem, receive, send)
+            await _refuse_http(problem, receive, send, max_body_bytes)
         else:
             await _refuse_websocket(scope, problem, receive, send)
 
@@ -57,11 +57,13 @@ def _body(problem: str) -> bytes:
     return wire.dumps(wire.error_json(problem, "invalid_request_error")).encode()
 
 
-async def _refuse_http(problem: str, receive: Any, send: Any) -> None:
-    # Read the body first (the server bounds its size and time), so the connection
-    # stays usable; then answer and close it, as the client is clearly confused.
-    while True:
+async def _refuse_http(problem: str, receive: Any, send: Any, max_body_bytes: int) -> None:
+    # Read (and drop) a body first, up to the body limit, so the client is not reset
+    # before it reads the answer; then answer and close: the client is clearly confused.
+    read = 0
+    while read <= max_body_bytes:
         message = await receive()
+        read += len(message.get("body", b""))
         if message["type"] != "http.request" or not message.get("more_body"):
             break
     body = _body(problem)

@@ -84,6 +84,8 @@ async def test_nul_anywhere_in_the_url_or_body_is_a_400(db_url: URL) -> None:
             ]:
                 status, body = await exchange(server, raw(method, target))
                 assert status == 400 and b"NUL character" in body, (target, body)
+            status, body = await exchange(server, raw("PATCH", "/v2/jobs/a%00", body=JOB % ""))
+            assert status == 400 and b"NUL character" in body  # its body read and dropped
             for extra in (
                 ',"labels":{"k":"v\\u0000"}',
                 ',"labels":{"\\u0000":1}',
