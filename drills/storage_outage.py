@@ -96,8 +96,9 @@ def check_answer(answer: httpx.Response, traffic: Traffic) -> None:
             traffic.bad.append(f"503 naming connection details: {text[:200]}")
 
 
-def outage_jobs(marker: str) -> list[dict[str, Any]]:
-    retry = {"max_attempts": 3, "backoff": "fixed", "initial_delay": "8s"}
+def outage_jobs(marker: str, retry_after: int = 8) -> list[dict[str, Any]]:
+    """Manual jobs, jobs that fail once and retry after ``retry_after`` s, a cron job."""
+    retry = {"max_attempts": 3, "backoff": "fixed", "initial_delay": f"{retry_after}s"}
     jobs = [
         program_job(f"manual-{i}", "sleep 0.2", marker, concurrency_policy="allow", max_concurrent_runs=50)
         for i in range(3)
@@ -146,7 +147,9 @@ async def postgres_outage(args: Any) -> Report:
     try:
         async with server(pg.url, "--jobs-workers", "8") as proc, client(proc) as api:
             pid = proc.process.pid
-            ids = [(await api.post("/v2/jobs", json=body)).json()["id"] for body in outage_jobs(marker)]
+            # The retries fall due inside the outage (it starts 2 s after their runs fail).
+            bodies = outage_jobs(marker, retry_after=min(8, int(2 + down / 2)))
+            ids = [(await api.post("/v2/jobs", json=body)).json()["id"] for body in bodies]
             manual, flaky = ids[:3], ids[3:6]
             traffic = Traffic()
             async with trio.open_nursery() as nursery:
@@ -249,6 +252,9 @@ async def sqlite_full_disk(args: Any) -> Report:
                 filler = fill(mount)
                 report.figure("disk filled (filler MiB)", round(filler.stat().st_size / 2**20, 1))
                 await api.post(f"/v2/jobs/{chatty}/trigger")
+                # A write that surely needs new space: a job carrying 4 MiB of labels.
+                big = program_job("big", "true", marker, labels={"blob": "x" * (4 << 20)})
+                big_while_full = await api.post("/v2/jobs", json=big)
                 await trio.sleep(3 if args.short else 10)
                 full_answers = dict(traffic.answers)
                 filler.unlink()
@@ -260,10 +266,20 @@ async def sqlite_full_disk(args: Any) -> Report:
             by_id = {run["id"]: run for run in runs}
             report.figure("answers", dict(sorted(traffic.answers.items())))
             # Writes that fit in WAL pages already on disk still succeed; those that need
-            # new space are refused. At least one must have been (or nothing was tested).
+            # new space are refused, as the big one must be.
             refused = sum(n for key, n in full_answers.items() if key.endswith(" 503"))
             report.figure("requests refused (503) while full", refused)
-            report.expect(refused > 0, "no request was refused while the disk was full")
+            report.figure(
+                "4 MiB create while full", f"{big_while_full.status_code} {big_while_full.text[:90]}"
+            )
+            report.expect(
+                big_while_full.status_code == 503 and "disk is full" in big_while_full.text,
+                f"a 4 MiB create on the full disk answered {big_while_full.status_code}",
+            )
+            big_after = await api.post("/v2/jobs", json={**big, "name": "big-after"})
+            report.expect(
+                big_after.status_code == 201, f"the 4 MiB create after freeing space: {big_after.status_code}"
+            )
             report.expect(
                 after_free.status_code == 202,
                 f"a trigger after freeing space answered {after_free.status_code}",
