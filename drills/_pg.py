@@ -153,10 +153,14 @@ class PrivatePostgres:
         return pids
 
     def close(self) -> None:
-        """Stop the server and remove its files."""
-        self.unpause()
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Stop the server and remove its files (whatever fails on the way)."""
+        try:
+            self.unpause()
+        finally:
+            try:
+                self.stop()
+            finally:
+                shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PrivatePostgres:
         self.init()
