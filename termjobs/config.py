@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import math
+import os
+import pwd
 import secrets
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from sqlalchemy.engine import URL
@@ -18,7 +22,7 @@ from termjobs.storage.engine import resolve_url
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 AuthMode = Literal["bearer", "none"]
-TokenSource = Literal["flag", "env", "generated", "none"]
+TokenSource = Literal["flag", "file", "env", "generated", "none"]
 
 
 class SettingsError(ValueError):
@@ -42,6 +46,19 @@ class HttpLimits:
     max_header_bytes: int = 16 * 1024
     #: request body, in bytes
     max_body_bytes: int = 10 * 1024 * 1024
+    #: live event streams (websockets) open at once; one more is answered 503
+    max_subscribers: int = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunAs:
+    """The account ``program`` jobs run as (``--run-as``; the server runs as root)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +97,7 @@ class Settings:
 
     #: providers, agents and tool permissions of the llm runner
     llm: LLMSettings = field(default_factory=LLMSettings)
+    run_as: RunAs | None = None
 
 
 def generate_token() -> str:
@@ -87,10 +105,56 @@ def generate_token() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
 
 
+def read_token_file(path: str) -> str:
+    """The token stored in ``path`` (surrounding whitespace removed)."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise SettingsError(
+            f"cannot read --token-file {path!r}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    token = text.strip()
+    if not token or any(ch.isspace() for ch in token):
+        raise SettingsError(f"--token-file {path!r} must hold one token (no spaces), and nothing else")
+    return token
+
+
+def token_file_is_private(path: str) -> bool:
+    """Whether only its owner may read ``path`` (no group or other permissions)."""
+    try:
+        mode = os.stat(Path(path).expanduser()).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) or mode & 0o077 == 0
+
+
+def resolve_run_as(user: str | None) -> RunAs | None:
+    """The account of ``--run-as`` (a name or a numeric uid); only root may switch."""
+    if not user:
+        return None
+    if os.geteuid() != 0:
+        raise SettingsError(f"--run-as needs the server to run as root (it runs as uid {os.geteuid()})")
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, ValueError):
+        raise SettingsError(f"--run-as: no such user {user!r}") from None
+    if entry.pw_uid == 0:
+        raise SettingsError("--run-as root gives jobs everything the server has; name an unprivileged user")
+    groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    return RunAs(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid, groups=groups, home=entry.pw_dir)
+
+
 def resolve_auth(
-    *, host: str, auth: str | None, no_auth: bool | None, flag_token: str | None, env_token: str | None
+    *,
+    host: str,
+    auth: str | None,
+    no_auth: bool | None,
+    flag_token: str | None,
+    env_token: str | None,
+    file_token: str | None = None,
 ) -> tuple[AuthMode, str | None, TokenSource]:
-    """Auth mode, token and where the token came from, per the serve flags."""
+    """Auth mode, token and where the token came from, per the serve flags:
+    ``--token``, else the token file, else ``$TERM_LLM_SERVE_TOKEN``, else a new one."""
     mode = (auth or "bearer").strip().lower() or "bearer"
     if mode not in ("bearer", "none"):
         raise SettingsError(f"invalid --auth {auth!r} (must be bearer or none)")
@@ -105,6 +169,8 @@ def resolve_auth(
         return "none", None, "none"
     if flag_token and flag_token.strip():
         return "bearer", flag_token.strip(), "flag"
+    if file_token:
+        return "bearer", file_token, "file"
     if env_token and env_token.strip():
         return "bearer", env_token.strip(), "env"
     return "bearer", generate_token(), "generated"
@@ -130,6 +196,9 @@ def build_settings(
     notify_secret: str | None = None,
     shutdown_drain: float = 0.0,
     llm: LLMSettings | None = None,
+    stream_buffer: int = 4096,
+    token_file: str | None = None,
+    run_as: str | None = None,
 ) -> Settings:
     """Validate the serve options into :class:`Settings`."""
     if not 1 <= port <= 65535:
@@ -144,10 +213,15 @@ def build_settings(
         raise SettingsError(f"invalid --retention-days {retention_days} (must be > 0)")
     if max_runs_per_job <= 0:
         raise SettingsError(f"invalid --max-runs-per-job {max_runs_per_job} (must be > 0)")
+    if stream_buffer < 16:
+        raise SettingsError(f"invalid --stream-buffer {stream_buffer} (must be >= 16)")
     limits = limits or HttpLimits()
     check_limits(limits)
+    if token and token_file:
+        raise SettingsError("give the token with --token or with --token-file, not both")
+    file_token = read_token_file(token_file) if token_file else None
     mode, resolved, source = resolve_auth(
-        host=host, auth=auth, no_auth=no_auth, flag_token=token, env_token=env_token
+        host=host, auth=auth, no_auth=no_auth, flag_token=token, env_token=env_token, file_token=file_token
     )
     try:
         url = resolve_url(db)
@@ -171,6 +245,8 @@ def build_settings(
         notify_secret=notify_secret,
         shutdown_drain=shutdown_drain,
         llm=llm or LLMSettings(),
+        stream_buffer=stream_buffer,
+        run_as=resolve_run_as(run_as),
     )
     _check_notify(notify_url, notify_secret)
     return settings
@@ -236,6 +312,7 @@ def check_limits(limits: HttpLimits) -> None:
         ("--max-connections", limits.max_connections, 1),
         ("--max-header-bytes", limits.max_header_bytes, 1024),
         ("--max-body-bytes", limits.max_body_bytes, 1024),
+        ("--max-subscribers", limits.max_subscribers, 1),
     ):
         if value < low:
             raise SettingsError(f"invalid {flag} {value} (must be >= {low})")

@@ -25,7 +25,14 @@ from pydantic.config import JsonDict
 
 from termjobs.errors import InvalidRequest
 from termjobs.jobdef import JobDefinition
-from termjobs.jsontypes import json_type_name, reject_constant
+from termjobs.jsontypes import (
+    JSONLimitError,
+    bounded_int,
+    find_nul,
+    finite_float,
+    json_type_name,
+    reject_constant,
+)
 from termjobs.model import ConcurrencyPolicy, JSONObject, MisfirePolicy, RunnerType, TriggerType
 from termjobs.notify import keep_secrets
 from termjobs.runners.config import PROTECTED_ENV
@@ -148,11 +155,20 @@ class JobPatch:
 
 
 def decode_body(raw: bytes) -> JSONObject:
-    """Decode a request body that must hold exactly one JSON object."""
+    """Decode a request body that must hold exactly one JSON object.
+
+    Every malformed body is an :class:`InvalidRequest` (400) naming the problem: bad
+    UTF-8 or JSON, nesting too deep, numbers too long or out of range, NUL characters.
+    """
     if not raw.strip():
         raise InvalidRequest("request body is empty: send a JSON object describing the job")
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
+        value = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=reject_constant,
+            parse_int=bounded_int,
+            parse_float=finite_float,
+        )
         # Strings must survive storage: a lone surrogate (e.g. "\\ud800") cannot.
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeError:
@@ -161,10 +177,15 @@ def decode_body(raw: bytes) -> JSONObject:
         raise InvalidRequest(
             f"request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except JSONLimitError as exc:
+        raise InvalidRequest(f"request body: {exc}") from None
     except RecursionError:
         raise InvalidRequest("request body is nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"request body must be a JSON object, not {json_type_name(value)}")
+    nul = find_nul(value)
+    if nul is not None:
+        raise InvalidRequest(f"{nul} contains a NUL character (\\u0000), which cannot be stored")
     return value
 
 

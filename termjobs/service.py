@@ -51,7 +51,7 @@ def default_runners(
     keys = settings.llm.key_variables
     without_keys = {name: value for name, value in base_env.items() if name not in keys}
     return {
-        RunnerType.PROGRAM: ProgramRunner(base_env=without_keys),
+        RunnerType.PROGRAM: ProgramRunner(base_env=without_keys, run_as=settings.run_as),
         RunnerType.LLM: LLMRunner(settings.llm, storage=storage, clock=clock, base_env=base_env),
     }
 
@@ -72,7 +72,11 @@ async def open_services(
     default_notify = settings.default_notify()
     hub = Hub(on_lagged=metrics.subscriber_lagged)
     async with open_storage(
-        settings.db_url, inline=inline_db, on_commit=hub.publish, on_batch=metrics.batch_committed
+        settings.db_url,
+        inline=inline_db,
+        on_commit=hub.publish,
+        on_batch=metrics.batch_committed,
+        read_timeout=settings.request_timeout,
     ) as storage:
         env_source = base_env if base_env is not None else os.environ
         runners = runners or default_runners(settings, storage=storage, clock=clock, base_env=env_source)

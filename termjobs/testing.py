@@ -63,6 +63,13 @@ class ServerProcess:
             return await self.process.wait()
 
 
+def server_argv(*args: str, port: int, token: str | None = None) -> list[str]:
+    """The command line of ``term-llm serve jobs`` on ``port`` (this interpreter)."""
+    argv = [sys.executable, "-m", "termjobs", "serve", "jobs", "--port", str(port)]
+    argv += ["--token", token] if token else []
+    return argv + list(args)
+
+
 @asynccontextmanager
 async def serve_process(
     *args: str,
@@ -75,9 +82,7 @@ async def serve_process(
     serves, and make sure it is gone afterwards (``teardown``, then SIGKILL). Its stderr
     is collected."""
     port = port or free_port()
-    argv = [sys.executable, "-m", "termjobs", "serve", "jobs", "--port", str(port)]
-    argv += ["--token", token] if token else []
-    argv += args
+    argv = server_argv(*args, port=port, token=token)
     process = await trio.lowlevel.open_process(
         argv,
         stderr=subprocess.PIPE,

@@ -38,7 +38,8 @@ class FakeRunner:
     """Runs "programs" in virtual time, scripted by their ``runner_config``:
 
     ``seconds`` (how long the run takes, default 1), ``error`` (fail with this text),
-    ``exit_code`` (default 0, or 1 with ``error``), ``output`` (stdout text).
+    ``exit_code`` (default 0, or 1 with ``error``), ``output`` (stdout text),
+    ``fail_attempts`` (attempts up to this one fail).
     Records the virtual wall time at which each run started and stopped.
     """
 
@@ -58,6 +59,8 @@ class FakeRunner:
         if ctx.stop.requested:
             return RunResult(RunOutput(exit_code=143))
         error = config.get("error")
+        if ctx.run.attempt <= int(config.get("fail_attempts", 0)):
+            error = error or f"attempt {ctx.run.attempt} failed"
         if error:
             return RunResult(RunOutput(exit_code=int(config.get("exit_code", 1))), error=str(error))
         return RunResult(RunOutput(exit_code=int(config.get("exit_code", 0)), stdout=config.get("output")))

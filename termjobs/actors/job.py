@@ -53,14 +53,15 @@ from termjobs.model import ConcurrencyPolicy, Run, RunStatus, RunTrigger, Trigge
 from termjobs.rundomain import Refusal
 from termjobs.runners.base import StopReason, check_runnable
 from termjobs.schedule import due_fires, initial_next_run
-from termjobs.storage import DuplicateReceipt, NameTaken
+from termjobs.storage import DuplicateReceipt, NameTaken, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
 #: How long ``cancel``/``delete`` wait for runs to record their final state.
 RUN_STOP_WAIT_S = 60.0
-#: Longest wait between attempts to record scheduled fires while storage fails.
-FIRE_RETRY_MAX_S = 60.0
+#: Longest wait between attempts to record scheduled fires while storage fails (short:
+#: the fire should run soon after storage is back).
+FIRE_RETRY_MAX_S = 5.0
 #: An actor with no active runs and no fire within ``HIBERNATE_HORIZON_S`` hibernates
 #: after ``HIBERNATE_IDLE_S`` without messages; its supervisor wakes it again.
 HIBERNATE_IDLE_S = 30.0
@@ -91,6 +92,7 @@ class JobActor:
         runs: Sequence[Run] = (),
         hibernate: bool = False,
         closing: Callable[[], bool] = lambda: False,
+        late_fire: dt.datetime | None = None,
     ) -> None:
         problem = job.spec.parsed.problem
         if problem is not None:
@@ -115,6 +117,9 @@ class JobActor:
         self._stopping = False
         self._fire_retry_at: float | None = None
         self._fire_backoff = 0.0
+        #: when the fire being retried first came due and was judged (misfire grace);
+        #: ``late_fire``: a fire its supervisor could not wake it for (storage down)
+        self._fire_judged_at: dt.datetime | None = late_fire
         self._hibernate = hibernate
         self._service_closing = closing
         self._ending: ActorExit | None = None
@@ -229,7 +234,9 @@ class JobActor:
                     return True
                 case _:
                     assert_never(request)
-        except TermjobsError as exc:
+        except (TermjobsError, StorageUnavailable) as exc:
+            # StorageUnavailable: the database is down or slow; the client gets a 503
+            # with Retry-After, not an internal error.
             request.reply.fail(exc)
         except Exception as exc:
             ref = secrets.token_hex(4)
@@ -267,9 +274,15 @@ class JobActor:
 
     async def _fire_due(self) -> None:
         self._fire_retry_at = None
-        job, now = self._job, self._env.clock.now()
+        job = self._job
+        # A fire retried because storage failed is judged as of its first attempt: an
+        # outage must not turn a fire that was on time into a misfire.
+        now = self._fire_judged_at or self._env.clock.now()
         if not job.spec.enabled or job.next_run_at is None or now < job.next_run_at:
-            return  # woken early (a capped real-clock sleep): nothing due yet
+            # Woken early (a capped real-clock sleep), or the schedule changed while a
+            # fire was being retried: nothing due (as of then); judge anew next time.
+            self._fire_judged_at = None
+            return
         grace = dt.timedelta(seconds=job.spec.misfire_grace_seconds)
         due = due_fires(job.spec.parsed.trigger, job.next_run_at, now, grace)
         decisions = rundomain.decide_fires(job, due, now, active=len(self.active()))
@@ -289,6 +302,7 @@ class JobActor:
             )
         except Exception:
             # Messages keep being served meanwhile; the fire is retried with backoff.
+            self._fire_judged_at = now
             self._fire_backoff = min(FIRE_RETRY_MAX_S, max(1.0, self._fire_backoff * 2))
             self._fire_retry_at = trio.current_time() + self._fire_backoff
             logger.exception(
@@ -298,7 +312,7 @@ class JobActor:
                 extra={"job_id": job.id},
             )
             return
-        self._fire_retry_at, self._fire_backoff = None, 0.0
+        self._fire_retry_at, self._fire_backoff, self._fire_judged_at = None, 0.0, None
         self._env.observer.fires_recorded(advanced, decisions, now)
         self._job = advanced
         self._replace_for(queued)

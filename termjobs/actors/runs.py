@@ -9,9 +9,14 @@ A run task (owned by its job's actor, in the actor's run nursery):
 3. records the final status decided by ``termjobs.rundomain`` (plus any retry) in one
    transaction, and tells its actor it has ended (:class:`RunEnded`).
 
-The final write is shielded from cancellation and time-limited, so a run can never be
-left ``running`` by a cancelled task: if the run task itself is torn down (its actor
-crashed), the run is recorded as ``failed`` / ``worker_lost``.
+The final write is shielded from cancellation, so a run can never be left ``running``
+by a cancelled task: if the run task itself is torn down (its actor crashed), the run
+is recorded as ``failed`` / ``worker_lost``.
+
+Storage outages never end or drop a run: while storage is unavailable, a run due to
+start waits (still ``queued``) and a final state waits to be written, each retried
+with backoff until storage answers again (at shutdown, for ``finalize_timeout`` at
+most: what is left is ended by the next start's crash recovery).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,7 +101,11 @@ class RunEnv:
     slots: trio.CapacityLimiter
     worker_id: str
     rng: random.Random = field(default_factory=random.Random)
+    #: one attempt to write a final state may take this long; once the service is
+    #: stopping, so may all attempts together
     finalize_timeout: float = 30.0
+    #: set when the service starts shutting down
+    stopping: trio.Event = field(default_factory=trio.Event)
     #: after a stop request, how long past the runner's stop grace it may take to return
     stop_backstop: float = 15.0
     #: clean up processes left behind by runs of a server that died (crash recovery)
@@ -149,7 +159,11 @@ class RunTask:
             for limiter in held:
                 limiter.release_on_behalf_of(run.id)
             try:
-                if self.handle.started and self.handle.final is None:
+                if (
+                    self.handle.started
+                    and self.handle.final is None
+                    and self.handle.run.status is not RunStatus.QUEUED
+                ):
                     await self._record_lost()
             finally:
                 final = self.handle.final
@@ -169,11 +183,11 @@ class RunTask:
         return {"job_id": self.handle.run.job_id, "run_id": self.handle.run.id}
 
     async def _tell_actor(self) -> None:
-        # Shielded: a task torn down mid-run still tells its actor (which may have
-        # stopped listening: then there is nobody to tell).
+        # Shielded: a task torn down mid-run still tells its actor. Not time-limited:
+        # the notice may carry a retry that only the actor can start, and an actor that
+        # stops listening closes its mailbox, which ends this wait.
         with (
             trio.CancelScope(shield=True),
-            trio.move_on_after(self.env.finalize_timeout),
             contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
         ):
             await self._actor.send(RunEnded(handle=self.handle, retry=self._retry))
@@ -203,19 +217,24 @@ class RunTask:
         fallback: Callable[[], Awaitable[Run | None]] | None = None,
     ) -> Run | None:
         """Write a final state even while being cancelled: shielded, and retried with
-        backoff for up to ``finalize_timeout`` while storage fails. A write that storage
+        backoff for as long as storage is unavailable (an outage must not leave the run
+        unfinished); each attempt may take ``finalize_timeout``. A write that storage
         refuses for good is replaced by ``fallback`` (the same final state without its
-        output). If nothing succeeds the run stays non-terminal in storage and the next
-        start's crash recovery ends it."""
-        deadline = trio.current_time() + self.env.finalize_timeout
+        output). Once the service is stopping, retries end ``finalize_timeout`` later;
+        a run whose final state was not written is ended by the next start's recovery."""
         delay = 0.1
+        give_up_at = math.inf
         with trio.CancelScope(shield=True):
             while True:
                 try:
-                    with trio.fail_after(max(0.0, deadline - trio.current_time())):
+                    with trio.fail_after(self.env.finalize_timeout):
                         return await write()
-                except (trio.TooSlowError, StorageClosed):
+                except StorageClosed:
                     break
+                except trio.TooSlowError:
+                    logger.error(
+                        "run %s: storage did not confirm its final state in time", self.handle.run.id
+                    )
                 except Exception as exc:
                     logger.error(
                         "run %s: could not record its final state: %s",
@@ -226,7 +245,9 @@ class RunTask:
                     if not isinstance(exc, StorageUnavailable) and fallback is not None:
                         write, fallback = fallback, None
                         continue
-                if trio.current_time() + delay > deadline:
+                if self.env.stopping.is_set():
+                    give_up_at = min(give_up_at, trio.current_time() + self.env.finalize_timeout)
+                if trio.current_time() + delay > give_up_at:
                     break
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -250,17 +271,42 @@ class RunTask:
     async def _execute(self) -> None:
         job = self.handle.job
         queued = self.handle.run
-        running = await self.env.storage.start_run(
-            queued, worker_id=self.env.worker_id, now=self.env.clock.now()
-        )
-        if running is None:  # cancelled between our check and the write
-            self.handle.final = await self.env.storage.get_run(queued.id)
+        running = await self._start(queued)
+        if running is None:
             return
         self.handle.run = running
         self.env.observer.run_started(job, running)
         # A stop that arrived while the start was being written wins: do not spawn.
         result = RunResult() if self.handle.stop.requested else await self._invoke(job, running)
         await self._finish(job, running, result)
+
+    async def _start(self, queued: Run) -> Run | None:
+        """Record ``claimed`` and ``running``; the running run, or ``None`` if it will
+        not start (cancelled meanwhile). While storage is unavailable the run stays
+        queued and the start is retried with backoff; a stop request meanwhile ends
+        the wait as if the run had never started."""
+        delay = 0.1
+        while True:
+            try:
+                running = await self.env.storage.start_run(
+                    queued, worker_id=self.env.worker_id, now=self.env.clock.now()
+                )
+            except StorageClosed:
+                raise
+            except StorageUnavailable:
+                if self.handle.stop.requested:
+                    await self._never_started()
+                    return None
+                logger.warning(
+                    "run %s: storage is unavailable; its start is retried in %gs", queued.id, delay
+                )
+                with trio.move_on_after(delay):
+                    await self.handle.stop.wait()
+                delay = min(delay * 2, 5.0)
+                continue
+            if running is None:  # cancelled between our check and the write
+                self.handle.final = await self.env.storage.get_run(queued.id)
+            return running
 
     async def _invoke(self, job: Job, run: Run) -> RunResult:
         runner = self.env.runners.get(job.spec.runner_type)
@@ -309,9 +355,26 @@ class RunTask:
                 Ending(run, outcome.without_payloads(), retry, notify=self._notify), now
             ),
         )
-        self.handle.final = final or run
-        if final is not None and retry is not None and final.status is not RunStatus.CANCELLED:
+        if final is None:
+            # Already final: an attempt whose answer was lost (a timeout, a connection
+            # dropped at commit) may have written it, retry included. Look (shielded
+            # and bounded, like the write: this may run while the service stops).
+            with trio.CancelScope(shield=True), trio.move_on_after(self.env.finalize_timeout):
+                final, self._retry = await self._stored_ending(run)
+        elif retry is not None and final.status is not RunStatus.CANCELLED:
             self._retry = retry.run
+        self.handle.final = final or run
+
+    async def _stored_ending(self, run: Run) -> tuple[Run | None, Run | None]:
+        """The run as stored and the retry stored for it, if storage answers."""
+        try:
+            stored = await self.env.storage.get_run(run.id, full=False)
+            if stored is None or not stored.status.terminal:
+                return None, None
+            retries = [r for r in await self.env.storage.active_runs([run.job_id]) if r.retry_of == run.id]
+        except StorageUnavailable:
+            return None, None
+        return stored, (retries[0] if retries else None)
 
     async def _finish_one(self, ending: Ending, now: dt.datetime) -> Run | None:
         (final,) = await self.env.storage.finish_runs([ending], now=now)

@@ -50,7 +50,7 @@ from termjobs.jobspec import JobPatch
 from termjobs.model import JSONObject, Run, RunStatus, new_job_id
 from termjobs.runners.base import StopReason, check_runnable
 from termjobs.schedule import initial_next_run
-from termjobs.storage import DuplicateReceipt, NameTaken
+from termjobs.storage import DuplicateReceipt, NameTaken, Receipt
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,9 @@ class Supervisor:
         self._wakeups = WakeSchedule(PREWARM)
         self._wakeups_changed = trio.Event()
         self.faulted: dict[str, str] = {}
+        #: jobs whose wake-up failed (storage down), with the fire it was for: their
+        #: new actor judges that fire as of its time, not as a misfire
+        self._late_fires: dict[str, dt.datetime] = {}
         self._nursery: trio.Nursery | None = None
         self._waker_scope = trio.CancelScope()
         self._closing = False
@@ -166,7 +169,12 @@ class Supervisor:
 
     async def create_job(self, spec: JobDefinition, *, idempotency: Idempotency | None = None) -> Job:
         """Store a new job and start its actor; the stored job. With ``idempotency`` the
-        answer is recorded with the job (:class:`AlreadyAnswered` if the key was used)."""
+        answer is recorded with the job (:class:`AlreadyAnswered` if the key was used).
+
+        The work runs in the supervisor's nursery, not in the caller's task: once
+        stored, the job is registered and its actor started even if the client gives
+        up, or storage confirms only after this call has timed out (a stored job
+        nobody routes to would be unusable)."""
         if self._closing or self._nursery is None:
             raise Unavailable("the server is shutting down")
         check_runnable(self._env.runners, spec)
@@ -181,21 +189,37 @@ class Supervisor:
             created_at=now,
             updated_at=now,
         )
-        # Shielded: once stored, the job is registered and its actor started even if
-        # the client gives up meanwhile (a stored job nobody routes to is unusable).
-        with trio.CancelScope(shield=True):
-            try:
-                receipt = (
-                    idempotency.receipt(201, wire.dumps(wire.job_json(job)), now) if idempotency else None
-                )
-                await self._env.storage.create_job(job, receipt=receipt)
-            except NameTaken as exc:
-                raise Conflict(str(exc)) from None
-            except DuplicateReceipt:
-                raise AlreadyAnswered() from None
-            self._entries[job.id] = _Entry(job.id)
+        receipt = idempotency.receipt(201, wire.dumps(wire.job_json(job)), now) if idempotency else None
+        done: Reply[Job] = Reply()
+        self._nursery.start_soon(self._create, job, receipt, done)
+        with trio.move_on_after(self._request_timeout):
+            return await done.wait()
+        raise Unavailable(
+            f"storage did not confirm the new job within {self._request_timeout:g}s; it may still be "
+            "created: list the jobs before sending it again"
+        )
+
+    async def _create(self, job: Job, receipt: Receipt | None, done: Reply[Job]) -> None:
+        try:
+            await self._env.storage.create_job(job, receipt=receipt)
+        except NameTaken as exc:
+            done.fail(Conflict(str(exc)))
+            return
+        except DuplicateReceipt:
+            done.fail(AlreadyAnswered())
+            return
+        except Exception as exc:
+            done.fail(exc)
+            return
+        self._entries[job.id] = _Entry(job.id)
+        try:
+            assert self._nursery is not None
             await self._nursery.start(self._supervise, job, [])
-        return job
+        except Exception as exc:
+            logger.exception("job %s: stored, but its actor did not start", job.id)
+            done.fail(exc)
+            return
+        done.send(job)
 
     async def trigger(
         self, ref: str, *, overrides: JSONObject | None = None, idempotency: Idempotency | None = None
@@ -306,6 +330,7 @@ class Supervisor:
         """Stop firing, give running runs ``grace`` seconds, then stop them."""
         self._closing = True
         self._closing_event.set()
+        self._env.stopping.set()
         self._waker_scope.cancel()
         actors = self._actors()
         for actor in actors:
@@ -382,6 +407,7 @@ class Supervisor:
                 kept = self._entries.get(entry.job_id) is entry and entry.actor is None
                 if kept and at is not None and self._wakeups.get(entry.job_id) is None:
                     self._wake_at(entry.job_id, max(at, retry_at))
+                    self._late_fires.setdefault(entry.job_id, at)
                 waking, entry.waking = entry.waking, None
                 if waking is not None:
                     waking.set()
@@ -415,7 +441,12 @@ class Supervisor:
         status: trio.TaskStatus[None] = task_status
         while True:
             actor = JobActor(
-                job, self._env, runs=runs, hibernate=self._hibernate, closing=lambda: self._closing
+                job,
+                self._env,
+                runs=runs,
+                hibernate=self._hibernate,
+                closing=lambda: self._closing,
+                late_fire=self._late_fires.pop(job.id, None),
             )
             entry.actor, entry.retired = actor, trio.Event()
             retired = entry.retired

@@ -53,13 +53,17 @@ def banner(settings: Settings, url: str) -> str:
         lines.append("auth: bearer required")
         note = {
             "flag": "(from --token)",
+            "file": "(from --token-file)",
             "env": "(from $TERM_LLM_SERVE_TOKEN)",
             "generated": "(auto-generated; export TERM_LLM_SERVE_TOKEN to persist)",
         }.get(settings.token_source, "")
-        lines.append(f"token: {settings.token} {note}".rstrip())
+        shown = "(not shown)" if settings.token_source == "file" else settings.token
+        lines.append(f"token: {shown} {note}".rstrip())
     lines.append(f"jobs workers: {settings.jobs_workers}")
     lines.append(f"dashboard: {url}/ui/")
     lines.append(f"api: {url}/openapi.json (OpenAPI 3.1), metrics: {url}/metrics, readiness: {url}/readyz")
+    if settings.run_as is not None:
+        lines.append(f"program jobs run as: {settings.run_as.name} (uid {settings.run_as.uid})")
     lines.append(f"database: {redact(settings.db_url)}")
     lines.append(llm_banner(settings))
     return "\n".join(lines)
@@ -95,7 +99,18 @@ def warn_missing_keys(settings: Settings, env: dict[str, str]) -> None:
 @click.option("--platform", "platform_options", multiple=True, help="Platform to serve (only: jobs).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
-@click.option("--token", default=None, help="Bearer token clients must send [env: TERM_LLM_SERVE_TOKEN].")
+@click.option(
+    "--token",
+    default=None,
+    help="Bearer token clients must send [env: TERM_LLM_SERVE_TOKEN]. Prefer --token-file: "
+    "a command line is visible to every process of the same user.",
+)
+@click.option(
+    "--token-file",
+    envvar="TERM_LLM_SERVE_TOKEN_FILE",
+    default=None,
+    help="Read the bearer token from this file (mode 0600) [env: TERM_LLM_SERVE_TOKEN_FILE].",
+)
 @click.option("--auth", "auth_mode", default=None, help="bearer (default) or none.")
 @click.option(
     "--no-auth",
@@ -229,6 +244,25 @@ def warn_missing_keys(settings: Settings, env: dict[str, str]) -> None:
     help="No permission checks for agents: any shell command, any file. Only for sandboxes.",
 )
 @click.option(
+    "--max-subscribers",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Live event streams (websockets) open at once; one more is answered 503.",
+)
+@click.option(
+    "--stream-buffer",
+    type=int,
+    default=4096,
+    show_default=True,
+    help="Events a live-stream subscriber may fall behind by before it is closed as lagged (4408).",
+)
+@click.option(
+    "--run-as",
+    default=None,
+    help="Run program jobs as this user (name or uid); the server must run as root.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -247,6 +281,7 @@ async def serve(
     host: str,
     port: int,
     token: str | None,
+    token_file: str | None,
     auth_mode: str | None,
     no_auth: bool | None,
     jobs_workers: int,
@@ -273,6 +308,9 @@ async def serve(
     tools: str | None,
     system_message: str | None,
     yolo: bool,
+    max_subscribers: int,
+    stream_buffer: int,
+    run_as: str | None,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -298,12 +336,15 @@ async def serve(
             auth=auth_mode,
             no_auth=no_auth,
             token=token,
+            token_file=token_file,
+            run_as=run_as,
             env_token=os.environ.get("TERM_LLM_SERVE_TOKEN"),
             jobs_workers=jobs_workers,
             db=db,
             shutdown_grace=shutdown_grace,
             retention_days=retention_days,
             max_runs_per_job=max_runs_per_job,
+            stream_buffer=stream_buffer,
             limits=HttpLimits(
                 max_connections=max_connections,
                 keep_alive_timeout=keep_alive_timeout,
@@ -311,6 +352,7 @@ async def serve(
                 write_timeout=write_timeout,
                 max_header_bytes=max_header_bytes,
                 max_body_bytes=max_body_bytes,
+                max_subscribers=max_subscribers,
             ),
             metrics_public=metrics_public,
             cors_origins=cors_origins,
@@ -325,7 +367,20 @@ async def serve(
 
     logs.configure(log_level, "json" if log_format.lower() == "json" else "text")
     warn_missing_keys(settings, dict(os.environ))
+    _hide_secrets(settings, token_file)
     await serve_until_signal(settings)
+
+
+def _hide_secrets(settings: Settings, token_file: str | None) -> None:
+    """Keep the token (and a database password) away from jobs: out of the environment
+    they inherit, and out of what /proc shows of this process."""
+    from termjobs.cli.conceal import conceal, drop_token_variables
+    from termjobs.config import token_file_is_private
+
+    drop_token_variables()
+    conceal([s for s in (settings.token, settings.db_url.password) if isinstance(s, str)])
+    if token_file and not token_file_is_private(token_file):
+        logger.warning("--token-file %s can be read by other users: chmod 600 it", token_file)
 
 
 async def serve_until_signal(settings: Settings) -> None:

@@ -177,7 +177,9 @@ class ClusterNode:
             joined = sorted(set(live) - set(self.live))
             left = sorted(set(self.live) - set(live))
             if self.live:
-                logger.info("cluster: %d server(s); joined %s; gone %s", len(live), joined or "-", left or "-")
+                logger.info(
+                    "cluster: %d server(s); joined %s; gone %s", len(live), joined or "-", left or "-"
+                )
             self.live = live
         if self.worker_id not in live:
             return  # the heartbeat task deals with a lapsed lease
@@ -219,7 +221,9 @@ class ClusterNode:
         if not released:
             return
         try:
-            moved = await self.storage.hand_over(self.worker_id, {job_id: moves[job_id] for job_id in released})
+            moved = await self.storage.hand_over(
+                self.worker_id, {job_id: moves[job_id] for job_id in released}
+            )
         except StorageError:
             await self.owner.adopt(released)  # still ours: run them again
             raise

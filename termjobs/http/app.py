@@ -14,6 +14,7 @@ from termjobs.errors import InternalError, TermjobsError, Unauthorized
 from termjobs.http import health, jobs, llm, ops, runs, schedule, stream, ui
 from termjobs.http.api import Api
 from termjobs.http.auth import is_authorised
+from termjobs.http.guard import guarded
 from termjobs.http.responses import error_response, json_response
 from termjobs.services import Services
 from termjobs.storage import StorageUnavailable
@@ -41,6 +42,7 @@ def create_app(services: Services) -> QuartTrio:
     llm.register(api, services)
     stream.register(app, services)
     ui.register(app)
+    app.asgi_app = guarded(app.asgi_app, max_body_bytes=limits.max_body_bytes)  # type: ignore[method-assign]
     return app
 
 

@@ -232,9 +232,18 @@ class _Connection:
 
 
 class _H11Protocol(H11Protocol):
-    """hypercorn's HTTP/1.1 machine, minus one trap: an upgrade to websocket whose
-    request carries a body cannot be switched cleanly (h11 waits for the body while the
-    websocket side answers), so such a request is served as plain HTTP (a 400)."""
+    """hypercorn's HTTP/1.1 machine, minus two traps:
+
+    * an upgrade to websocket whose request carries a body cannot be switched cleanly
+      (h11 waits for the body while the websocket side answers), so such a request is
+      served as plain HTTP (a 400);
+    * h11 suggests ``501`` for a request it cannot parse because of a feature it lacks
+      (``Transfer-Encoding: gzip``); a request we cannot read is the client's problem,
+      and clients never get a 5xx for their input, so it is a ``400``.
+    """
+
+    async def _send_error_response(self, status_code: int) -> None:
+        await super()._send_error_response(status_code if status_code < 500 else 400)
 
     async def _create_stream(self, request: h11.Request) -> None:
         names = {name.lower() for name, _ in request.headers}

@@ -17,20 +17,25 @@ Each message is one run-event object plus ``job_id``. The subscription is opened
 gap and no duplicate between replay and live. Close codes: 4401 bad credentials, 4404
 unknown run or job, 4408 the client fell behind (reconnect with ``since_id``), 1001
 server shutting down, 1000 run finished.
+
+At most ``--max-subscribers`` streams are open at once; the handshake of one more is
+answered ``503`` with ``Retry-After`` (an HTTP answer, not a websocket close).
 """
 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 
 import trio
-from quart import Quart, websocket
+from quart import Quart, Response, websocket
 
 from termjobs import wire
 from termjobs.actors.hub import CloseReason, Subscription
 from termjobs.errors import InvalidRequest
 from termjobs.http.auth import STREAM_PROTOCOL, is_authorised, subprotocol_token
 from termjobs.http.params import non_negative_int
+from termjobs.http.responses import error_response
 from termjobs.model import TERMINAL_EVENTS, RunEvent
 from termjobs.services import Services
 
@@ -54,19 +59,69 @@ class _Closed(Exception):
         self.code, self.reason = code, reason
 
 
-def register(app: Quart, services: Services) -> None:
-    """Add the websocket routes to ``app``."""
+class Streams:
+    """What the open streams share: a count against ``--max-subscribers``, and each
+    event's frame, serialised once for every subscriber (a bounded cache: with many
+    subscribers, serialising each event once per subscriber cost more than sending)."""
+
+    def __init__(self, limit: int, *, cached_frames: int = 4096) -> None:
+        self.limit = limit
+        self.open = 0
+        self.refused = 0
+        self._frames: OrderedDict[int, str] = OrderedDict()
+        self._cached = cached_frames
+
+    def frame(self, event: RunEvent) -> str:
+        """The websocket message of ``event``."""
+        text = self._frames.get(event.id)
+        if text is None:
+            text = json.dumps(wire.event_json(event, with_job=True), separators=(",", ":"))
+            self._frames[event.id] = text
+            if len(self._frames) > self._cached:
+                self._frames.popitem(last=False)
+        return text
+
+    def take(self) -> bool:
+        if self.open >= self.limit:
+            self.refused += 1
+            return False
+        self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        self.open -= 1
+
+
+def register(app: Quart, services: Services) -> Streams:
+    """Add the websocket routes to ``app``; what their streams share."""
+    slots = Streams(services.settings.limits.max_subscribers)
+
+    async def serve(run_id: str | None) -> Response | None:
+        if not slots.take():
+            return error_response(
+                f"too many live streams are open ({slots.limit}, --max-subscribers); retry shortly",
+                503,
+                "unavailable_error",
+                {"Retry-After": "5"},
+            )
+        try:
+            await _serve(services, slots, run_id=run_id)
+        finally:
+            slots.give_back()
+        return None
 
     @app.websocket("/v2/runs/<run_id>/events/stream")
-    async def run_stream(run_id: str) -> None:
-        await _serve(services, run_id=run_id)
+    async def run_stream(run_id: str) -> Response | None:
+        return await serve(run_id)
 
     @app.websocket("/v2/events/stream")
-    async def all_stream() -> None:
-        await _serve(services, run_id=None)
+    async def all_stream() -> Response | None:
+        return await serve(None)
+
+    return slots
 
 
-async def _serve(services: Services, *, run_id: str | None) -> None:
+async def _serve(services: Services, streams: Streams, *, run_id: str | None) -> None:
     now: int | None = None
     if run_id is None and "since_id" not in websocket.args and _is_authorised(services):
         # No since_id on the firehose means "from now on": replaying the whole history
@@ -80,10 +135,10 @@ async def _serve(services: Services, *, run_id: str | None) -> None:
         _authorise(services)
         since_id = _since_id() if now is None else now
         if run_id is not None:
-            await _stream_run(services, run_id, since_id)
+            await _stream_run(services, streams, run_id, since_id)
         else:
             job_id = await _job_filter(services)
-            await _stream_all(services, job_id, since_id)
+            await _stream_all(services, streams, job_id, since_id)
     except _Closed as closed:
         await websocket.close(closed.code, closed.reason)
 
@@ -115,34 +170,39 @@ async def _job_filter(services: Services) -> str | None:
     return job.id
 
 
-async def _stream_run(services: Services, run_id: str, since_id: int) -> None:
+async def _stream_run(services: Services, streams: Streams, run_id: str, since_id: int) -> None:
     last = since_id
     while True:
         with services.hub.subscribe(run_id=run_id, buffer=services.settings.stream_buffer) as sub:
             run = await services.storage.get_run(run_id, full=False)
             if run is None:
                 raise _Closed(CLOSE_NOT_FOUND, "run not found")
-            last, finished = await _replay(services, last, run_id=run_id)
+            last, finished = await _replay(services, streams, last, run_id=run_id)
             # A run that was already terminal when we subscribed has all its events stored.
             if finished or run.status.terminal:
                 raise _Closed(CLOSE_NORMAL, "run finished")
             if sub.closed is CloseReason.LAGGED:
                 continue  # more arrived during the replay than we buffer: read on from storage
-            await _live(sub, last, stop_at_terminal=True)
+            await _live(streams, sub, last, stop_at_terminal=True)
 
 
-async def _stream_all(services: Services, job_id: str | None, since_id: int) -> None:
+async def _stream_all(services: Services, streams: Streams, job_id: str | None, since_id: int) -> None:
     last = since_id
     while True:
         with services.hub.subscribe(job_id=job_id, buffer=services.settings.stream_buffer) as sub:
-            last, _ = await _replay(services, last, job_id=job_id)
+            last, _ = await _replay(services, streams, last, job_id=job_id)
             if sub.closed is CloseReason.LAGGED:
                 continue  # more arrived during the replay than we buffer: read on from storage
-            await _live(sub, last, stop_at_terminal=False)
+            await _live(streams, sub, last, stop_at_terminal=False)
 
 
 async def _replay(
-    services: Services, since_id: int, *, run_id: str | None = None, job_id: str | None = None
+    services: Services,
+    streams: Streams,
+    since_id: int,
+    *,
+    run_id: str | None = None,
+    job_id: str | None = None,
 ) -> tuple[int, bool]:
     """Send stored events after ``since_id``; the last id sent and whether a terminal
     event was among them."""
@@ -151,7 +211,7 @@ async def _replay(
         last, run_id=run_id, job_id=job_id, limit=REPLAY_PAGE
     ):
         for event in events:
-            await _send(event)
+            await websocket.send(streams.frame(event))
             finished = finished or event.event_type in TERMINAL_EVENTS
         last = events[-1].id
         if len(events) < REPLAY_PAGE:
@@ -159,21 +219,21 @@ async def _replay(
     return last, finished
 
 
-async def _live(sub: Subscription, last: int, *, stop_at_terminal: bool) -> None:
+async def _live(streams: Streams, sub: Subscription, last: int, *, stop_at_terminal: bool) -> None:
     async for event in sub.receive:
         if event.id <= last:
             continue  # already sent by the replay
-        await _send(event)
+        await websocket.send(streams.frame(event))
         last = event.id
         if stop_at_terminal and event.event_type in TERMINAL_EVENTS:
-            await _send_queued(sub, last)
+            await _send_queued(streams, sub, last)
             raise _Closed(CLOSE_NORMAL, "run finished")
     if sub.closed is CloseReason.LAGGED:
         raise _Closed(CLOSE_LAGGED, "lagged; reconnect with since_id")
     raise _Closed(CLOSE_GOING_AWAY, "server shutting down")
 
 
-async def _send_queued(sub: Subscription, last: int) -> None:
+async def _send_queued(streams: Streams, sub: Subscription, last: int) -> None:
     """Events committed together with the terminal one (``retry_scheduled``) are
     delivered too; they are already in the channel, so this never waits for more."""
     while True:
@@ -182,9 +242,5 @@ async def _send_queued(sub: Subscription, last: int) -> None:
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             return
         if event.id > last:
-            await _send(event)
+            await websocket.send(streams.frame(event))
             last = event.id
-
-
-async def _send(event: RunEvent) -> None:
-    await websocket.send(json.dumps(wire.event_json(event, with_job=True), separators=(",", ":")))

@@ -4,7 +4,9 @@
   ``shell: true`` as ``/bin/sh -c <command> -- <args...>`` (args become ``$1``...).
 * The child gets its own session and process group, stdin ``/dev/null``, the server's
   environment minus its API tokens, ``TERM_LLM_JOB_ID``/``_JOB_NAME``/``_RUN_ID``/
-  ``_RUN_ATTEMPT``, ``PYTHONUNBUFFERED=1``, then the job's ``env``.
+  ``_RUN_ATTEMPT``, ``PYTHONUNBUFFERED=1``, then the job's ``env``. With ``run_as``
+  (``--run-as``, the server runs as root) it runs as that user, with its groups and
+  ``HOME``/``USER``/``LOGNAME``.
 * On a stop request the group gets SIGTERM, and SIGKILL after ``kill_grace_seconds``.
   When the main process has exited (in every outcome) the rest of its group is
   killed, and so is any descendant that left the group but still carries the run's
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import trio
 
+from termjobs.config import RunAs
 from termjobs.jobdef import Job
 from termjobs.model import EventType, ExitReason, RunOutput
 from termjobs.runners.base import RunContext, RunResult
@@ -55,8 +58,13 @@ class ProgramRunner:
         """Kill what runs of a dead server left running (see :func:`kill_orphans`)."""
         return kill_orphans(run_ids)
 
-    def __init__(self, *, base_env: Mapping[str, str], sweep_proc: bool = True) -> None:
+    def __init__(
+        self, *, base_env: Mapping[str, str], sweep_proc: bool = True, run_as: RunAs | None = None
+    ) -> None:
         self._base_env = {k: v for k, v in base_env.items() if k not in SECRET_ENV}
+        self._run_as = run_as
+        if run_as is not None:
+            self._base_env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
         self.sweeper = Sweeper() if sweep_proc and Path("/proc/self/environ").exists() else None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -109,6 +117,7 @@ class ProgramRunner:
             if config.shell
             else [config.command, *config.args]
         )
+        run_as = self._run_as
         return await trio.lowlevel.open_process(
             argv,
             stdin=subprocess.DEVNULL,
@@ -117,6 +126,9 @@ class ProgramRunner:
             cwd=config.cwd,
             env=env,
             start_new_session=True,
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+            extra_groups=list(run_as.groups) if run_as else None,
         )
 
 

@@ -56,7 +56,7 @@ from termjobs.storage.base import (
     SessionTranscript,
     Storage,
 )
-from termjobs.storage.gateway import Gateway, OnBatch, OnCommit, open_gateway
+from termjobs.storage.gateway import READ_TIMEOUT_S, Gateway, OnBatch, OnCommit, open_gateway
 from termjobs.storage.sql import WriteTx, events, history, jobs, outbox, runs, sessions
 
 #: Read pages of the firehose replay are at most this long.
@@ -257,11 +257,18 @@ async def open_storage(
     readers: int = 2,
     on_commit: OnCommit | None = None,
     on_batch: OnBatch | None = None,
+    read_timeout: float = READ_TIMEOUT_S,
 ) -> AsyncIterator[SqlStorage]:
     """Open the database at ``url`` (migrating it) as a :class:`SqlStorage`; queued
-    writes are committed before it closes."""
+    writes are committed before it closes. Reads taking over ``read_timeout`` seconds
+    raise :class:`~termjobs.storage.base.StorageUnavailable`."""
     async with open_gateway(
-        url, inline=inline, readers=readers, on_commit=on_commit, on_batch=on_batch
+        url,
+        inline=inline,
+        readers=readers,
+        on_commit=on_commit,
+        on_batch=on_batch,
+        read_timeout=read_timeout,
     ) as gateway:
         yield SqlStorage(gateway)
 

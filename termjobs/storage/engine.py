@@ -21,6 +21,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 SQLITE_BUSY_TIMEOUT_S = 5.0
 PG_CONNECT_TIMEOUT_S = 10
 PG_STATEMENT_TIMEOUT_S = 60.0
+#: Longest wait for a free pooled connection before the call counts as unavailable.
+PG_POOL_TIMEOUT_S = 10.0
 
 
 class DatabaseURLError(ValueError):
@@ -98,7 +100,17 @@ def create_engines(url: URL, *, readers: int = 2) -> Engines:
         common: dict[str, Any] = {
             "pool_pre_ping": True,
             "max_overflow": 0,
-            "connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT_S},
+            "pool_timeout": PG_POOL_TIMEOUT_S,
+            # TCP keepalives and a user timeout: a database host that vanishes (network
+            # gone, machine down) fails the connection instead of hanging it forever.
+            "connect_args": {
+                "connect_timeout": PG_CONNECT_TIMEOUT_S,
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 30_000,
+            },
         }
         writer = sa.create_engine(url, pool_size=1, **common)
         reader = sa.create_engine(url, pool_size=readers, isolation_level="AUTOCOMMIT", **common)

@@ -6,7 +6,13 @@
   runs again in a transaction of its own, so a failing request never undoes the
   others. Transient errors (a lock, a lost connection) are retried with backoff. The
   single writer also means SQLite never sees two writers.
-* **Reads** run on a small pool of reader connections (see :meth:`Gateway.read`).
+* **Reads** run on a small pool of reader connections (see :meth:`Gateway.read`). A
+  read in a worker thread that takes longer than ``read_timeout`` (a stalled
+  database) is abandoned and raises :class:`StorageUnavailable`; the thread keeps its
+  reader slot until the database answers, so stalled reads cannot pile up.
+* **Write timeouts** belong to the callers: a write is never abandoned by the writer
+  (its outcome must be known), and whoever waits on behalf of a client bounds that
+  wait (the supervisor's request timeout), knowing the write may still complete.
 * Both run in worker threads (SQLAlchemy's async engine does not support trio). In
   ``inline`` mode (tests under a virtual clock) they run on the trio thread instead,
   so trio's ``MockClock`` never jumps while a query is in flight.
@@ -47,6 +53,8 @@ OnBatch = Callable[[int, float], None]
 
 MAX_BATCH = 500
 QUEUE_SIZE = 10_000
+#: A read that takes longer than this is abandoned (see the module docstring).
+READ_TIMEOUT_S = 10.0
 _TRANSIENT_RETRIES = 5
 
 
@@ -72,10 +80,17 @@ class Gateway:
     """The async face of the store. Create it with :func:`open_gateway`."""
 
     def __init__(
-        self, engines: Engines, *, inline: bool, on_commit: OnCommit | None, on_batch: OnBatch | None = None
+        self,
+        engines: Engines,
+        *,
+        inline: bool,
+        on_commit: OnCommit | None,
+        on_batch: OnBatch | None = None,
+        read_timeout: float = READ_TIMEOUT_S,
     ) -> None:
         self.engines = engines
         self._inline = inline
+        self._read_timeout = read_timeout
         self._on_commit = on_commit
         self._on_batch = on_batch
         self._send, self._receive = trio.open_memory_channel[_Request[Any]](QUEUE_SIZE)
@@ -107,7 +122,14 @@ class Gateway:
             if self.engines.is_sqlite and not heavy:
                 await trio.lowlevel.checkpoint()
                 return self._read(op)
-            return await self._in_thread(self._read, op, limiter=self._read_limiter)
+            if self._inline:
+                return await self._in_thread(self._read, op, limiter=self._read_limiter)
+            with trio.move_on_after(self._read_timeout):
+                return await trio.to_thread.run_sync(
+                    self._read, op, limiter=self._read_limiter, abandon_on_cancel=True
+                )
+            logger.warning("a read did not complete within %gs; abandoned", self._read_timeout)
+            raise StorageUnavailable(f"the database did not answer within {self._read_timeout:g}s; try again")
 
     def _read(self, op: ReadOp[T]) -> T:
         with self.engines.reader.connect() as conn, conn.begin():
@@ -245,11 +267,24 @@ def _translated_errors() -> Iterator[None]:
     """Driver errors as storage errors (see the module docstring)."""
     try:
         yield
-    except sa.exc.OperationalError as exc:
+    except (sa.exc.OperationalError, sa.exc.TimeoutError) as exc:
+        # TimeoutError: no pooled connection came free in time (the database is slow).
         logger.warning("storage unavailable: %s", exc)
+        if _disk_full(exc):
+            raise StorageUnavailable(
+                "the database's disk is full; writes resume once space is freed"
+            ) from exc
         raise StorageUnavailable() from exc
     except sa.exc.DBAPIError as exc:
         raise StorageRefused(f"the database refused the request: {exc.orig or exc}") from exc
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether the driver reported a full disk (SQLite, or PostgreSQL's SQLSTATE 53100)."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return (
+        "disk is full" in text or "no space left" in text or getattr(exc.__cause__, "sqlstate", "") == "53100"
+    )
 
 
 @asynccontextmanager
@@ -260,6 +295,7 @@ async def open_gateway(
     readers: int = 2,
     on_commit: OnCommit | None = None,
     on_batch: OnBatch | None = None,
+    read_timeout: float = READ_TIMEOUT_S,
 ) -> AsyncIterator[Gateway]:
     """Open the database at ``url``, apply migrations and run the writer task.
 
@@ -267,7 +303,9 @@ async def open_gateway(
     """
     engines = create_engines(url, readers=readers)
     try:
-        gateway = Gateway(engines, inline=inline, on_commit=on_commit, on_batch=on_batch)
+        gateway = Gateway(
+            engines, inline=inline, on_commit=on_commit, on_batch=on_batch, read_timeout=read_timeout
+        )
         await gateway._in_thread(migrate.upgrade, engines.writer, limiter=gateway._write_limiter)
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway._writer)

@@ -123,15 +123,86 @@ async def test_a_storage_outage_while_runs_finish_does_not_take_the_service_down
         run = await h.trigger(job.id)
         await trio.sleep(2)
         outage.down = True
-        await trio.sleep(120)  # longer than the final write's retry window
+        await trio.sleep(600)  # a long outage: the final write keeps being retried
         outage.down = False
+        await trio.sleep(10)
         assert h.services.supervisor.job_count == 1 and not h.services.supervisor.faulted
-        # Its final state could not be written; it is still active in storage and the
-        # next start's crash recovery ends it. The service itself kept running.
-        assert (await h.run(run.id)).status is RunStatus.RUNNING
+        assert (await h.run(run.id)).status is RunStatus.SUCCEEDED
+
+
+async def test_a_shutdown_during_an_outage_leaves_unwritten_final_states_to_recovery(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outage = Outage(monkeypatch)
+    async with harness(sqlite_url, grace=30) as h:
+        job = await h.create(job_body("j", runner_config={"command": "x", "seconds": 5}))
+        run = await h.trigger(job.id)
+        await trio.sleep(2)
+        outage.down = True
+        stopping = trio.current_time()
+    # The run ended at 12:00:05; its final state was retried for the grace period, then
+    # given up for at most finalize_timeout more: shutdown stays bounded.
+    assert trio.current_time() - stopping < 30 + 30 + 5
+    outage.down = False
     async with harness(sqlite_url, epoch=at("2026-03-01T13:00:00Z")) as h:
         recovered = await h.run(run.id)
         assert recovered.status is RunStatus.FAILED and recovered.exit_reason is ExitReason.WORKER_LOST
+
+
+async def test_a_retry_that_comes_due_during_an_outage_runs_when_storage_is_back(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outage = Outage(monkeypatch)
+    async with harness(sqlite_url) as h:
+        job = await h.create(
+            job_body(
+                "flaky",
+                runner_config={"command": "x", "seconds": 1, "fail_attempts": 1},
+                retry_policy={"max_attempts": 3, "backoff": "fixed", "initial_delay": "10s"},
+            )
+        )
+        first = await h.trigger(job.id)
+        await trio.sleep(5)  # failed at 12:00:01; the retry is due at 12:00:11
+        outage.down = True
+        await trio.sleep(30)
+        outage.down = False
+        await trio.sleep(30)
+        runs = sorted(await h.runs(job.id), key=lambda r: r.attempt)
+        assert [(r.attempt, r.status) for r in runs] == [(1, RunStatus.FAILED), (2, RunStatus.SUCCEEDED)]
+        assert runs[1].retry_of == first.id
+        assert runs[1].started_at is not None and runs[1].started_at >= at("2026-03-01T12:00:35Z")
+
+
+async def test_a_fire_that_comes_due_during_an_outage_runs_when_storage_is_back(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outage = Outage(monkeypatch)
+    async with harness(sqlite_url) as h:
+        job = await h.create(cron_body("minutely", "* * * * *"))
+        await trio.sleep(50)
+        outage.down = True
+        await trio.sleep(160)  # down from 12:00:50 to 12:03:30: longer than the misfire grace
+        outage.down = False
+        await trio.sleep(60)
+        runs = {r.scheduled_for: r for r in await h.runs(job.id)}
+        # The 12:01 fire came due while storage was down: it waited, then ran.
+        assert runs[at("2026-03-01T12:01:00Z")].status is RunStatus.SUCCEEDED
+        assert runs[at("2026-03-01T12:04:00Z")].status is RunStatus.SUCCEEDED
+
+
+async def test_a_hibernating_job_whose_fire_comes_due_during_an_outage_runs_when_storage_is_back(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outage = Outage(monkeypatch)
+    async with harness(sqlite_url) as h:
+        job_id = await _hibernated_hourly(h)  # next fire 13:00
+        await trio.sleep_until(h.clock.deadline_for(at("2026-03-01T12:59:00Z")))
+        outage.down = True
+        await trio.sleep_until(h.clock.deadline_for(at("2026-03-01T13:04:00Z")))
+        outage.down = False
+        await trio.sleep(30)
+        (run,) = await h.runs(job_id)
+    assert run.scheduled_for == at("2026-03-01T13:00:00Z") and run.status is RunStatus.SUCCEEDED
 
 
 async def test_a_crashed_actor_restarts_and_its_lost_runs_are_recorded(
@@ -295,3 +366,48 @@ async def test_a_storage_outage_at_wake_up_time_is_retried_with_backoff_and_the_
         (run,) = await h.runs(job_id)
     assert run.scheduled_for == at("2026-03-01T13:00:00Z") and run.status is RunStatus.SUCCEEDED
     assert attempts["failed"] <= 60  # about one attempt a second while storage fails, not a busy loop
+
+
+async def test_a_request_that_storage_cannot_serve_is_unavailable_not_an_internal_error(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with harness(sqlite_url) as h:
+        job = await h.create(job_body("j"))
+        outage = Outage(monkeypatch)
+        outage.down = True
+        with pytest.raises(StorageUnavailable):  # a 503 with Retry-After, not a 500
+            await h.trigger(job.id)
+        with pytest.raises(StorageUnavailable):
+            await h.update(job.id, {"labels": {"a": 1}})
+        outage.down = False
+        assert (await h.wait_final((await h.trigger(job.id)).id)).status is RunStatus.SUCCEEDED
+
+
+async def test_a_final_state_whose_answer_was_lost_still_starts_its_retry(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from termjobs.storage.database import SqlStorage
+
+    original = SqlStorage.finish_runs
+    lost = {"answers": 1}
+
+    async def finish_runs(self: SqlStorage, *args: Any, **kwargs: Any) -> Any:
+        result = await original(self, *args, **kwargs)
+        if lost["answers"]:
+            lost["answers"] -= 1  # committed, but the connection dropped before the answer
+            raise StorageUnavailable()
+        return result
+
+    monkeypatch.setattr(SqlStorage, "finish_runs", finish_runs)
+    async with harness(sqlite_url) as h:
+        job = await h.create(
+            job_body(
+                "flaky",
+                runner_config={"command": "x", "seconds": 1, "fail_attempts": 1},
+                retry_policy={"max_attempts": 2, "backoff": "fixed", "initial_delay": "5s"},
+            )
+        )
+        await h.trigger(job.id)
+        await trio.sleep(30)
+        runs = sorted(await h.runs(job.id), key=lambda r: r.attempt)
+        assert [(r.attempt, r.status) for r in runs] == [(1, RunStatus.FAILED), (2, RunStatus.SUCCEEDED)]

@@ -241,3 +241,25 @@ async def test_slowloris_and_held_connections_do_not_lock_others_out(tmp_path: P
             finally:
                 for stream in held:
                     await stream.aclose()
+
+
+async def test_streams_over_the_subscriber_cap_are_refused_with_503(tmp_path: Path) -> None:
+    import trio_websocket
+
+    with trio.fail_after(LIMIT_S):
+        async with victim(tmp_path, "--max-subscribers", "3") as (server, _, _):
+            url = server.url.replace("http://", "ws://") + f"/v2/events/stream?token={TOKEN}"
+            async with trio.open_nursery() as nursery:
+                held = [await trio_websocket.connect_websocket_url(nursery, url) for _ in range(3)]
+                raw = await connect(server)
+                await raw.send_all(request_head("GET", "/v2/events/stream", auth=True))
+                received, _ = await read_until_closed(raw, within=5)
+                await raw.aclose()
+                assert received.startswith(b"HTTP/1.1 503"), received
+                assert b"retry-after: 5" in received.lower() and b"--max-subscribers" in received
+                await held[0].aclose()
+                await trio.sleep(0.2)  # the server notices the close
+                again = await trio_websocket.connect_websocket_url(nursery, url)
+                for stream in (*held[1:], again):
+                    await stream.aclose()
+            await still_serving(server)

@@ -126,3 +126,27 @@ def test_the_migrations_build_exactly_the_declared_tables_and_undo_cleanly(db_ur
         assert migrate.current_revision(engines.writer) == migrate.head_revision()
     finally:
         engines.dispose()
+
+
+async def test_a_read_the_database_does_not_answer_is_abandoned_as_unavailable(sqlite_url: URL) -> None:
+    """A stalled database: the read is given up after the read timeout (heavy reads run
+    in threads, as every PostgreSQL read does) and reported as unavailable."""
+    import threading
+
+    release = threading.Event()
+
+    def stalled(conn: sa.Connection) -> int:
+        release.wait(30)
+        return 1
+
+    with trio.fail_after(20):
+        async with open_gateway(sqlite_url, read_timeout=0.5) as gw:
+            try:
+                start = trio.current_time()
+                with pytest.raises(StorageUnavailable, match="did not answer within 0.5s"):
+                    await gw.read(stalled, heavy=True)
+                assert trio.current_time() - start < 5
+            finally:
+                release.set()
+            # Once the database answers again, reads work.
+            assert await gw.read(lambda conn: conn.execute(sa.text("SELECT 2")).scalar(), heavy=True) == 2

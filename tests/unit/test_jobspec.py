@@ -203,6 +203,13 @@ def test_a_stored_definition_that_no_longer_parses_is_inert_and_says_why() -> No
         (b'{"labels": NaN}', "NaN is not valid JSON"),
         (b'{"labels": -Infinity}', "-Infinity is not valid JSON"),
         (b"[" * 100_000 + b"]" * 100_000, "request body is nested too deeply"),
+        (b'{"timeout_seconds": ' + b"9" * 5000 + b"}", "a number has 5000 digits"),
+        (b'{"labels": {"a": -' + b"1" * 4301 + b"}}", "a number has 4301 digits"),
+        (b'{"labels": [1e400]}', "the number 1e400 is out of range"),
+        (b'{"labels": -1' + b"0" * 400 + b".5}", "is out of range"),
+        (b'{"name": "a\\u0000b"}', "name contains a NUL character"),
+        (b'{"labels": {"k": ["x", "\\u0000"]}}', r"labels.k\[1\] contains a NUL character"),
+        (b'{"runner_config": {"\\u0000": 1}}', "a key in runner_config contains a NUL character"),
     ],
 )
 def test_decode_body_errors(raw: bytes, message: str) -> None:
