@@ -76,6 +76,8 @@ class Settings:
     #: on shutdown, seconds /readyz answers 503 before the listener closes
     shutdown_drain: float = 0.0
     request_timeout: float = 10.0
+    #: a cluster (PostgreSQL): how long a silent server is presumed alive
+    lease_seconds: float = 15.0
     retention_days: int = 30
     max_runs_per_job: int = 1000
     #: events a live-stream subscriber may fall behind by before it is closed as lagged
@@ -195,6 +197,7 @@ def build_settings(
     notify_url: str | None = None,
     notify_secret: str | None = None,
     shutdown_drain: float = 0.0,
+    lease_seconds: float = 15.0,
     llm: LLMSettings | None = None,
     stream_buffer: int = 4096,
     token_file: str | None = None,
@@ -207,6 +210,8 @@ def build_settings(
         raise SettingsError(f"invalid --jobs-workers {jobs_workers} (must be > 0)")
     if not math.isfinite(shutdown_drain) or not 0 <= shutdown_drain <= 300:
         raise SettingsError(f"invalid --shutdown-drain {shutdown_drain:g} (must be 0 to 300 seconds)")
+    if not math.isfinite(lease_seconds) or not 3 <= lease_seconds <= 600:
+        raise SettingsError(f"invalid --lease-seconds {lease_seconds:g} (must be 3 to 600 seconds)")
     if not math.isfinite(shutdown_grace) or shutdown_grace < 0:
         raise SettingsError(f"invalid --shutdown-grace {shutdown_grace:g} (must be >= 0)")
     if retention_days <= 0:
@@ -244,6 +249,7 @@ def build_settings(
         notify_url=notify_url,
         notify_secret=notify_secret,
         shutdown_drain=shutdown_drain,
+        lease_seconds=lease_seconds,
         llm=llm or LLMSettings(),
         stream_buffer=stream_buffer,
         run_as=resolve_run_as(run_as),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Annotated, Any, Final, TypeVar
 
@@ -144,11 +144,13 @@ class JobPatch:
     resets a field to its default). Build one with :func:`parse_patch`."""
 
     changes: Mapping[str, Any]
+    #: the body it was parsed from (what a cluster sends to the job's owner)
+    source: JSONObject = field(default_factory=dict)
 
     @classmethod
     def enabled(cls, value: bool) -> JobPatch:
         """Pause (``False``) or resume (``True``)."""
-        return cls(MappingProxyType({"enabled": value}))
+        return cls(MappingProxyType({"enabled": value}), {"enabled": value})
 
 
 # ------------------------------------------------------------------------ parsing
@@ -239,9 +241,9 @@ def _choice(kind: type[_E], field: str, raw: str) -> _E:
 def definition_for_create(body: JSONObject) -> JobDefinition:
     """Validate a create request body and apply defaults."""
     data = parse_input(body, JobCreate)
-    for field in ("name", "runner_type", "trigger_type"):
-        if not getattr(data, field).strip():
-            raise InvalidRequest(_REQUIRED[field])
+    for key in ("name", "runner_type", "trigger_type"):
+        if not getattr(data, key).strip():
+            raise InvalidRequest(_REQUIRED[key])
     base = JobDefinition(
         name=data.name,
         runner_type=_choice(RunnerType, "runner_type", data.runner_type),
@@ -268,7 +270,7 @@ def parse_patch(body: JSONObject) -> JobPatch:
         changes["runner_type"] = _choice(RunnerType, "runner_type", data.runner_type)
     if data.trigger_type is not None:
         changes["trigger_type"] = _choice(TriggerType, "trigger_type", data.trigger_type)
-    return JobPatch(MappingProxyType(changes))
+    return JobPatch(MappingProxyType(changes), body)
 
 
 def apply_patch(current: JobDefinition, patch: JobPatch) -> JobDefinition:

@@ -52,6 +52,8 @@ STOP_MESSAGES: Final = {
     StopReason.SHUTDOWN: "cancelled: the server shut down before the run finished",
     StopReason.DELETE: "cancelled: the job was deleted",
     StopReason.REPLACE: "cancelled: replaced by a newer run (concurrency_policy replace)",
+    StopReason.LEASE_LOST: "worker lost: its server lost its cluster lease (it stalled, or lost the "
+    "database) and another server took the job over",
 }
 LOST_MESSAGE: Final = "worker lost before run could finish: the server stopped while the run was in progress"
 INTERRUPTED_CANCEL: Final = "cancelled: the server stopped before the cancellation completed"
@@ -234,6 +236,8 @@ def decide(spec: JobDefinition, run: Run, result: RunResult, stopped: StopReason
     if stopped is StopReason.TIMEOUT or (stopped is None and result.exit_reason is ExitReason.TIMEOUT):
         error = f"run timed out after {timeout_of(spec, run)}s (timeout_seconds)"
         return Outcome(RunStatus.TIMED_OUT, ExitReason.TIMEOUT, error, output)
+    if stopped is StopReason.LEASE_LOST:
+        return Outcome(RunStatus.FAILED, ExitReason.WORKER_LOST, STOP_MESSAGES[stopped], output)
     if stopped is not None:
         return Outcome(RunStatus.CANCELLED, ExitReason.CANCELLED, STOP_MESSAGES[stopped], output)
     if result.exit_reason is ExitReason.CANCELLED:

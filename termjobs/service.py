@@ -12,29 +12,31 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import replace
 from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 
+from termjobs import __version__
 from termjobs.actors.hub import Hub
 from termjobs.actors.notifier import Notifier
 from termjobs.actors.retention import RetentionActor
 from termjobs.actors.runs import Observers, RunEnv
 from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import Clock, SystemClock
+from termjobs.cluster import Cluster, advertised_url, is_clustered, lock_sqlite, open_cluster
 from termjobs.config import Settings
 from termjobs.metrics import Gauges, Metrics
-from termjobs.model import RunnerType, new_worker_id
+from termjobs.model import RunEvent, RunnerType, new_worker_id
 from termjobs.runners.base import BackgroundService, OrphanReaper, Runner
 from termjobs.runners.llm.runner import LLMRunner
 from termjobs.runners.program import ProgramRunner
 from termjobs.services import Services
 from termjobs.storage import Storage
-from termjobs.storage.database import open_storage
+from termjobs.storage.database import SqlStorage, open_storage
 
 logger = logging.getLogger(__name__)
 
@@ -69,74 +71,130 @@ async def open_services(
     """Start everything but HTTP; on exit, shut down gracefully (see module doc)."""
     clock = clock or SystemClock()
     metrics = Metrics()
-    default_notify = settings.default_notify()
     hub = Hub(on_lagged=metrics.subscriber_lagged)
-    async with open_storage(
-        settings.db_url,
-        inline=inline_db,
-        on_commit=hub.publish,
-        on_batch=metrics.batch_committed,
-        read_timeout=settings.request_timeout,
-    ) as storage:
-        env_source = base_env if base_env is not None else os.environ
-        runners = runners or default_runners(settings, storage=storage, clock=clock, base_env=env_source)
-        notifier = Notifier(storage, clock)
-        env = RunEnv(
-            storage=storage,
-            clock=clock,
-            runners=runners,
-            slots=trio.CapacityLimiter(settings.jobs_workers),
-            worker_id=new_worker_id(),
-            rng=rng or random.Random(),
-            reapers=tuple(r.reap_orphans for r in runners.values() if isinstance(r, OrphanReaper)),
-            observer=Observers(metrics, notifier),
-            default_notify=default_notify,
-        )
-        supervisor = Supervisor(env, request_timeout=settings.request_timeout)
-        metrics.watch(
-            Gauges(
-                runs_queued=lambda: supervisor.run_counts()[0],
-                runs_running=lambda: supervisor.run_counts()[1],
-                actors_awake=lambda: supervisor.awake_count,
-                jobs=lambda: supervisor.job_count,
-                stream_subscribers=lambda: hub.subscriber_count,
+    clustered = is_clustered(settings.db_url)
+    # Committed events go to the hub; in a cluster, through the feed that merges in
+    # every other server's events, in id order.
+    publish = _Relay(hub.publish)
+    with ExitStack() as single_server:
+        if not clustered:
+            single_server.enter_context(lock_sqlite(settings.db_url))
+        async with open_storage(
+            settings.db_url,
+            inline=inline_db,
+            on_commit=publish,
+            on_batch=metrics.batch_committed,
+            read_timeout=settings.request_timeout,
+        ) as storage:
+            env_source = base_env if base_env is not None else os.environ
+            runners = runners or default_runners(settings, storage=storage, clock=clock, base_env=env_source)
+            notifier = Notifier(storage, clock)
+            env = RunEnv(
+                storage=storage,
+                clock=clock,
+                runners=runners,
+                slots=trio.CapacityLimiter(settings.jobs_workers),
+                worker_id=new_worker_id(),
+                rng=rng or random.Random(),
+                reapers=tuple(r.reap_orphans for r in runners.values() if isinstance(r, OrphanReaper)),
+                observer=Observers(metrics, notifier),
+                default_notify=settings.default_notify(),
             )
-        )
-        retention = RetentionActor(
-            storage,
-            clock,
-            retention_days=settings.retention_days,
-            max_runs_per_job=settings.max_runs_per_job,
-        )
-        # Runner background services (the program runner's sweeper) outlive the runs.
-        async with trio.open_nursery() as background:
-            for runner in runners.values():
-                if isinstance(runner, BackgroundService):
-                    await background.start(runner.serve)
-            await background.start(notifier.run)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(supervisor.run)
-                await nursery.start(retention.run)
-                try:
-                    yield Services(
-                        settings=settings,
-                        clock=clock,
-                        storage=storage,
-                        hub=hub,
-                        supervisor=supervisor,
-                        retention=retention,
-                        metrics=metrics,
-                    )
-                finally:
-                    # Shielded: final states must be recorded even if we are being cancelled.
-                    with trio.CancelScope(shield=True) as scope:
-                        scope.deadline = trio.current_time() + settings.shutdown_grace + SHUTDOWN_MARGIN_S
-                        hub.close_all()
-                        await supervisor.shutdown(settings.shutdown_grace)
-                    retention.stop()
-            background.cancel_scope.cancel()
-        logger.info("job actors stopped")
-    logger.info("storage closed")
+            supervisor = Supervisor(env, request_timeout=settings.request_timeout)
+            metrics.watch(
+                Gauges(
+                    runs_queued=lambda: supervisor.run_counts()[0],
+                    runs_running=lambda: supervisor.run_counts()[1],
+                    actors_awake=lambda: supervisor.awake_count,
+                    jobs=lambda: supervisor.job_count,
+                    stream_subscribers=lambda: hub.subscriber_count,
+                )
+            )
+            async with _membership(settings, storage, supervisor, env.worker_id, publish, hub) as cluster:
+                if cluster is not None:
+                    notifier.owner = cluster.worker_id  # deliver the webhooks of this server's jobs
+                retention = RetentionActor(
+                    storage,
+                    clock,
+                    retention_days=settings.retention_days,
+                    max_runs_per_job=settings.max_runs_per_job,
+                    active=(lambda: cluster.node.leader) if cluster is not None else (lambda: True),
+                )
+                # Runner background services (the program runner's sweeper) outlive the runs.
+                async with trio.open_nursery() as background:
+                    for runner in runners.values():
+                        if isinstance(runner, BackgroundService):
+                            await background.start(runner.serve)
+                    await background.start(notifier.run)
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(supervisor.run)
+                        if cluster is not None:
+                            await background.start(cluster.node.run)
+                            await background.start(cluster.requests.run)
+                        await nursery.start(retention.run)
+                        try:
+                            yield Services(
+                                settings=settings,
+                                clock=clock,
+                                storage=storage,
+                                hub=hub,
+                                supervisor=supervisor,
+                                retention=retention,
+                                metrics=metrics,
+                                control=cluster.router if cluster is not None else supervisor,
+                                cluster=cluster,
+                            )
+                        finally:
+                            # Shielded: final states must be recorded even if we are being cancelled.
+                            with trio.CancelScope(shield=True) as scope:
+                                scope.deadline = (
+                                    trio.current_time() + settings.shutdown_grace + SHUTDOWN_MARGIN_S
+                                )
+                                hub.close_all()
+                                await supervisor.shutdown(settings.shutdown_grace)
+                                if cluster is not None:
+                                    await cluster.node.leave()
+                            retention.stop()
+                    background.cancel_scope.cancel()
+            logger.info("job actors stopped")
+        logger.info("storage closed")
+
+
+@asynccontextmanager
+async def _membership(
+    settings: Settings,
+    storage: SqlStorage,
+    supervisor: Supervisor,
+    worker_id: str,
+    publish: _Relay,
+    hub: Hub,
+) -> AsyncIterator[Cluster | None]:
+    """This server's cluster membership on PostgreSQL (``None`` on SQLite)."""
+    if not is_clustered(settings.db_url):
+        yield None
+        return
+    async with open_cluster(
+        storage,
+        supervisor,
+        worker_id=worker_id,
+        url=advertised_url(settings.host, settings.port),
+        version=__version__,
+        lease_s=settings.lease_seconds,
+        request_timeout=settings.request_timeout,
+        publish=hub.publish,
+    ) as cluster:
+        publish.target = cluster.feed.committed
+        yield cluster
+
+
+class _Relay:
+    """Hands committed events on to ``target`` (the cluster's feed, in a cluster)."""
+
+    def __init__(self, target: Callable[[Sequence[RunEvent]], None]) -> None:
+        self.target = target
+
+    def __call__(self, events: Sequence[RunEvent]) -> None:
+        self.target(events)
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:

@@ -7,15 +7,44 @@ and hands it to the HTTP app; nothing here starts or stops anything.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from termjobs import __version__
 from termjobs.actors.hub import Hub
+from termjobs.actors.protocol import Idempotency
 from termjobs.actors.retention import RetentionActor
 from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import Clock
 from termjobs.config import Settings
+from termjobs.jobdef import Job, JobDefinition
+from termjobs.jobspec import JobPatch
 from termjobs.metrics import Metrics
+from termjobs.model import JSONObject, Run
 from termjobs.storage import Storage
+
+if TYPE_CHECKING:
+    from termjobs.cluster import Cluster
+
+
+class JobControl(Protocol):
+    """The decisions on jobs: made by this server's supervisor, or in a cluster by
+    the supervisor of the server that owns the job (``termjobs.cluster.router``)."""
+
+    async def create_job(self, spec: JobDefinition, *, idempotency: Idempotency | None = None) -> Job: ...
+
+    async def trigger(
+        self, ref: str, *, overrides: JSONObject | None = None, idempotency: Idempotency | None = None
+    ) -> Run: ...
+
+    async def update(self, ref: str, patch: JobPatch) -> Job: ...
+
+    async def pause(self, ref: str) -> Job: ...
+
+    async def resume(self, ref: str) -> Job: ...
+
+    async def delete(self, ref: str, *, cancel_active: bool) -> str: ...
+
+    async def cancel_run(self, run_id: str) -> Run: ...
 
 
 @dataclass(slots=True)
@@ -28,8 +57,8 @@ class ServiceState:
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """What a request handler may use: decisions go to the supervisor, reads to
-    storage, live events come from the hub."""
+    """What a request handler may use: decisions go to ``control``, reads to storage,
+    live events come from the hub."""
 
     settings: Settings
     clock: Clock
@@ -38,5 +67,8 @@ class Services:
     supervisor: Supervisor
     retention: RetentionActor
     metrics: Metrics
+    control: JobControl
+    #: this server's cluster membership (PostgreSQL), ``None`` on SQLite
+    cluster: Cluster | None = None
     state: ServiceState = field(default_factory=ServiceState)
     version: str = __version__

@@ -25,6 +25,7 @@ from termjobs.model import (
     Session,
     SessionMessage,
     format_ts,
+    parse_ts,
 )
 from termjobs.notify import masked
 
@@ -102,6 +103,25 @@ def run_json(run: Run, *, full: bool = True) -> JSONObject:
     out["created_at"] = format_ts(run.created_at)
     out["updated_at"] = format_ts(run.updated_at)
     return out
+
+
+def run_from_json(obj: JSONObject) -> Run:
+    """The run :func:`run_json` rendered (a full one): how a cluster's server passes
+    on the run another server answered with."""
+    own = {name: _loaded(Run, f.type, obj[name]) for f in fields_of(Run) if (name := f.name) in obj}
+    output = {
+        name: _loaded(RunOutput, f.type, obj[name]) for f in fields_of(RunOutput) if (name := f.name) in obj
+    }
+    return Run(**own, output=RunOutput(**output))
+
+
+def _loaded(owner: type, annotation: object, value: Any) -> Any:
+    kind = enum_type(owner, annotation)
+    if kind is not None:
+        return kind(value)
+    if is_timestamp(annotation) and isinstance(value, str):
+        return parse_ts(value)
+    return value
 
 
 def event_json(event: RunEvent, *, with_job: bool = False) -> JSONObject:

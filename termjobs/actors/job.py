@@ -29,6 +29,7 @@ from termjobs.actors.protocol import (
     CancelRun,
     DeleteJob,
     JobMessage,
+    Release,
     Request,
     RetryDue,
     RunEnded,
@@ -53,7 +54,7 @@ from termjobs.model import ConcurrencyPolicy, Run, RunStatus, RunTrigger, Trigge
 from termjobs.rundomain import Refusal
 from termjobs.runners.base import StopReason, check_runnable
 from termjobs.schedule import due_fires, initial_next_run
-from termjobs.storage import DuplicateReceipt, NameTaken, StorageUnavailable
+from termjobs.storage import DuplicateReceipt, NameTaken, NotOwner, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,17 @@ class JobActor:
             if not handle.started:
                 handle.cancel(StopReason.SHUTDOWN)
 
+    def lose(self) -> None:
+        """This server no longer owns the job (a cluster's fence said so, or its lease
+        lapsed): stop at once. Running runs are stopped and end ``failed`` /
+        ``worker_lost`` (unless the new owner recorded that first); queued ones stay
+        queued for the new owner."""
+        if self._ending is None or self._ending.reason != "deleted":
+            self._ending = ActorExit("lost", self._job)
+        self._stopping = True
+        self._loop_scope.cancel()
+        self.stop_runs(StopReason.LEASE_LOST)
+
     def stop_runs(self, reason: StopReason) -> None:
         """Ask every active run to stop."""
         for handle in self._runs.values():
@@ -179,8 +191,10 @@ class JobActor:
                 await self._fire_due()
             elif isinstance(message, _Hibernate):
                 return ActorExit("hibernated", self._job)
-            elif await self._handle(message):
-                return ActorExit("deleted", self._job)
+            else:
+                ended = await self._handle(message)
+                if ended is not None:
+                    return ended
 
     async def _next_message(self) -> JobMessage | _Hibernate | None:
         """The next message; ``None`` when the next fire (or fire retry) is due;
@@ -206,18 +220,24 @@ class JobActor:
         # that clock jumps are noticed, which says nothing about when the job fires.
         return (job.next_run_at - self._env.clock.now()).total_seconds() > HIBERNATE_HORIZON_S
 
-    async def _handle(self, message: JobMessage) -> bool:
-        """Handle one message; whether the job is now deleted."""
+    async def _handle(self, message: JobMessage) -> ActorExit | None:
+        """Handle one message; why the actor ends now, if it does."""
         match message:
             case RunEnded():
                 self._ended(message)
             case RetryDue():
                 message.reply.send(self._admit_due_retry(message.handle))
+            case Release():
+                idle = not self._runs
+                message.reply.send(idle)
+                if idle:
+                    return ActorExit("released", self._job)
             case TriggerNow() | UpdateJob() | CancelRun() | DeleteJob():
-                return await self._answer(message)
+                if await self._answer(message):
+                    return ActorExit("deleted", self._job)
             case _:
                 assert_never(message)
-        return False
+        return None
 
     async def _answer(self, request: Request) -> bool:
         try:
@@ -234,6 +254,9 @@ class JobActor:
                     return True
                 case _:
                     assert_never(request)
+        except NotOwner as exc:
+            request.reply.fail(exc)  # the caller asks the job's new owner
+            self._env.lost_job(self._job.id)
         except (TermjobsError, StorageUnavailable) as exc:
             # StorageUnavailable: the database is down or slow; the client gets a 503
             # with Retry-After, not an internal error.
@@ -259,6 +282,8 @@ class JobActor:
         gone: Exception = ActorGone()  # hibernating or crashed: the supervisor sends it again
         if self._ending is not None and self._ending.reason == "deleted":
             gone = JobNotFound()
+        elif self._ending is not None and self._ending.reason in ("released", "lost"):
+            gone = NotOwner(self._job.id)  # the caller asks the job's new owner
         elif self._stopping:
             gone = Unavailable("the server is shutting down")
         while True:
@@ -300,6 +325,10 @@ class JobActor:
             queued = await self._env.storage.record_fires(
                 advanced, decisions, now=now, notify=self._env.notify_targets(advanced)
             )
+        except NotOwner:
+            # Another server took the job over (the fence refused the fire): it fires it.
+            self._env.lost_job(job.id)
+            return
         except Exception:
             # Messages keep being served meanwhile; the fire is retried with backoff.
             self._fire_judged_at = now

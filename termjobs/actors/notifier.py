@@ -62,6 +62,8 @@ class Notifier:
         self._doorbell = trio.Event()
         self._in_flight: set[int] = set()
         self._limiter = trio.CapacityLimiter(policy.concurrency)
+        #: in a cluster: this server, which delivers the webhooks of the jobs it owns
+        self.owner: str | None = None
 
     # ------------------------------------------------------------- observer
 
@@ -92,7 +94,7 @@ class Notifier:
 
     async def _pending(self) -> list[PendingNotification]:
         try:
-            return await self._storage.pending_notifications(limit=BATCH)
+            return await self._storage.pending_notifications(limit=BATCH, owner=self.owner)
         except Exception as exc:  # the loop must outlive any storage trouble
             logger.warning("could not read the webhook outbox (%s); trying again later", exc)
             return []

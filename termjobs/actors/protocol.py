@@ -74,6 +74,15 @@ class CancelRun:
 
 Request = TriggerNow | UpdateJob | DeleteJob | CancelRun
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    """A cluster hands the job to another server: stop if idle (``True``), else stay
+    (``False``: it moves once its runs have ended)."""
+
+    reply: Reply[bool] = field(default_factory=Reply)
+
+
 # ------------------------------------------------------ notices from run tasks
 
 
@@ -94,7 +103,7 @@ class RunEnded:
     retry: Run | None = None
 
 
-JobMessage = Request | RetryDue | RunEnded
+JobMessage = Request | Release | RetryDue | RunEnded
 
 
 class ActorGone(Exception):
@@ -104,9 +113,10 @@ class ActorGone(Exception):
 @dataclass(frozen=True, slots=True)
 class ActorExit:
     """What a job actor returns when its loop ends: why (the job was deleted, the
-    actor hibernated, or the service is stopping), and the job as it left it."""
+    actor hibernated, the service is stopping, or, in a cluster, the job was handed to
+    another server or this server lost it), and the job as it left it."""
 
-    reason: Literal["deleted", "hibernated", "stopped"]
+    reason: Literal["deleted", "hibernated", "stopped", "released", "lost"]
     job: Job
 
 

@@ -49,6 +49,7 @@ class RetentionActor:
         max_runs_per_job: int,
         interval: dt.timedelta = SWEEP_INTERVAL,
         batch: int = BATCH,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self._storage = storage
         self._clock = clock
@@ -58,6 +59,8 @@ class RetentionActor:
         self._batch = batch
         self.last: SweepStats | None = None
         self._scope = trio.CancelScope()
+        #: whether this server sweeps now (in a cluster, one server at a time does)
+        self._active = active
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sweep now, then every ``interval``; a failed sweep is retried next time."""
@@ -65,7 +68,8 @@ class RetentionActor:
         with self._scope:
             while True:
                 try:
-                    await self.sweep()
+                    if self._active():
+                        await self.sweep()
                 except Exception:
                     logger.exception("retention sweep failed; retrying at the next interval")
                 await sleep_until(self._clock, self._clock.now() + self._interval)

@@ -41,7 +41,7 @@ from termjobs.model import EventType, ExitReason, JSONValue, Run, RunnerType, Ru
 from termjobs.notify import NotifyTarget, targets_for
 from termjobs.rundomain import Ending, FireDecision
 from termjobs.runners.base import Emit, RunContext, Runner, RunResult, StopReason
-from termjobs.storage import Storage, StorageClosed, StorageUnavailable
+from termjobs.storage import NotOwner, Storage, StorageClosed, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ class RunEnv:
     observer: RunObserver = field(default_factory=NullObserver)
     #: webhooks of jobs that have none of their own (``--notify-url``)
     default_notify: tuple[NotifyTarget, ...] = ()
+    #: in a cluster: told when a write found that this server no longer owns a job
+    lost_job: Callable[[str], None] = lambda job_id: None
 
     def notify_targets(self, job: Job) -> tuple[NotifyTarget, ...]:
         """Who to tell when a run of ``job`` ends."""
@@ -260,8 +262,8 @@ class RunTask:
 
     async def _never_started(self) -> None:
         reason = self.handle.stop.reason
-        if reason in (None, StopReason.SHUTDOWN):
-            return  # stays queued; it runs after the next start
+        if reason in (None, StopReason.SHUTDOWN, StopReason.LEASE_LOST):
+            return  # stays queued; it runs after the next start (or on the job's new owner)
         message = rundomain.never_started_message(reason)
         now, run = self.env.clock.now(), self.handle.run
         self.handle.final = await self._write_final(
@@ -293,6 +295,11 @@ class RunTask:
                 )
             except StorageClosed:
                 raise
+            except NotOwner:
+                # Another server owns the job now (the fence refused the start): the
+                # run stays queued for it.
+                self.env.lost_job(queued.job_id)
+                return None
             except StorageUnavailable:
                 if self.handle.stop.requested:
                     await self._never_started()

@@ -19,10 +19,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict, deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -36,6 +36,7 @@ from termjobs.actors.protocol import (
     CancelRun,
     DeleteJob,
     Idempotency,
+    Release,
     Request,
     TriggerNow,
     UpdateJob,
@@ -44,13 +45,13 @@ from termjobs.actors.recovery import finish_lost, recover_interrupted
 from termjobs.actors.runs import RunEnv
 from termjobs.actors.wakeups import WakeSchedule
 from termjobs.clock import deadline_or_inf
-from termjobs.errors import AlreadyAnswered, Conflict, JobNotFound, RunNotFound, Unavailable
+from termjobs.errors import AlreadyAnswered, Conflict, JobNotFound, RunNotFound, TermjobsError, Unavailable
 from termjobs.jobdef import Job, JobDefinition
 from termjobs.jobspec import JobPatch
 from termjobs.model import JSONObject, Run, RunStatus, new_job_id
 from termjobs.runners.base import StopReason, check_runnable
 from termjobs.schedule import initial_next_run
-from termjobs.storage import DuplicateReceipt, NameTaken, Receipt
+from termjobs.storage import DuplicateReceipt, NameTaken, NotOwner, Receipt, ScheduleEntry
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,25 @@ SHUTDOWN_DEADLINE_S = 60.0
 PREWARM = dt.timedelta(seconds=5)
 #: After a failed wake-up (storage down), the job's timer is due again this much later.
 WAKE_RETRY = dt.timedelta(seconds=1)
+#: Jobs taken on in one go when a cluster gives this server many (takeover).
+ADOPT_BATCH = 500
 _NONE: Mapping[str, dt.datetime] = MappingProxyType({})
+
+
+class Membership(Protocol):
+    """A cluster as the supervisor sees it (``termjobs.cluster.node``)."""
+
+    def owner_for(self, job_id: str) -> str:
+        """The live server a new job goes to."""
+        ...
+
+    async def owns(self, job_id: str) -> bool:
+        """Whether this server owns the job, with a fresh lease."""
+        ...
+
+    def job_lost(self, job_id: str) -> None:
+        """A write found that another server owns the job now."""
+        ...
 
 
 @dataclass(eq=False, slots=True)
@@ -108,6 +127,11 @@ class Supervisor:
         self._closed = trio.Event()
         self.recovered = 0
         self._started = False
+        #: in a cluster (set before :meth:`run`): which jobs this server owns
+        self.membership: Membership | None = None
+        #: jobs handed over to another server whose new owner is not recorded yet
+        self._leaving: set[str] = set()
+        self._env = replace(env, lost_job=self.job_lost)
 
     @property
     def started(self) -> bool:
@@ -142,28 +166,122 @@ class Supervisor:
         """Recover, start the actors that have work, then run until :meth:`shutdown`."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.recovered = await recover_interrupted(self._env)
-            index = await self._env.storage.schedule_index()
-            runs = await self._env.storage.active_runs()
-            busy = {run.job_id for run in runs}
-            now = self._env.clock.now()
-            awake: list[str] = []
-            for row in index:
-                self._entries[row.job_id] = _Entry(row.job_id)
-                due_soon = row.enabled and row.next_run_at is not None and row.next_run_at - PREWARM <= now
-                if row.job_id in busy or due_soon or not self._hibernate:
-                    awake.append(row.job_id)
-                elif row.enabled and row.next_run_at is not None:
-                    self._wakeups.set(row.job_id, row.next_run_at)
-            await self._activate(awake)
+            if self.membership is None:
+                # In a cluster, jobs (and their lost runs) come with ownership: adopt().
+                self.recovered = await recover_interrupted(self._env)
+                index = await self._env.storage.schedule_index()
+                runs = await self._env.storage.active_runs()
+                awake = await self._register(index, busy={run.job_id for run in runs})
+                logger.info(
+                    "%d job(s): %d actor(s) awake, %d queued run(s) pending",
+                    len(index),
+                    len(awake),
+                    len(runs),
+                )
             nursery.start_soon(self._waker)
-            logger.info(
-                "%d job(s): %d actor(s) awake, %d queued run(s) pending", len(index), len(awake), len(runs)
-            )
             self._started = True
             task_status.started()
             # Keep the nursery open for actors started later; shutdown() ends this wait.
             await self._closed.wait()
+
+    async def _register(self, index: Sequence[ScheduleEntry], *, busy: set[str]) -> list[str]:
+        """Take on these jobs: actors for those with runs or a fire soon, a wake-up
+        for the others; the ones awake."""
+        now = self._env.clock.now()
+        awake: list[str] = []
+        for row in index:
+            self._entries[row.job_id] = _Entry(row.job_id)
+            due_soon = row.enabled and row.next_run_at is not None and row.next_run_at - PREWARM <= now
+            if row.job_id in busy or due_soon or not self._hibernate:
+                awake.append(row.job_id)
+            elif row.enabled and row.next_run_at is not None:
+                self._wake_at(row.job_id, row.next_run_at)
+        await self._activate(awake)
+        return awake
+
+    # ------------------------------------------------------------- cluster
+
+    def owned(self) -> set[str]:
+        """The jobs this server runs (awake or hibernating)."""
+        return set(self._entries)
+
+    async def adopt(self, job_ids: Sequence[str]) -> None:
+        """Start running these jobs (a cluster gave them to this server). Runs a
+        previous owner left ``claimed``, ``running`` or ``cancel_requested`` are ended as
+        lost first (retried per policy); queued ones run here; fires missed meanwhile
+        follow the misfire policy when the job's actor starts."""
+        new = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in self._entries]
+        for start in range(0, len(new), ADOPT_BATCH):
+            chunk = new[start : start + ADOPT_BATCH]
+            if self._closing or self._nursery is None:
+                return
+            self._leaving.difference_update(chunk)
+            active = await self._env.storage.active_runs(chunk)
+            lost = [run for run in active if run.status is not RunStatus.QUEUED]
+            if lost:
+                await finish_lost(self._env, lost)
+                logger.warning("ended %d run(s) a previous owner of these jobs left unfinished", len(lost))
+            index = await self._env.storage.schedule_index(chunk)
+            fresh = [row for row in index if row.job_id not in self._entries]
+            await self._register(fresh, busy={run.job_id for run in active})
+
+    async def release(self, job_ids: Sequence[str]) -> list[str]:
+        """Stop running those of these jobs that are idle (a cluster hands them to
+        another server); the ones let go. Until :meth:`handed_over`, requests for them
+        are told to ask the new owner."""
+        released: list[str] = []
+        for job_id in job_ids:
+            entry = self._entries.get(job_id)
+            if entry is None or entry.waking is not None or self._closing:
+                continue
+            if entry.actor is not None:
+                message = Release()
+                try:
+                    idle = await mailbox.ask(entry.actor.mailbox, message, message.reply, within=5.0)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, ActorGone, TermjobsError):
+                    continue
+                if not idle:
+                    continue
+                await entry.retired.wait()
+            self._leaving.add(job_id)
+            self._entries.pop(job_id, None)
+            self._wakeups.discard(job_id)
+            released.append(job_id)
+        return released
+
+    def handed_over(self, job_ids: Sequence[str]) -> None:
+        """The released jobs have their new owner recorded."""
+        self._leaving.difference_update(job_ids)
+
+    def job_lost(self, job_id: str) -> None:
+        """A write found that this server no longer owns the job: stop it now."""
+        entry = self._entries.get(job_id)
+        if entry is None:
+            return
+        if entry.actor is not None:
+            entry.actor.lose()  # its exit removes the entry
+        elif entry.waking is None:
+            self._entries.pop(job_id, None)
+            self._wakeups.discard(job_id)
+        if self.membership is not None:
+            self.membership.job_lost(job_id)
+
+    async def abandon(self, reason: str) -> None:
+        """Stop every job at once (this server's cluster lease lapsed: others may be
+        running its jobs already): running runs are stopped and end ``failed`` /
+        ``worker_lost``; queued runs stay for the new owners."""
+        entries = list(self._entries.values())
+        awake = [entry for entry in entries if entry.actor is not None]
+        for entry in awake:
+            assert entry.actor is not None
+            entry.actor.lose()
+        self._entries.clear()
+        self._wakeups.clear()
+        self._leaving.clear()
+        with trio.move_on_after(RUN_STOP_WAIT_S):
+            for entry in awake:
+                await entry.retired.wait()
+        logger.warning("stopped %d job(s): %s", len(entries), reason)
 
     # ------------------------------------------------------------ the API
 
@@ -200,8 +318,9 @@ class Supervisor:
         )
 
     async def _create(self, job: Job, receipt: Receipt | None, done: Reply[Job]) -> None:
+        owner = self.membership.owner_for(job.id) if self.membership is not None else None
         try:
-            await self._env.storage.create_job(job, receipt=receipt)
+            await self._env.storage.create_job(job, receipt=receipt, owner=owner)
         except NameTaken as exc:
             done.fail(Conflict(str(exc)))
             return
@@ -210,6 +329,9 @@ class Supervisor:
             return
         except Exception as exc:
             done.fail(exc)
+            return
+        if owner is not None and owner != self._env.worker_id:
+            done.send(job)  # another server runs it: told by NOTIFY, it adopts it
             return
         self._entries[job.id] = _Entry(job.id)
         try:
@@ -294,7 +416,8 @@ class Supervisor:
                 raise Unavailable("the server is shutting down")
             entry = self._entries.get(job_id)
             if entry is None:
-                raise JobNotFound()
+                await self._adopt_on_demand(job_id)
+                continue
             if entry.actor is not None:
                 return entry.actor, entry.retired
             if entry.waking is not None:
@@ -311,6 +434,18 @@ class Supervisor:
                 entry.waking = trio.Event()
                 assert self._nursery is not None
                 self._nursery.start_soon(self._activate_claimed, [entry])
+
+    async def _adopt_on_demand(self, job_id: str) -> None:
+        """A request for a job this server does not run: :class:`JobNotFound`, or in a
+        cluster, take it on if it was given to this server (the notice may not have
+        arrived yet), else :class:`NotOwner` (the caller asks the owner)."""
+        if self.membership is None:
+            raise JobNotFound()
+        if job_id in self._leaving or not await self.membership.owns(job_id):
+            raise NotOwner(job_id)
+        await self.adopt([job_id])
+        if job_id not in self._entries:
+            raise NotOwner(job_id)
 
     async def _without_actor(self, job_id: str, message: Request) -> None:
         if not isinstance(message, DeleteJob):
@@ -473,10 +608,13 @@ class Supervisor:
             job, runs = reloaded
 
     def _retire(self, entry: _Entry, ended: ActorExit) -> None:
-        """An actor ended cleanly: deleted, hibernating, or the service is stopping."""
+        """An actor ended cleanly: deleted, hibernating, handed to another server or
+        lost to it, or the service is stopping."""
         entry.actor = None
-        if ended.reason == "deleted":
-            self._entries.pop(entry.job_id, None)
+        if ended.reason in ("deleted", "released", "lost"):
+            if self._entries.get(entry.job_id) is entry:
+                del self._entries[entry.job_id]
+            self._wakeups.discard(entry.job_id)
         elif ended.reason == "hibernated" and ended.job.spec.enabled and ended.job.next_run_at is not None:
             self._wake_at(entry.job_id, ended.job.next_run_at)
 

@@ -52,6 +52,12 @@ class WakeSchedule:
             self._stale += 1
         return fire_at
 
+    def clear(self) -> None:
+        """Forget every job."""
+        self._at.clear()
+        self._heap.clear()
+        self._stale = 0
+
     def pop_due(self, now: dt.datetime) -> list[tuple[str, dt.datetime]]:
         """The jobs to wake at ``now`` with their fire times, removed from the queue."""
         horizon = now + self.prewarm

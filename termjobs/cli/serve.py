@@ -145,6 +145,13 @@ def warn_missing_keys(settings: Settings, env: dict[str, str]) -> None:
     help="On shutdown, seconds to keep serving with /readyz failing, so load balancers stop sending.",
 )
 @click.option(
+    "--lease-seconds",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Cluster (PostgreSQL): how long a silent server is presumed alive before others take its jobs.",
+)
+@click.option(
     "--retention-days",
     type=int,
     default=30,
@@ -288,6 +295,7 @@ async def serve(
     db: str | None,
     shutdown_grace: float,
     shutdown_drain: float,
+    lease_seconds: float,
     retention_days: int,
     max_runs_per_job: int,
     max_connections: int,
@@ -359,6 +367,7 @@ async def serve(
             notify_url=notify_url,
             notify_secret=notify_secret,
             shutdown_drain=shutdown_drain,
+            lease_seconds=lease_seconds,
             llm=llm,
         )
     except SettingsError as exc:

@@ -7,13 +7,12 @@ announce is stored in a table and read from there, so one that is lost (the conn
 dropped) only delays things. After every (re)connection ``on_connect`` runs, for the
 listeners to catch up on what they may have missed.
 
-Channels are per database, not per schema: names carry a tag of the schema, so
-servers on different schemas of one database (tests) never wake each other.
+Channel names carry a tag of the schema (``storage.sql.cluster.channel_tag``).
+
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -36,13 +35,6 @@ Handler = Callable[[str], None]
 def conninfo(url: URL) -> str:
     """The libpq connection string of a SQLAlchemy URL (``postgresql+psycopg://``)."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def channel_tag(schema: str) -> str:
-    """A short tag naming the schema in channel names (empty for ``public``)."""
-    if schema == "public":
-        return ""
-    return hashlib.blake2b(schema.encode(), digest_size=4).hexdigest() + "_"
 
 
 class Bus:

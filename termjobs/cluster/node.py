@@ -57,6 +57,10 @@ class Owner(Protocol):
         """Stop running those of these jobs that are idle; the ones let go."""
         ...
 
+    def handed_over(self, job_ids: Sequence[str]) -> None:
+        """The released jobs have their new owner recorded."""
+        ...
+
     async def abandon(self, reason: str) -> None:
         """Stop every run and let every job go (the lease lapsed)."""
         ...
@@ -80,7 +84,7 @@ class ClusterNode:
         self.storage = storage
         self.owner = owner
         self.worker_id = worker_id
-        self._info = {"host": host, "pid": pid, "url": url, "version": version}
+        self.host, self.pid, self.url, self.version = host, pid, url, version
         self.lease_s = lease_s
         self.live: list[str] = []
         self._since: dt.datetime | None = None
@@ -95,6 +99,22 @@ class ClusterNode:
         """Whether this server is the oldest live one (it runs retention)."""
         return bool(self.live) and self.live[0] == self.worker_id
 
+    # ---------------------------------------------- what the supervisor asks
+
+    def owner_for(self, job_id: str) -> str:
+        """The live server a new job goes to (this one, if it knows of no other)."""
+        return placement.owner_of(job_id, self.live) or self.worker_id
+
+    async def owns(self, job_id: str) -> bool:
+        """Whether this server owns the job, with a fresh lease (the database says)."""
+        found = await self.storage.job_owner(job_id, lease_s=self.lease_s)
+        return found is not None and found == (self.worker_id, True)
+
+    def job_lost(self, job_id: str) -> None:
+        """A write found another server owns the job: look at everything owned again."""
+        self._since = None
+        self.rebalance_soon()
+
     def rebalance_soon(self, _payload: str = "") -> None:
         """Look at membership and placement now (a server joined or left, a job was
         given to this server, a write found a job gone)."""
@@ -103,7 +123,9 @@ class ClusterNode:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Join, take this server's share, then keep membership and placement current
         until cancelled."""
-        await self.storage.join_cluster(self.worker_id, lease_s=self.lease_s, **self._info)
+        await self.storage.join_cluster(
+            self.worker_id, host=self.host, pid=self.pid, url=self.url, version=self.version
+        )
         self._last_beat = trio.current_time()
         self.heartbeat_fresh = True
         logger.info("joined the cluster as %s (lease %gs)", self.worker_id, self.lease_s)
@@ -134,6 +156,8 @@ class ClusterNode:
     async def _heartbeats(self) -> None:
         while True:
             await trio.sleep(self.lease_s / 3)
+            if self.stopping:
+                return  # left the cluster: never come back to life
             try:
                 renewed = await self.storage.heartbeat(self.worker_id, lease_s=self.lease_s)
             except StorageError as exc:
@@ -227,6 +251,7 @@ class ClusterNode:
         except StorageError:
             await self.owner.adopt(released)  # still ours: run them again
             raise
+        self.owner.handed_over(released)
         for job_id in moved:
             self._waiting_moves.pop(job_id, None)
         kept = [job_id for job_id in released if job_id not in set(moved)]

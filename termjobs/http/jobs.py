@@ -44,7 +44,7 @@ async def optional_json_body() -> JSONObject | None:
 
 def register(api: Api, services: Services) -> None:
     """Add the job routes."""
-    storage, supervisor = services.storage, services.supervisor
+    storage, supervisor = services.storage, services.control
 
     async def render(job: Job) -> Response:
         """The job with its newest run."""

@@ -122,4 +122,4 @@ def register(api: Api, services: Services) -> None:
         )
     )
     async def cancel_run(run_id: str) -> Response:
-        return json_response(wire.run_json(await services.supervisor.cancel_run(run_id)))
+        return json_response(wire.run_json(await services.control.cancel_run(run_id)))

@@ -30,6 +30,8 @@ class StopReason(enum.Enum):
     SHUTDOWN = "shutdown"
     DELETE = "delete"
     REPLACE = "replace"
+    #: in a cluster: this server lost its lease on the job (another takes it over)
+    LEASE_LOST = "lease_lost"
 
 
 class StopSignal:

@@ -199,10 +199,10 @@ class Storage(Protocol):
 
     # ------------------------------------------------------------------ jobs
 
-    async def create_job(self, job: Job, *, receipt: Receipt | None = None) -> None:
+    async def create_job(self, job: Job, *, receipt: Receipt | None = None, owner: str | None = None) -> None:
         """Store a new job (and the receipt of the request, if any, in the same
         transaction); :class:`NameTaken` if its name is in use, :class:`DuplicateReceipt`
-        if the receipt's key is."""
+        if the receipt's key is. In a cluster, ``owner`` is the server that runs it."""
         ...
 
     async def import_jobs(self, jobs: Sequence[Job]) -> None:
@@ -235,8 +235,8 @@ class Storage(Protocol):
         """Jobs, newest first, each with its newest run."""
         ...
 
-    async def schedule_index(self) -> list[ScheduleEntry]:
-        """Every job's id and next fire time (cheap: for start-up)."""
+    async def schedule_index(self, job_ids: Sequence[str] | None = None) -> list[ScheduleEntry]:
+        """Every job's (or these jobs') id and next fire time (cheap: for start-up)."""
         ...
 
     # ------------------------------------------------------------------ runs
@@ -347,8 +347,11 @@ class Storage(Protocol):
 
     # ------------------------------------------------------ webhooks, receipts
 
-    async def pending_notifications(self, *, limit: int) -> list[PendingNotification]:
-        """Undelivered webhooks, oldest first."""
+    async def pending_notifications(
+        self, *, limit: int, owner: str | None = None
+    ) -> list[PendingNotification]:
+        """Undelivered webhooks, oldest first; in a cluster, those of the jobs ``owner``
+        (a server) owns: each is delivered by one server."""
         ...
 
     async def notification_done(

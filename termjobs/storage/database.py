@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
@@ -56,8 +58,10 @@ from termjobs.storage.base import (
     SessionTranscript,
     Storage,
 )
-from termjobs.storage.gateway import READ_TIMEOUT_S, Gateway, OnBatch, OnCommit, open_gateway
-from termjobs.storage.sql import WriteTx, events, history, jobs, outbox, runs, sessions
+from termjobs.storage.gateway import READ_TIMEOUT_S, Gateway, OnBatch, OnCommit, WriteOp, open_gateway
+from termjobs.storage.sql import WriteTx, cluster, events, history, jobs, outbox, runs, sessions
+
+T = TypeVar("T")
 
 #: Read pages of the firehose replay are at most this long.
 DEFAULT_EVENTS_LIMIT = 1000
@@ -68,23 +72,32 @@ class SqlStorage(Storage):
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        #: in a cluster: the writes that act on a job check that this server owns it
+        self.fence: Fence | None = None
+
+    def _fenced(self, op: WriteOp[T], job_id: str) -> WriteOp[T]:
+        """``op``, preceded (in a cluster) by the check that this server owns the job."""
+        fence = self.fence
+        if fence is None:
+            return op
+        return partial(_fenced_op, op=op, job_id=job_id, fence=fence)
 
     async def schema_is_current(self) -> bool:
         return await self.gateway.read(_at_head)
 
     # ------------------------------------------------------------------ jobs
 
-    async def create_job(self, job: Job, *, receipt: Receipt | None = None) -> None:
-        await self.gateway.write(partial(_create_job, job=job, receipt=receipt))
+    async def create_job(self, job: Job, *, receipt: Receipt | None = None, owner: str | None = None) -> None:
+        await self.gateway.write(partial(_create_job, job=job, receipt=receipt, owner=owner))
 
     async def import_jobs(self, new_jobs: Sequence[Job]) -> None:
         await self.gateway.write(partial(jobs.insert_many, new_jobs=new_jobs))
 
     async def update_job(self, job: Job) -> None:
-        await self.gateway.write(partial(jobs.update, job=job))
+        await self.gateway.write(self._fenced(partial(jobs.update, job=job), job.id))
 
     async def delete_job(self, job_id: str) -> bool:
-        return await self.gateway.write(partial(jobs.delete, job_id=job_id))
+        return await self.gateway.write(self._fenced(partial(jobs.delete, job_id=job_id), job_id))
 
     async def get_job(self, job_id: str) -> Job | None:
         return await self.gateway.read(partial(jobs.get, job_id=job_id))
@@ -102,15 +115,16 @@ class SqlStorage(Storage):
         query = partial(_jobs_page, limit=limit, offset=offset, filters=filters)
         return await self.gateway.read(query, heavy=True)  # counts every match
 
-    async def schedule_index(self) -> list[ScheduleEntry]:
-        return await self.gateway.read(jobs.schedule_index, heavy=True)
+    async def schedule_index(self, job_ids: Sequence[str] | None = None) -> list[ScheduleEntry]:
+        return await self.gateway.read(partial(jobs.schedule_index, job_ids=job_ids), heavy=True)
 
     # ------------------------------------------------------------------ runs
 
     async def create_run(
         self, run: Run, *, data: JSONObject | None = None, receipt: Receipt | None = None
     ) -> Run:
-        return await self.gateway.write(partial(_create_run, run=run, data=data, receipt=receipt))
+        op = partial(_create_run, run=run, data=data, receipt=receipt)
+        return await self.gateway.write(self._fenced(op, run.job_id))
 
     async def record_fires(
         self,
@@ -121,10 +135,11 @@ class SqlStorage(Storage):
         notify: tuple[NotifyTarget, ...] = (),
     ) -> list[Run]:
         op = partial(_record_fires, job=job, decisions=decisions, now=now, notify=notify)
-        return await self.gateway.write(op)
+        return await self.gateway.write(self._fenced(op, job.id))
 
     async def start_run(self, run: Run, *, worker_id: str, now: dt.datetime) -> Run | None:
-        return await self.gateway.write(partial(_start_run, run=run, worker_id=worker_id, now=now))
+        op = partial(_start_run, run=run, worker_id=worker_id, now=now)
+        return await self.gateway.write(self._fenced(op, run.job_id))
 
     async def finish_runs(self, endings: Sequence[Ending], *, now: dt.datetime) -> list[Run | None]:
         return await self.gateway.write(partial(_finish_runs, endings=endings, now=now))
@@ -133,7 +148,7 @@ class SqlStorage(Storage):
         self, run: Run, *, now: dt.datetime, message: str, notify: tuple[NotifyTarget, ...] = ()
     ) -> Run | None:
         op = partial(_end_queued, run=run, status=RunStatus.CANCELLED, now=now, message=message, data=None)
-        return await self.gateway.write(partial(op, notify=notify))
+        return await self.gateway.write(self._fenced(partial(op, notify=notify), run.job_id))
 
     async def skip_queued(
         self,
@@ -145,10 +160,11 @@ class SqlStorage(Storage):
         notify: tuple[NotifyTarget, ...] = (),
     ) -> Run | None:
         op = partial(_end_queued, run=run, status=RunStatus.SKIPPED, now=now, message=message, data=data)
-        return await self.gateway.write(partial(op, notify=notify))
+        return await self.gateway.write(self._fenced(partial(op, notify=notify), run.job_id))
 
     async def request_cancel(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
-        return await self.gateway.write(partial(_request_cancel, run=run, now=now, message=message))
+        op = partial(_request_cancel, run=run, now=now, message=message)
+        return await self.gateway.write(self._fenced(op, run.job_id))
 
     async def get_run(self, run_id: str, *, full: bool = True) -> Run | None:
         return await self.gateway.read(partial(runs.get, run_id=run_id, full=full))
@@ -201,8 +217,10 @@ class SqlStorage(Storage):
 
     # ------------------------------------------------------ webhooks, receipts
 
-    async def pending_notifications(self, *, limit: int) -> list[PendingNotification]:
-        return await self.gateway.read(partial(outbox.pending, limit=limit))
+    async def pending_notifications(
+        self, *, limit: int, owner: str | None = None
+    ) -> list[PendingNotification]:
+        return await self.gateway.read(partial(outbox.pending, limit=limit, owner=owner))
 
     async def notification_done(
         self,
@@ -247,6 +265,69 @@ class SqlStorage(Storage):
 
     async def delete_terminal_runs(self, run_ids: Sequence[str]) -> int:
         return await self.gateway.write(partial(history.delete_terminal, run_ids=run_ids))
+
+    # --------------------------------------------------------------- cluster
+    # PostgreSQL only (termjobs.cluster): membership, owners, requests between servers.
+
+    async def join_cluster(self, worker_id: str, *, host: str, pid: int, url: str, version: str) -> None:
+        op = partial(cluster.register, worker_id=worker_id, host=host, pid=pid, url=url, version=version)
+        await self.gateway.write(op)
+
+    async def heartbeat(self, worker_id: str, *, lease_s: float) -> bool:
+        return await self.gateway.write(partial(cluster.heartbeat, worker_id=worker_id, lease_s=lease_s))
+
+    async def rejoin_cluster(self, worker_id: str) -> None:
+        await self.gateway.write(partial(cluster.rejoin, worker_id=worker_id))
+
+    async def leave_cluster(self, worker_id: str) -> None:
+        await self.gateway.write(partial(cluster.leave, worker_id=worker_id))
+
+    async def forget_servers(self, *, older_than: dt.timedelta) -> int:
+        return await self.gateway.write(partial(cluster.forget, older_than=older_than))
+
+    async def live_servers(self, *, lease_s: float) -> list[str]:
+        return await self.gateway.read(partial(cluster.live_ids, lease_s=lease_s))
+
+    async def servers(self, *, lease_s: float) -> list[cluster.WorkerRow]:
+        return await self.gateway.read(partial(cluster.servers, lease_s=lease_s))
+
+    async def owned_counts(self) -> dict[str, int]:
+        return await self.gateway.read(cluster.owned_counts, heavy=True)
+
+    async def orphaned_jobs(self, *, lease_s: float, limit: int) -> list[str]:
+        return await self.gateway.read(partial(cluster.orphans, lease_s=lease_s, limit=limit), heavy=True)
+
+    async def claim_jobs(self, worker_id: str, job_ids: Sequence[str], *, lease_s: float) -> list[str]:
+        op = partial(cluster.claim, worker_id=worker_id, job_ids=job_ids, lease_s=lease_s)
+        return await self.gateway.write(op)
+
+    async def jobs_given(self, worker_id: str, *, since: dt.datetime | None) -> tuple[list[str], dt.datetime]:
+        return await self.gateway.read(partial(cluster.owned_since, worker_id=worker_id, since=since))
+
+    async def hand_over(self, worker_id: str, moves: Mapping[str, str]) -> list[str]:
+        return await self.gateway.write(partial(cluster.hand_over, worker_id=worker_id, moves=moves))
+
+    async def set_owner(self, job_id: str, owner_id: str) -> None:
+        await self.gateway.write(partial(cluster.set_owner, job_id=job_id, owner_id=owner_id))
+
+    async def job_owner(self, job_id: str, *, lease_s: float) -> tuple[str | None, bool] | None:
+        return await self.gateway.read(partial(cluster.owner_of, job_id=job_id, lease_s=lease_s))
+
+    async def send_request(self, *, sender_id: str, target_id: str, job_id: str, body: str) -> int:
+        op = partial(cluster.send_request, sender_id=sender_id, target_id=target_id, job_id=job_id)
+        return await self.gateway.write(partial(op, body=body))
+
+    async def retarget_request(self, request_id: int, target_id: str) -> bool:
+        return await self.gateway.write(partial(cluster.retarget, request_id=request_id, target_id=target_id))
+
+    async def pending_requests(self, worker_id: str) -> list[cluster.PendingRequest]:
+        return await self.gateway.read(partial(cluster.pending_requests, worker_id=worker_id))
+
+    async def answer_request(self, request: cluster.PendingRequest, reply: str) -> None:
+        await self.gateway.write(partial(cluster.answer, request=request, reply=reply))
+
+    async def request_reply(self, request_id: int) -> str | None:
+        return await self.gateway.read(partial(cluster.reply_of, request_id=request_id))
 
 
 @asynccontextmanager
@@ -310,10 +391,12 @@ def _events_page(
     return events.page(conn, run_id, since_id=since_id, limit=limit, offset=offset)
 
 
-def _create_job(tx: WriteTx, *, job: Job, receipt: Receipt | None) -> None:
+def _create_job(tx: WriteTx, *, job: Job, receipt: Receipt | None, owner: str | None) -> None:
     if receipt is not None:
         outbox.store_receipt(tx, receipt, expired_before=receipt.created_at - RECEIPT_LIFETIME)
     jobs.insert(tx, job)
+    if owner is not None:
+        cluster.set_owner(tx, job.id, owner)
 
 
 def _create_run(tx: WriteTx, *, run: Run, data: JSONObject | None, receipt: Receipt | None) -> Run:
@@ -446,3 +529,16 @@ def _request_cancel(tx: WriteTx, *, run: Run, now: dt.datetime, message: str) ->
     if updated is not None:
         events.insert(tx, updated, EventType.CANCEL_REQUESTED, message, None, now=now)
     return updated
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """This server in a cluster: writes acting on a job need it to own the job."""
+
+    worker_id: str
+    lease_s: float
+
+
+def _fenced_op(tx: WriteTx, *, op: WriteOp[T], job_id: str, fence: Fence) -> T:
+    cluster.check_owner(tx.conn, job_id, fence.worker_id, lease_s=fence.lease_s)
+    return op(tx)

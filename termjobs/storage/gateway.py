@@ -40,7 +40,7 @@ from termjobs.model import RunEvent
 from termjobs.storage import migrate
 from termjobs.storage.base import StorageClosed, StorageRefused, StorageUnavailable
 from termjobs.storage.engine import Engines, create_engines
-from termjobs.storage.sql import WriteTx
+from termjobs.storage.sql import EventOrder, WriteTx
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ class Gateway:
         self._read_limiter = trio.CapacityLimiter(engines.readers)
         self._write_limiter = trio.CapacityLimiter(1)
         self._batches = self._writes = self._max_batch = 0
+        #: in a cluster, the channel that announces committed event ids (and run events
+        #: are then inserted in commit order; see ``storage.sql.EventOrder``)
+        self.events_channel: str | None = None
 
     def statistics(self) -> GatewayStats:
         return GatewayStats(batches=self._batches, writes=self._writes, max_batch=self._max_batch)
@@ -211,8 +214,10 @@ class Gateway:
         if len(batch) > 1:
             try:
                 with self.engines.writer.begin() as conn:
+                    order = self._order()
                     for request in batch:
-                        self._apply(conn, request)
+                        self._apply(conn, request, order)
+                    self._announce(conn, order)
                 return
             except sa.exc.OperationalError:
                 raise  # transient (locked, connection lost): the caller retries the batch
@@ -226,15 +231,25 @@ class Gateway:
         for request in batch:
             try:
                 with self.engines.writer.begin() as conn:
-                    self._apply(conn, request)
+                    order = self._order()
+                    self._apply(conn, request, order)
+                    self._announce(conn, order)
             except Exception as exc:
                 if raise_transient and isinstance(exc, sa.exc.OperationalError):
                     raise
                 request.result, request.events = outcome.Error(exc), []
 
+    def _order(self) -> EventOrder | None:
+        return EventOrder() if self.events_channel is not None else None
+
+    def _announce(self, conn: sa.Connection, order: EventOrder | None) -> None:
+        """In a cluster: tell every server (at commit) the newest event id written."""
+        if order is not None and order.newest and self.events_channel is not None:
+            conn.execute(sa.select(sa.func.pg_notify(self.events_channel, str(order.newest))))
+
     @staticmethod
-    def _apply(conn: sa.Connection, request: _Request[Any]) -> None:
-        tx = WriteTx(conn)
+    def _apply(conn: sa.Connection, request: _Request[Any], order: EventOrder | None) -> None:
+        tx = WriteTx(conn, order=order)
         request.result = outcome.Value(request.op(tx))
         request.events = tx.events
 

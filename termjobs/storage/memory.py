@@ -165,7 +165,7 @@ class MemoryStorage(Storage):
 
     # ------------------------------------------------------------------ jobs
 
-    async def create_job(self, job: Job, *, receipt: Receipt | None = None) -> None:
+    async def create_job(self, job: Job, *, receipt: Receipt | None = None, owner: str | None = None) -> None:
         self._check_name(job)
         if receipt is not None:
             self._store_receipt(receipt)
@@ -219,9 +219,11 @@ class MemoryStorage(Storage):
         items = [JobView(job, self._last_run(job.id)) for job in found[offset : offset + limit]]
         return Page(items, len(found))
 
-    async def schedule_index(self) -> list[ScheduleEntry]:
+    async def schedule_index(self, job_ids: Sequence[str] | None = None) -> list[ScheduleEntry]:
         await trio.lowlevel.checkpoint()
-        return [ScheduleEntry(job.id, job.spec.enabled, job.next_run_at) for job in self._jobs.values()]
+        ids = self._jobs.keys() if job_ids is None else [i for i in job_ids if i in self._jobs]
+        wanted = [self._jobs[i] for i in ids]
+        return [ScheduleEntry(job.id, job.spec.enabled, job.next_run_at) for job in wanted]
 
     # ------------------------------------------------------------------ runs
 
@@ -461,7 +463,9 @@ class MemoryStorage(Storage):
             raise DuplicateReceipt(f"the Idempotency-Key {receipt.key!r} was used already")
         self._receipts[receipt.key] = receipt
 
-    async def pending_notifications(self, *, limit: int) -> list[PendingNotification]:
+    async def pending_notifications(
+        self, *, limit: int, owner: str | None = None
+    ) -> list[PendingNotification]:
         await trio.lowlevel.checkpoint()
         return [self._outbox[ident] for ident in sorted(self._outbox)[:limit]]
 

@@ -120,3 +120,25 @@ def test_event_shape() -> None:
     }
     assert wire.event_json(event, with_job=True)["job_id"] == "job_a"
     assert wire.dumps({"a": "é"}) == '{"a":"é"}\n'
+
+
+def test_a_run_survives_its_json_exactly() -> None:
+    """What a cluster's server answers for another: the run rebuilt from its JSON."""
+    import dataclasses
+
+    from termjobs.model import ExitReason, RunOutput, RunStatus
+    from termjobs.wire import run_from_json, run_json
+    from tests.helpers import EPOCH, make_job, make_run
+
+    run = dataclasses.replace(
+        make_run(make_job("w")),
+        status=RunStatus.FAILED,
+        worker_id="worker_a",
+        started_at=EPOCH,
+        finished_at=EPOCH,
+        error="exit 3",
+        exit_reason=ExitReason.NATURAL_COMPLETION,
+        overrides={"args": ["x"], "env": {"K": "v"}},
+        output=RunOutput(stdout="out\n", exit_code=3, turn_count=0),
+    )
+    assert run_from_json(run_json(run)) == run

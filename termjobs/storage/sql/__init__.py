@@ -16,15 +16,32 @@ from termjobs.model import RunEvent
 
 
 @dataclass(slots=True)
+class EventOrder:
+    """A cluster's ordering of run events, for one transaction.
+
+    Event ids come from one sequence, but transactions on several servers commit in
+    any order, so a reader that has seen id 11 could miss 10 committed a moment later.
+    A cluster-wide lock (``cluster.EVENTS_LOCK_KEY``), taken before a transaction's
+    first event insert and held until it commits, makes commit order the id order:
+    every reader can follow ``id > last seen``. The newest id inserted is announced
+    when the transaction commits."""
+
+    taken: bool = False
+    newest: int = 0
+
+
+@dataclass(slots=True)
 class WriteTx:
     """A write transaction in progress.
 
     ``events`` collects the run events inserted through it; the gateway publishes them
-    to live subscribers only after the transaction commits.
+    to live subscribers only after the transaction commits. ``order`` is set in a
+    cluster (shared by every request of one transaction).
     """
 
     conn: sa.Connection
     events: list[RunEvent] = field(default_factory=list)
+    order: EventOrder | None = None
 
 
 def chunks(ids: Sequence[str], size: int = 500) -> Iterator[list[str]]:

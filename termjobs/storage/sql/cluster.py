@@ -8,6 +8,7 @@ when their own clocks disagree. Every function runs inside the caller's transact
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from termjobs.storage.tables import cluster_requests, jobs, workers
 EVENTS_CHANNEL = "termjobs_events"
 #: Channel of membership changes (a server joined or left cleanly).
 MEMBERS_CHANNEL = "termjobs_members"
-#: Serialises the insertion of run events over every server (see :func:`order_events`).
+#: Serialises the insertion of run events over every server (see ``storage.sql.EventOrder``).
 EVENTS_LOCK_KEY = 0x746A_6576_656E_7473 & 0x7FFF_FFFF_FFFF_FFFF
 
 
@@ -39,19 +40,21 @@ def _live(lease_s: float) -> sa.ColumnElement[bool]:
     return sa.and_(workers.c.left_at.is_(None), workers.c.heartbeat_at > sa.func.now() - _lease(lease_s))
 
 
+def channel_tag(schema: str) -> str:
+    """The prefix of channel names on ``schema``. Channels are per database, not per
+    schema: the tag keeps servers on different schemas of one database (tests) from
+    waking each other. Empty for ``public``; :func:`notify` computes the same in SQL."""
+    if schema == "public":
+        return ""
+    return hashlib.md5(schema.encode(), usedforsecurity=False).hexdigest()[:8] + "_"
+
+
 def notify(conn: sa.Connection, channel: str, payload: str) -> None:
-    """NOTIFY ``channel``; delivered when (and only if) the transaction commits."""
-    conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
-
-
-def order_events(conn: sa.Connection) -> None:
-    """Take the cluster-wide lock that orders run events (until the transaction ends).
-
-    Event ids come from one sequence, but transactions on several servers commit in
-    any order, so a reader that has seen id 11 could miss 10 committed a moment later.
-    Taken before a transaction's first event insert and held until it commits, the
-    lock makes commit order the id order: every reader can follow ``id > last seen``."""
-    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENTS_LOCK_KEY)))
+    """NOTIFY ``channel`` (tagged with the current schema, see :func:`channel_tag`);
+    delivered when (and only if) the transaction commits."""
+    schema = sa.func.current_schema()
+    tag = sa.case((schema == "public", ""), else_=sa.func.substr(sa.func.md5(schema), 1, 8) + "_")
+    conn.execute(sa.select(sa.func.pg_notify(tag + channel, payload)))
 
 
 # ------------------------------------------------------------------------ servers
@@ -71,9 +74,7 @@ class WorkerRow:
     alive: bool
 
 
-def register(
-    tx: WriteTx, *, worker_id: str, host: str, pid: int, url: str, version: str, lease_s: float
-) -> None:
+def register(tx: WriteTx, *, worker_id: str, host: str, pid: int, url: str, version: str) -> None:
     """Add this server, alive from now, and tell the others."""
     tx.conn.execute(
         workers.insert().values(
@@ -99,6 +100,15 @@ def heartbeat(tx: WriteTx, worker_id: str, *, lease_s: float) -> bool:
         .returning(workers.c.id)
     ).first()
     return renewed is not None
+
+
+def rejoin(tx: WriteTx, worker_id: str) -> None:
+    """Make this server alive again after its lease lapsed (same id: the jobs nobody
+    took over meanwhile are still its own)."""
+    tx.conn.execute(
+        workers.update().where(workers.c.id == worker_id).values(heartbeat_at=sa.func.now(), left_at=None)
+    )
+    notify(tx.conn, MEMBERS_CHANNEL, f"joined {worker_id}")
 
 
 def leave(tx: WriteTx, worker_id: str) -> None:

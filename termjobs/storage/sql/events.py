@@ -10,6 +10,7 @@ from termjobs.model import EventType, JSONValue, Run, RunEvent
 from termjobs.storage.base import Page
 from termjobs.storage.rows import EVENTS, dump_json
 from termjobs.storage.sql import WriteTx
+from termjobs.storage.sql.cluster import EVENTS_LOCK_KEY
 from termjobs.storage.tables import run_events
 
 _SQLITE_INSERT = (
@@ -27,7 +28,13 @@ def insert(
     """Append an event to ``run``'s timeline (the message is trimmed; blank = none)."""
     text = (message.strip() if message else None) or None
     payload = None if data is None else dump_json(data)
+    order = tx.order
+    if order is not None and not order.taken:
+        tx.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENTS_LOCK_KEY)))
+        order.taken = True
     event_id = _insert_row(tx.conn, run, event_type.value, text, payload, now)
+    if order is not None:
+        order.newest = max(order.newest, event_id)
     event = RunEvent(
         id=event_id,
         run_id=run.id,

@@ -129,7 +129,14 @@ def _id_prefix(prefix: str) -> list[sa.ColumnElement[bool]]:
     ]
 
 
-def schedule_index(conn: sa.Connection) -> list[ScheduleEntry]:
-    """Every job's id and next fire time (cheap: no JSON decoding), for start-up."""
+def schedule_index(conn: sa.Connection, job_ids: Sequence[str] | None = None) -> list[ScheduleEntry]:
+    """Every job's (or these jobs') id and next fire time (cheap: no JSON decoding),
+    for start-up and for jobs a server takes over."""
     query = sa.select(jobs.c.id, jobs.c.enabled, jobs.c.next_run_at)
-    return [ScheduleEntry(row.id, bool(row.enabled), row.next_run_at) for row in conn.execute(query)]
+    if job_ids is None:
+        return [ScheduleEntry(row.id, bool(row.enabled), row.next_run_at) for row in conn.execute(query)]
+    return [
+        ScheduleEntry(row.id, bool(row.enabled), row.next_run_at)
+        for chunk in chunks(job_ids)
+        for row in conn.execute(query.where(jobs.c.id.in_(chunk)))
+    ]

@@ -11,7 +11,7 @@ from termjobs.model import Run
 from termjobs.notify import NotifyTarget
 from termjobs.storage.base import DuplicateReceipt, PendingNotification, Receipt
 from termjobs.storage.sql import WriteTx
-from termjobs.storage.tables import notifications, receipts
+from termjobs.storage.tables import jobs, notifications, receipts
 
 
 def enqueue(tx: WriteTx, run: Run, targets: Iterable[NotifyTarget], *, now: dt.datetime) -> None:
@@ -25,9 +25,12 @@ def enqueue(tx: WriteTx, run: Run, targets: Iterable[NotifyTarget], *, now: dt.d
         tx.conn.execute(notifications.insert(), rows)
 
 
-def pending(conn: sa.Connection, *, limit: int) -> list[PendingNotification]:
-    """Undelivered webhooks, oldest first."""
+def pending(conn: sa.Connection, *, limit: int, owner: str | None = None) -> list[PendingNotification]:
+    """Undelivered webhooks, oldest first (with ``owner``: of the jobs that server owns)."""
     query = sa.select(notifications).order_by(notifications.c.id).limit(limit)
+    if owner is not None:
+        owned = sa.select(jobs.c.id).where(jobs.c.owner_id == owner)
+        query = query.where(notifications.c.job_id.in_(owned))
     return [PendingNotification(**row) for row in conn.execute(query).mappings()]
 
 
