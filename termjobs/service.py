@@ -110,7 +110,10 @@ async def open_services(
                     stream_subscribers=lambda: hub.subscriber_count,
                 )
             )
-            async with _membership(settings, storage, supervisor, env.worker_id, publish, hub) as cluster:
+            reapers = [runner for runner in runners.values() if isinstance(runner, OrphanReaper)]
+            async with _membership(
+                settings, storage, supervisor, env.worker_id, publish, hub, reapers
+            ) as cluster:
                 if cluster is not None:
                     notifier.owner = cluster.worker_id  # deliver the webhooks of this server's jobs
                 retention = RetentionActor(
@@ -168,6 +171,7 @@ async def _membership(
     worker_id: str,
     publish: _Relay,
     hub: Hub,
+    reapers: Sequence[OrphanReaper],
 ) -> AsyncIterator[Cluster | None]:
     """This server's cluster membership on PostgreSQL (``None`` on SQLite)."""
     if not is_clustered(settings.db_url):
@@ -182,6 +186,7 @@ async def _membership(
         lease_s=settings.lease_seconds,
         request_timeout=settings.request_timeout,
         publish=hub.publish,
+        reapers=reapers,
     ) as cluster:
         publish.target = cluster.feed.committed
         yield cluster

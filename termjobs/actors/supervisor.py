@@ -127,6 +127,8 @@ class Supervisor:
         self._closed = trio.Event()
         self.recovered = 0
         self._started = False
+        self.started_at = env.clock.now()
+
         #: in a cluster (set before :meth:`run`): which jobs this server owns
         self.membership: Membership | None = None
         #: jobs handed over to another server whose new owner is not recorded yet
@@ -137,6 +139,11 @@ class Supervisor:
     def started(self) -> bool:
         """Whether start-up (recovery, first actors) is over and shutdown has not begun."""
         return self._started and not self._closing
+
+    @property
+    def worker_id(self) -> str:
+        """This server's id (its runs' ``worker_id``; its id in a cluster)."""
+        return self._env.worker_id
 
     @property
     def job_count(self) -> int:
@@ -179,6 +186,7 @@ class Supervisor:
                     len(runs),
                 )
             nursery.start_soon(self._waker)
+            self.started_at = self._env.clock.now()
             self._started = True
             task_status.started()
             # Keep the nursery open for actors started later; shutdown() ends this wait.

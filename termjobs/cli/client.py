@@ -304,6 +304,10 @@ class JobsClient:
         """Every agent the server knows, by name."""
         return cast(list[Agent], _page(await self._request("GET", "/v2/agents")).items)
 
+    async def cluster(self) -> dict[str, Any]:
+        """The servers on the server's database (``GET /v2/cluster``)."""
+        return cast(dict[str, Any], await self._request("GET", "/v2/cluster"))
+
     # ------------------------------------------------------------- transport
 
     async def _request(

@@ -406,6 +406,19 @@ async def run_events(
     echo(opts, render.events_text(page.items, opts.style))
 
 
+@jobs.command("cluster", context_settings=CONTEXT)
+@click.pass_obj
+async def show_cluster(opts: Options) -> None:
+    """List the servers sharing the server's database: alive or not, the leader,
+    how many jobs each owns and runs it executes."""
+    async with JobsClient.connect(opts.settings) as api:
+        cluster = await api.cluster()
+    if opts.json:
+        echo_json(cluster)
+        return
+    echo(opts, render.cluster_table(cluster, opts.style))
+
+
 @jobs.command("agents", context_settings=CONTEXT)
 @click.pass_obj
 async def list_agents(opts: Options) -> None:

@@ -413,3 +413,43 @@ def _event_tone(event_type: str) -> Tone | None:
     if event_type == "output":
         return None
     return status_tone(event_type) or ("bad" if event_type == "notify_failed" else "muted")
+
+
+# ------------------------------------------------------------------ cluster
+
+CLUSTER_COLUMNS: Final = (
+    Column("SERVER"),
+    Column("HOST", 24),
+    Column("PID"),
+    Column("STATE"),
+    Column("HEARTBEAT"),
+    Column("JOBS"),
+    Column("RUNNING"),
+    Column("URL", 40),
+)
+
+
+def cluster_table(cluster: Mapping[str, Any], style: Style) -> str:
+    """``GET /v2/cluster`` as a table, this server marked with ``*``."""
+    rows: list[list[Cell | str]] = []
+    for server in cluster.get("servers", []):
+        state = "alive" if server["alive"] else "gone"
+        if server["alive"] and server.get("leader"):
+            state = "alive, leader"
+        mark = "*" if server["id"] == cluster.get("this_server") else ""
+        rows.append(
+            [
+                server["id"] + mark,
+                server["host"],
+                str(server["pid"]),
+                Cell(state, "ok" if server["alive"] else "muted"),
+                f"{server['heartbeat_age_seconds']:.1f}s ago",
+                str(server["jobs_owned"]),
+                str(server["runs_active"]),
+                server["url"],
+            ]
+        )
+    mode = "cluster" if cluster.get("mode") == "cluster" else "single server (SQLite)"
+    lease = cluster.get("lease_seconds")
+    note = f"{mode}, lease {lease:g}s" if isinstance(lease, int | float) else mode
+    return table(CLUSTER_COLUMNS, rows, style) + f"\n{note}; * = the server answering\n"

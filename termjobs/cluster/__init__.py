@@ -24,6 +24,7 @@ from termjobs.cluster.feed import EventFeed
 from termjobs.cluster.node import ClusterNode
 from termjobs.cluster.router import RequestServer, Router
 from termjobs.model import RunEvent
+from termjobs.runners.base import OrphanReaper
 from termjobs.storage.database import Fence, SqlStorage
 from termjobs.storage.sql.cluster import EVENTS_CHANNEL, MEMBERS_CHANNEL, channel_tag, worker_channel
 
@@ -96,6 +97,7 @@ async def open_cluster(
     lease_s: float,
     request_timeout: float,
     publish: Callable[[Sequence[RunEvent]], None],
+    reapers: Sequence[OrphanReaper] = (),
 ) -> AsyncIterator[Cluster]:
     """This server's part of the cluster on ``storage``'s database: notifications are
     listened for and every server's events published (through ``publish``) from
@@ -116,6 +118,7 @@ async def open_cluster(
         url=url,
         version=version,
         lease_s=lease_s,
+        reapers=reapers,
     )
     supervisor.membership = node
     router = Router(

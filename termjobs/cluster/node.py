@@ -31,6 +31,7 @@ from typing import Protocol
 import trio
 
 from termjobs.cluster import placement
+from termjobs.runners.base import OrphanReaper
 from termjobs.storage import StorageError
 from termjobs.storage.database import SqlStorage
 
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: Most orphaned jobs looked at in one round (the rest in the next ones).
 ORPHAN_BATCH = 20_000
+#: Every this many rounds, every job this server owns is checked against what it runs.
+FULL_CHECK_ROUNDS = 12
 #: Servers (and answered requests) silent this long are forgotten.
 FORGET_AFTER = dt.timedelta(days=1)
 
@@ -80,8 +83,10 @@ class ClusterNode:
         url: str,
         version: str,
         lease_s: float,
+        reapers: Sequence[OrphanReaper] = (),
     ) -> None:
         self.storage = storage
+        self._reapers = reapers
         self.owner = owner
         self.worker_id = worker_id
         self.host, self.pid, self.url, self.version = host, pid, url, version
@@ -93,6 +98,7 @@ class ClusterNode:
         self._last_beat = trio.current_time()
         self.heartbeat_fresh = False
         self.stopping = False
+        self._rounds = 0
 
     @property
     def leader(self) -> bool:
@@ -129,6 +135,7 @@ class ClusterNode:
         self._last_beat = trio.current_time()
         self.heartbeat_fresh = True
         logger.info("joined the cluster as %s (lease %gs)", self.worker_id, self.lease_s)
+        await self._reap_strays()
         await self._round()
         task_status.started()
         async with trio.open_nursery() as nursery:
@@ -150,6 +157,20 @@ class ClusterNode:
             logger.info("left the cluster")
         except StorageError as exc:
             logger.warning("could not say this server left (%s): its jobs move after the lease", exc)
+
+    async def _reap_strays(self) -> None:
+        """Kill what runs of a previous server on this host left running (it was killed;
+        another server has ended those runs as lost by now, or will): whatever no live
+        server is executing."""
+        for reaper in self._reapers:
+            marked = await trio.to_thread.run_sync(reaper.local_runs)
+            if not marked:
+                continue
+            alive = await self.storage.executing_on_live_servers(sorted(marked), lease_s=self.lease_s)
+            stray = sorted(marked - alive)
+            if stray:
+                killed = await trio.to_thread.run_sync(reaper.reap_orphans, stray)
+                logger.warning("killed %d process(es) of %d run(s) no live server runs", killed, len(stray))
 
     # -------------------------------------------------------------- heartbeat
 
@@ -208,6 +229,11 @@ class ClusterNode:
         if self.worker_id not in live:
             return  # the heartbeat task deals with a lapsed lease
         await self._take_over()
+        self._rounds += 1
+        if self._rounds % FULL_CHECK_ROUNDS == 0:
+            self._since = None  # now and then, compare every job owned, not just new ones
+            if self.leader:
+                await self.storage.forget_servers(older_than=FORGET_AFTER)
         await self._adopt_given()
         if changed:
             self._waiting_moves = placement.moves(self.owner.owned(), self.worker_id, live)

@@ -11,7 +11,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from termjobs.errors import InternalError, TermjobsError, Unauthorized
-from termjobs.http import health, jobs, llm, ops, runs, schedule, stream, ui
+from termjobs.http import cluster, health, jobs, llm, ops, runs, schedule, stream, ui
 from termjobs.http.api import Api
 from termjobs.http.auth import is_authorised
 from termjobs.http.guard import guarded
@@ -40,6 +40,7 @@ def create_app(services: Services) -> QuartTrio:
     runs.register(api, services)
     schedule.register(api, services)
     llm.register(api, services)
+    cluster.register(api, services)
     stream.register(app, services)
     ui.register(app)
     app.asgi_app = guarded(app.asgi_app, max_body_bytes=limits.max_body_bytes)  # type: ignore[method-assign]

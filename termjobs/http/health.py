@@ -79,4 +79,6 @@ async def _failing_checks(services: Services) -> list[str]:
         failing.append("storage")
     if not services.supervisor.started:
         failing.append("scheduler")
+    if services.cluster is not None and not services.cluster.node.heartbeat_fresh:
+        failing.append("cluster_lease")  # other servers may be taking this one's jobs
     return failing

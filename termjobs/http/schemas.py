@@ -159,6 +159,43 @@ def components() -> dict[str, Schema]:
         ),
         "AgentList": list_schema("Agent"),
         "Session": session_schema(),
+        "Cluster": _object(
+            {
+                "mode": {"type": "string", "enum": ["cluster", "single"]},
+                "this_server": {"type": "string"},
+                "lease_seconds": {"type": ["number", "null"]},
+                "servers": {"type": "array", "items": {"$ref": "#/components/schemas/Server"}},
+            },
+            ["mode", "this_server", "lease_seconds", "servers"],
+        ),
+        "Server": _object(
+            {
+                "id": {"type": "string"},
+                "host": {"type": "string"},
+                "pid": {"type": "integer"},
+                "url": {"type": "string"},
+                "version": {"type": "string"},
+                "started_at": {"type": "string", "format": "date-time"},
+                "heartbeat_age_seconds": {"type": "number", "minimum": 0},
+                "alive": {"type": "boolean"},
+                "leader": {"type": "boolean"},
+                "jobs_owned": {"type": "integer", "minimum": 0},
+                "runs_active": {"type": "integer", "minimum": 0},
+            },
+            [
+                "id",
+                "host",
+                "pid",
+                "url",
+                "version",
+                "started_at",
+                "heartbeat_age_seconds",
+                "alive",
+                "leader",
+                "jobs_owned",
+                "runs_active",
+            ],
+        ),
         "Error": ERROR,
     }
 

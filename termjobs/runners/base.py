@@ -104,6 +104,10 @@ class OrphanReaper(Protocol):
         """Stop whatever those runs left running; how many things were stopped."""
         ...
 
+    def local_runs(self) -> set[str]:
+        """The runs that have something running on this host now."""
+        ...
+
 
 @runtime_checkable
 class JobChecker(Protocol):

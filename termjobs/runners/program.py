@@ -58,6 +58,11 @@ class ProgramRunner:
         """Kill what runs of a dead server left running (see :func:`kill_orphans`)."""
         return kill_orphans(run_ids)
 
+    @staticmethod
+    def local_runs() -> set[str]:
+        """Runs with processes on this host (see :func:`marked_runs`)."""
+        return marked_runs()
+
     def __init__(
         self, *, base_env: Mapping[str, str], sweep_proc: bool = True, run_as: RunAs | None = None
     ) -> None:
@@ -323,6 +328,27 @@ def kill_orphans(run_ids: Iterable[str]) -> int:
     if killed:
         logger.warning("killed %d process(es) left running by runs of the previous server", killed)
     return killed
+
+
+def marked_runs() -> set[str]:
+    """The runs whose processes run on this host now (by their environment marker)."""
+    prefix = f"{MARKER_ENV}=".encode()
+    found: set[str] = set()
+    if not Path("/proc/self/environ").exists():
+        return found
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:
+            continue
+        for item in environ.split(b"\0"):
+            if item.startswith(prefix):
+                marker = item[len(prefix) :].decode(errors="replace")
+                found.add(marker.rsplit("-", 1)[0])  # <run id>-<16 hex digits>
+    return found
 
 
 def _kill_matching(matches: Callable[[bytes], bool]) -> int:

@@ -294,6 +294,13 @@ class SqlStorage(Storage):
     async def owned_counts(self) -> dict[str, int]:
         return await self.gateway.read(cluster.owned_counts, heavy=True)
 
+    async def executing_on_live_servers(self, run_ids: Sequence[str], *, lease_s: float) -> set[str]:
+        op = partial(cluster.executing_on_live_servers, run_ids=run_ids, lease_s=lease_s)
+        return await self.gateway.read(op)
+
+    async def running_counts(self) -> dict[str, int]:
+        return await self.gateway.read(cluster.running_counts, heavy=True)
+
     async def orphaned_jobs(self, *, lease_s: float, limit: int) -> list[str]:
         return await self.gateway.read(partial(cluster.orphans, lease_s=lease_s, limit=limit), heavy=True)
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from termjobs.model import RunStatus
 from termjobs.storage.base import NotOwner
 from termjobs.storage.sql import WriteTx, chunks
-from termjobs.storage.tables import cluster_requests, jobs, workers
+from termjobs.storage.tables import cluster_requests, jobs, runs, workers
 
 #: Channel every server listens on for event ids committed anywhere.
 EVENTS_CHANNEL = "termjobs_events"
@@ -259,6 +260,31 @@ def owned_counts(conn: sa.Connection) -> dict[str, int]:
     owned = sa.func.count().label("owned")
     query = sa.select(jobs.c.owner_id, owned).where(jobs.c.owner_id.is_not(None)).group_by(jobs.c.owner_id)
     return {row.owner_id: int(row.owned) for row in conn.execute(query)}
+
+
+def running_counts(conn: sa.Connection) -> dict[str, int]:
+    """How many runs each server is executing (claimed, running, being cancelled)."""
+    executing = [RunStatus.CLAIMED.value, RunStatus.RUNNING.value, RunStatus.CANCEL_REQUESTED.value]
+    counted = sa.func.count().label("counted")
+    query = (
+        sa.select(runs.c.worker_id, counted)
+        .where(runs.c.status.in_(executing), runs.c.worker_id.is_not(None))
+        .group_by(runs.c.worker_id)
+    )
+    return {row.worker_id: int(row.counted) for row in conn.execute(query)}
+
+
+def executing_on_live_servers(conn: sa.Connection, run_ids: Sequence[str], *, lease_s: float) -> set[str]:
+    """Those of ``run_ids`` that a live server is executing."""
+    executing = [RunStatus.CLAIMED.value, RunStatus.RUNNING.value, RunStatus.CANCEL_REQUESTED.value]
+    live = sa.select(workers.c.id).where(_live(lease_s))
+    found: set[str] = set()
+    for chunk in chunks(run_ids):
+        query = sa.select(runs.c.id).where(
+            runs.c.id.in_(chunk), runs.c.status.in_(executing), runs.c.worker_id.in_(live)
+        )
+        found.update(conn.execute(query).scalars())
+    return found
 
 
 def check_owner(conn: sa.Connection, job_id: str, worker_id: str, *, lease_s: float) -> None:
