@@ -65,6 +65,11 @@ def banner(settings: Settings, url: str) -> str:
     if settings.run_as is not None:
         lines.append(f"program jobs run as: {settings.run_as.name} (uid {settings.run_as.uid})")
     lines.append(f"database: {redact(settings.db_url)}")
+    if settings.db_url.get_backend_name() == "postgresql":
+        lines.append(
+            f"cluster: every server on this database shares its jobs (lease {settings.lease_seconds:g}s; "
+            "see: term-llm jobs cluster)"
+        )
     lines.append(llm_banner(settings))
     return "\n".join(lines)
 
