@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import trio
@@ -43,6 +46,34 @@ ORPHAN_BATCH = 20_000
 FULL_CHECK_ROUNDS = 12
 #: Servers (and answered requests) silent this long are forgotten.
 FORGET_AFTER = dt.timedelta(days=1)
+
+
+def pid_namespace() -> str:
+    """Where this process's pids mean something: the kernel boot and pid namespace
+    (two servers that share it can see each other's processes). The environment
+    variable ``TERMJOBS_CLUSTER_NAMESPACE`` replaces it (a server alone in its own, as
+    if on another host: tests use it to exercise the lease alone)."""
+    override = os.environ.get("TERMJOBS_CLUSTER_NAMESPACE")
+    if override:
+        return override
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return f"unknown:{socket.gethostname()}:{os.getpid()}"  # matches no other server
+    return f"{boot}/{namespace}"
+
+
+def server_alive(pid: int) -> bool:
+    """Whether ``pid`` (in this pid namespace) is a live termjobs server."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except (OSError, IndexError):
+        return False
+    return state != b"Z" and (b"termjobs" in cmdline or b"term-llm" in cmdline)
 
 
 class Owner(Protocol):
@@ -90,6 +121,7 @@ class ClusterNode:
         self.owner = owner
         self.worker_id = worker_id
         self.host, self.pid, self.url, self.version = host, pid, url, version
+        self.namespace = pid_namespace()
         self.lease_s = lease_s
         self.live: list[str] = []
         self._since: dt.datetime | None = None
@@ -130,7 +162,12 @@ class ClusterNode:
         """Join, take this server's share, then keep membership and placement current
         until cancelled."""
         await self.storage.join_cluster(
-            self.worker_id, host=self.host, pid=self.pid, url=self.url, version=self.version
+            self.worker_id,
+            host=self.host,
+            pid=self.pid,
+            namespace=self.namespace,
+            url=self.url,
+            version=self.version,
         )
         self._last_beat = trio.current_time()
         self.heartbeat_fresh = True
@@ -228,6 +265,8 @@ class ClusterNode:
             self.live = live
         if self.worker_id not in live:
             return  # the heartbeat task deals with a lapsed lease
+        if await self._bury_neighbours():
+            self.live = live = await self.storage.live_servers(lease_s=self.lease_s)
         await self._take_over()
         self._rounds += 1
         if self._rounds % FULL_CHECK_ROUNDS == 0:
@@ -239,6 +278,16 @@ class ClusterNode:
             self._waiting_moves = placement.moves(self.owner.owned(), self.worker_id, live)
         if self._waiting_moves:
             await self._hand_over()
+
+    async def _bury_neighbours(self) -> bool:
+        """Servers in this pid namespace whose process is gone (killed: this server may
+        be its restart) are dead now, not a lease from now; whether there were any."""
+        found = await self.storage.neighbours(self.worker_id, self.namespace, lease_s=self.lease_s)
+        dead = [worker_id for worker_id, pid in found if not server_alive(pid)]
+        if dead:
+            await self.storage.mark_gone(dead)
+            logger.info("%d server(s) on this host are gone (their process died): %s", len(dead), dead)
+        return bool(dead)
 
     async def _take_over(self) -> None:
         orphans = await self.storage.orphaned_jobs(lease_s=self.lease_s, limit=ORPHAN_BATCH)

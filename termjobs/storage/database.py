@@ -269,9 +269,18 @@ class SqlStorage(Storage):
     # --------------------------------------------------------------- cluster
     # PostgreSQL only (termjobs.cluster): membership, owners, requests between servers.
 
-    async def join_cluster(self, worker_id: str, *, host: str, pid: int, url: str, version: str) -> None:
-        op = partial(cluster.register, worker_id=worker_id, host=host, pid=pid, url=url, version=version)
-        await self.gateway.write(op)
+    async def join_cluster(
+        self, worker_id: str, *, host: str, pid: int, namespace: str, url: str, version: str
+    ) -> None:
+        op = partial(cluster.register, worker_id=worker_id, host=host, pid=pid, namespace=namespace)
+        await self.gateway.write(partial(op, url=url, version=version))
+
+    async def neighbours(self, worker_id: str, namespace: str, *, lease_s: float) -> list[tuple[str, int]]:
+        op = partial(cluster.neighbours, worker_id=worker_id, namespace=namespace, lease_s=lease_s)
+        return await self.gateway.read(op)
+
+    async def mark_gone(self, worker_ids: Sequence[str]) -> None:
+        await self.gateway.write(partial(cluster.mark_gone, worker_ids=worker_ids))
 
     async def heartbeat(self, worker_id: str, *, lease_s: float) -> bool:
         return await self.gateway.write(partial(cluster.heartbeat, worker_id=worker_id, lease_s=lease_s))

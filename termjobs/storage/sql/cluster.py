@@ -75,13 +75,16 @@ class WorkerRow:
     alive: bool
 
 
-def register(tx: WriteTx, *, worker_id: str, host: str, pid: int, url: str, version: str) -> None:
+def register(
+    tx: WriteTx, *, worker_id: str, host: str, pid: int, namespace: str, url: str, version: str
+) -> None:
     """Add this server, alive from now, and tell the others."""
     tx.conn.execute(
         workers.insert().values(
             id=worker_id,
             host=host,
             pid=pid,
+            namespace=namespace,
             url=url,
             version=version,
             started_at=sa.func.now(),
@@ -110,6 +113,25 @@ def rejoin(tx: WriteTx, worker_id: str) -> None:
         workers.update().where(workers.c.id == worker_id).values(heartbeat_at=sa.func.now(), left_at=None)
     )
     notify(tx.conn, MEMBERS_CHANNEL, f"joined {worker_id}")
+
+
+def neighbours(
+    conn: sa.Connection, worker_id: str, namespace: str, *, lease_s: float
+) -> list[tuple[str, int]]:
+    """The other live servers in this server's pid namespace: (id, pid)."""
+    query = sa.select(workers.c.id, workers.c.pid).where(
+        workers.c.namespace == namespace, workers.c.id != worker_id, _live(lease_s)
+    )
+    return [(row.id, row.pid) for row in conn.execute(query)]
+
+
+def mark_gone(tx: WriteTx, worker_ids: Sequence[str]) -> None:
+    """Record servers known to be dead (their process is gone) as gone now, and tell
+    the others: their jobs are taken over without waiting for their lease."""
+    if worker_ids:
+        gone = workers.update().where(workers.c.id.in_(list(worker_ids)), workers.c.left_at.is_(None))
+        tx.conn.execute(gone.values(left_at=sa.func.now()))
+        notify(tx.conn, MEMBERS_CHANNEL, "gone")
 
 
 def leave(tx: WriteTx, worker_id: str) -> None:

@@ -26,6 +26,9 @@ def upgrade() -> None:
         sa.Column("id", sa.String(40), primary_key=True),
         sa.Column("host", sa.Text, nullable=False),
         sa.Column("pid", sa.Integer, nullable=False),
+        # Where ``pid`` means something: the kernel boot and the pid namespace. A
+        # server there can tell at once that another one there has died.
+        sa.Column("namespace", sa.String(100), nullable=False),
         sa.Column("url", sa.Text, nullable=False),
         sa.Column("version", sa.String(40), nullable=False),
         sa.Column("started_at", UTCDateTime, nullable=False),
