@@ -233,6 +233,10 @@ class RunTask:
                         return await write()
                 except StorageClosed:
                     break
+                except NotOwner:
+                    # Another server owns the job now: it ends this run as lost.
+                    self.env.lost_job(self.handle.run.job_id)
+                    return None
                 except trio.TooSlowError:
                     logger.error(
                         "run %s: storage did not confirm its final state in time", self.handle.run.id

@@ -140,6 +140,10 @@ class Supervisor:
         """Whether start-up (recovery, first actors) is over and shutdown has not begun."""
         return self._started and not self._closing
 
+    def clock_now(self) -> dt.datetime:
+        """The service clock's time."""
+        return self._env.clock.now()
+
     @property
     def worker_id(self) -> str:
         """This server's id (its runs' ``worker_id``; its id in a cluster)."""

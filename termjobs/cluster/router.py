@@ -13,6 +13,7 @@ with ``Retry-After``. :class:`RequestServer` answers the requests sent to this s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -25,11 +26,12 @@ import trio
 from termjobs import errors, jobspec, wire
 from termjobs.actors.protocol import Idempotency
 from termjobs.actors.supervisor import Supervisor
-from termjobs.errors import JobNotFound, RunNotFound, TermjobsError, Unavailable
+from termjobs.errors import AlreadyAnswered, JobNotFound, RunNotFound, TermjobsError, Unavailable
 from termjobs.jobdef import Job, JobDefinition
 from termjobs.jobspec import JobPatch
 from termjobs.model import JSONObject, Run
 from termjobs.storage import NotOwner, StorageError, StorageUnavailable
+from termjobs.storage.base import RECEIPT_LIFETIME
 from termjobs.storage.database import SqlStorage
 from termjobs.storage.sql.cluster import PendingRequest
 
@@ -53,6 +55,8 @@ _ERRORS: Final[dict[str, type[TermjobsError]]] = {
     )
 }
 _NOT_OWNER: Final = "not_owner"
+#: Idempotency keys the cluster gives triggers sent between servers.
+INTERNAL_KEY_PREFIX: Final = "termjobs-cluster-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +97,11 @@ class Router:
     ) -> Run:
         job_id = await self._job_id(ref)
         body: JSONObject = {"op": "trigger", "job_id": job_id, "overrides": overrides}
-        if idempotency is not None:
-            body["idempotency"] = [idempotency.key, idempotency.fingerprint]
+        # Sent to another server, a trigger always carries a key: should its owner die
+        # after storing the run but before answering, the new owner answers the same
+        # request with the stored run instead of queueing a second one.
+        sent = idempotency or Idempotency(f"{INTERNAL_KEY_PREFIX}{secrets.token_urlsafe(18)}", "cluster")
+        body["idempotency"] = [sent.key, sent.fingerprint]
 
         async def local() -> JSONObject:
             run = await self.supervisor.trigger(job_id, overrides=overrides, idempotency=idempotency)
@@ -131,7 +138,10 @@ class Router:
             return {}
 
         body: JSONObject = {"op": "delete", "job_id": job_id, "cancel_active": cancel_active}
-        await self._decide(job_id, _Decision(body, local))
+        # Gone while the request was on its way: deleted, which is what was asked (its
+        # owner may have died after deleting it, before answering).
+        with contextlib.suppress(JobNotFound):
+            await self._decide(job_id, _Decision(body, local))
         return job_id
 
     async def cancel_run(self, run_id: str) -> Run:
@@ -214,7 +224,9 @@ class Router:
                         "still take effect: look before sending it again"
                     )
                 found = await self.storage.job_owner(job_id, lease_s=self.lease_s)
-                if found is not None and found[1] and found[0] not in (owner, None):
+                if found is None:
+                    raise JobNotFound()  # deleted meanwhile (perhaps by this very request)
+                if found[1] and found[0] not in (owner, None):
                     owner = found[0]  # taken over meanwhile: the new owner answers it
                     await self.storage.retarget_request(request_id, owner)
         finally:
@@ -307,6 +319,18 @@ class RequestServer:
                 }
             }
 
+    async def _stored_answer(self, idempotency: Idempotency) -> JSONObject:
+        since = self.supervisor.clock_now() - RECEIPT_LIFETIME
+        found = await self.storage.receipt(idempotency.key, since=since)
+        if found is None or found.fingerprint != idempotency.fingerprint:
+            raise errors.KeyReused(
+                "this Idempotency-Key was used with a different request; use a new key for a new request"
+            )
+        answer = json.loads(found.body)
+        if not isinstance(answer, dict):
+            raise TermjobsError("a stored answer could not be read")
+        return answer
+
     async def _decide(self, body: dict[str, Any]) -> JSONObject:
         supervisor, job_id = self.supervisor, str(body["job_id"])
         match body.get("op"):
@@ -314,11 +338,18 @@ class RequestServer:
                 pair = body.get("idempotency")
                 idempotency = Idempotency(str(pair[0]), str(pair[1])) if isinstance(pair, list) else None
                 overrides = body.get("overrides")
-                run = await supervisor.trigger(
-                    job_id,
-                    overrides=overrides if isinstance(overrides, dict) else None,
-                    idempotency=idempotency,
-                )
+                try:
+                    run = await supervisor.trigger(
+                        job_id,
+                        overrides=overrides if isinstance(overrides, dict) else None,
+                        idempotency=idempotency,
+                    )
+                except AlreadyAnswered:
+                    # Answered before (by this server, or by an owner that died after
+                    # storing the run): the stored answer is the answer.
+                    if idempotency is None:
+                        raise
+                    return {"run": await self._stored_answer(idempotency)}
                 return {"run": wire.run_json(run)}
             case "update":
                 await supervisor.update(job_id, jobspec.parse_patch(body["patch"]))

@@ -75,12 +75,12 @@ class SqlStorage(Storage):
         #: in a cluster: the writes that act on a job check that this server owns it
         self.fence: Fence | None = None
 
-    def _fenced(self, op: WriteOp[T], job_id: str) -> WriteOp[T]:
-        """``op``, preceded (in a cluster) by the check that this server owns the job."""
+    def _fenced(self, op: WriteOp[T], *job_ids: str) -> WriteOp[T]:
+        """``op``, preceded (in a cluster) by the check that this server owns the jobs."""
         fence = self.fence
         if fence is None:
             return op
-        return partial(_fenced_op, op=op, job_id=job_id, fence=fence)
+        return partial(_fenced_op, op=op, job_ids=sorted(set(job_ids)), fence=fence)
 
     async def schema_is_current(self) -> bool:
         return await self.gateway.read(_at_head)
@@ -142,7 +142,10 @@ class SqlStorage(Storage):
         return await self.gateway.write(self._fenced(op, run.job_id))
 
     async def finish_runs(self, endings: Sequence[Ending], *, now: dt.datetime) -> list[Run | None]:
-        return await self.gateway.write(partial(_finish_runs, endings=endings, now=now))
+        # Fenced too: a server that lost a job must not end its runs (nor queue their
+        # retries); the new owner ends them as lost.
+        op = partial(_finish_runs, endings=endings, now=now)
+        return await self.gateway.write(self._fenced(op, *(ending.run.job_id for ending in endings)))
 
     async def cancel_queued(
         self, run: Run, *, now: dt.datetime, message: str, notify: tuple[NotifyTarget, ...] = ()
@@ -555,6 +558,7 @@ class Fence:
     lease_s: float
 
 
-def _fenced_op(tx: WriteTx, *, op: WriteOp[T], job_id: str, fence: Fence) -> T:
-    cluster.check_owner(tx.conn, job_id, fence.worker_id, lease_s=fence.lease_s)
+def _fenced_op(tx: WriteTx, *, op: WriteOp[T], job_ids: Sequence[str], fence: Fence) -> T:
+    for job_id in job_ids:
+        cluster.check_owner(tx.conn, job_id, fence.worker_id, lease_s=fence.lease_s)
     return op(tx)
