@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 #: Upper bound on graceful shutdown beyond ``shutdown_grace``: the kill grace of the
 #: stopped runs plus the time to record their final state.
 SHUTDOWN_MARGIN_S = 60.0
+#: How long a stopping server tries to tell the cluster it left (else its lease lapses).
+LEAVE_TIMEOUT_S = 10.0
 
 
 def default_runners(
@@ -129,35 +131,42 @@ async def open_services(
                         if isinstance(runner, BackgroundService):
                             await background.start(runner.serve)
                     await background.start(notifier.run)
-                    async with trio.open_nursery() as nursery:
-                        await nursery.start(supervisor.run)
-                        if cluster is not None:
-                            await background.start(cluster.node.run)
-                            await background.start(cluster.requests.run)
-                        await nursery.start(retention.run)
-                        try:
-                            yield Services(
-                                settings=settings,
-                                clock=clock,
-                                storage=storage,
-                                hub=hub,
-                                supervisor=supervisor,
-                                retention=retention,
-                                metrics=metrics,
-                                control=cluster.router if cluster is not None else supervisor,
-                                cluster=cluster,
-                            )
-                        finally:
-                            # Shielded: final states must be recorded even if we are being cancelled.
-                            with trio.CancelScope(shield=True) as scope:
-                                scope.deadline = (
-                                    trio.current_time() + settings.shutdown_grace + SHUTDOWN_MARGIN_S
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            await nursery.start(supervisor.run)
+                            if cluster is not None:
+                                await background.start(cluster.node.run)
+                                await background.start(cluster.requests.run)
+                            await nursery.start(retention.run)
+                            try:
+                                yield Services(
+                                    settings=settings,
+                                    clock=clock,
+                                    storage=storage,
+                                    hub=hub,
+                                    supervisor=supervisor,
+                                    retention=retention,
+                                    metrics=metrics,
+                                    control=cluster.router if cluster is not None else supervisor,
+                                    cluster=cluster,
                                 )
-                                hub.close_all()
-                                await supervisor.shutdown(settings.shutdown_grace)
-                                if cluster is not None:
-                                    await cluster.node.leave()
-                            retention.stop()
+                            finally:
+                                # Shielded: final states must be recorded even if we are being cancelled.
+                                with trio.CancelScope(shield=True) as scope:
+                                    scope.deadline = (
+                                        trio.current_time() + settings.shutdown_grace + SHUTDOWN_MARGIN_S
+                                    )
+                                    hub.close_all()
+                                    await supervisor.shutdown(settings.shutdown_grace)
+                                retention.stop()
+                    finally:
+                        # Only now, with every actor gone and its runs' final states written
+                        # (the heartbeat kept the lease fresh for those fenced writes), are
+                        # this server's jobs given up.
+                        if cluster is not None:
+                            with trio.CancelScope(shield=True) as scope:
+                                scope.deadline = trio.current_time() + LEAVE_TIMEOUT_S
+                                await cluster.node.leave()
                     background.cancel_scope.cancel()
             logger.info("job actors stopped")
         logger.info("storage closed")

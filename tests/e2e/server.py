@@ -17,12 +17,20 @@ __all__ = ["TOKEN", "Server", "free_port", "serve"]
 
 @asynccontextmanager
 async def serve(
-    db: Path, *extra: str, port: int | None = None, env: Mapping[str, str] | None = None
+    db: Path | str,
+    *extra: str,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    home: Path | None = None,
 ) -> AsyncIterator[Server]:
-    """Start the server on ``db`` with the test token (``env`` added to its
-    environment); killed at the end if still up."""
+    """Start the server on ``db`` (a SQLite file or a database URL) with the test
+    token (``env`` added to its environment); killed at the end if still up. Its
+    configuration home is ``home`` (default: beside the SQLite file)."""
     # Hermetic: the server reads no LLM configuration of whoever runs the tests.
-    env = {"XDG_CONFIG_HOME": str(db.parent / "xdg-config"), **(env or {})}
+    if home is None:
+        assert isinstance(db, Path), "a database URL needs a home"
+        home = db.parent
+    env = {"XDG_CONFIG_HOME": str(home / "xdg-config"), **(env or {})}
     async with serve_process(
         "--db", str(db), *extra, token=TOKEN, port=port, env=env, teardown=signal.SIGKILL
     ) as server:
