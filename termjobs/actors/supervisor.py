@@ -217,6 +217,10 @@ class Supervisor:
         """The jobs this server runs (awake or hibernating)."""
         return set(self._entries)
 
+    def runs_job(self, job_id: str) -> bool:
+        """Whether this server runs the job now (its writes still prove ownership)."""
+        return job_id in self._entries and job_id not in self._leaving
+
     async def adopt(self, job_ids: Sequence[str]) -> None:
         """Start running these jobs (a cluster gave them to this server). Runs a
         previous owner left ``claimed``, ``running`` or ``cancel_requested`` are ended as

@@ -560,5 +560,7 @@ class Fence:
 
 def _fenced_op(tx: WriteTx, *, op: WriteOp[T], job_ids: Sequence[str], fence: Fence) -> T:
     for job_id in job_ids:
-        cluster.check_owner(tx.conn, job_id, fence.worker_id, lease_s=fence.lease_s)
+        if job_id not in tx.fenced:  # checked once per transaction: the row lock holds
+            cluster.check_owner(tx.conn, job_id, fence.worker_id, lease_s=fence.lease_s)
+            tx.fenced.add(job_id)
     return op(tx)

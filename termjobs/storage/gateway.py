@@ -214,9 +214,9 @@ class Gateway:
         if len(batch) > 1:
             try:
                 with self.engines.writer.begin() as conn:
-                    order = self._order()
+                    order, fenced = self._order(), set[str]()
                     for request in batch:
-                        self._apply(conn, request, order)
+                        self._apply(conn, request, order, fenced)
                     self._announce(conn, order)
                 return
             except sa.exc.OperationalError:
@@ -232,7 +232,7 @@ class Gateway:
             try:
                 with self.engines.writer.begin() as conn:
                     order = self._order()
-                    self._apply(conn, request, order)
+                    self._apply(conn, request, order, set())
                     self._announce(conn, order)
             except Exception as exc:
                 if raise_transient and isinstance(exc, sa.exc.OperationalError):
@@ -248,8 +248,10 @@ class Gateway:
             conn.execute(sa.select(sa.func.pg_notify(self.events_channel, str(order.newest))))
 
     @staticmethod
-    def _apply(conn: sa.Connection, request: _Request[Any], order: EventOrder | None) -> None:
-        tx = WriteTx(conn, order=order)
+    def _apply(
+        conn: sa.Connection, request: _Request[Any], order: EventOrder | None, fenced: set[str]
+    ) -> None:
+        tx = WriteTx(conn, order=order, fenced=fenced)
         request.result = outcome.Value(request.op(tx))
         request.events = tx.events
 

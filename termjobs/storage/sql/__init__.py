@@ -36,12 +36,14 @@ class WriteTx:
 
     ``events`` collects the run events inserted through it; the gateway publishes them
     to live subscribers only after the transaction commits. ``order`` is set in a
-    cluster (shared by every request of one transaction).
+    cluster (shared by every request of one transaction), and so is ``fenced``: the
+    jobs whose ownership this transaction has checked and share-locked already.
     """
 
     conn: sa.Connection
     events: list[RunEvent] = field(default_factory=list)
     order: EventOrder | None = None
+    fenced: set[str] = field(default_factory=set)
 
 
 def chunks(ids: Sequence[str], size: int = 500) -> Iterator[list[str]]:
