@@ -92,7 +92,20 @@ def main() -> None:
         "--only", action="append", default=[], help="run only benchmarks whose name contains this"
     )
     parser.add_argument("--json", action="store_true", help="print all figures as one JSON document")
+    parser.add_argument(
+        "--plot",
+        metavar="DIR",
+        type=Path,
+        help="draw the cost curves as PNGs in DIR",
+    )
+    parser.add_argument("--quick", action="store_true", help="with --plot: fewer, smaller points")
+    parser.add_argument("--replot", action="store_true", help="with --plot: redraw DIR/figures.json")
     args = parser.parse_args()
+    if args.plot is not None:
+        from benchmarks.plot import plot
+
+        plot(args.plot, quick=args.quick, replot=args.replot)
+        return
     chosen = [b for b in SUITE if not args.only or any(text in b.name for text in args.only)]
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
