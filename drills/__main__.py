@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DRILLS = ("malformed_input", "sigterm_drain", "kill9", "storage_outage", "hostile_clients")
+DRILLS = ("malformed_input", "sigterm_drain", "kill9", "storage_outage", "hostile_clients", "cluster")
 
 
 def run(name: str, *, short: bool, postgres: str | None) -> list[dict[str, Any]]:
