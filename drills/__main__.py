@@ -3,7 +3,7 @@
 Each drill is a script (``python -m drills.<name>``) that drives the real server on
 loopback, prints its figures and exits 1 when an invariant was violated. ``--short``
 runs a few iterations of each (what CI runs, a few minutes in all); the default is the
-full drills (about twenty minutes on two cores). PostgreSQL variants run when
+full drills (about half an hour on two cores). PostgreSQL variants run when
 ``--postgres`` (or ``TERMJOBS_TEST_POSTGRES_URL``) names a database; the outage drill
 starts its own private PostgreSQL instead. Run from the repository root.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DRILLS = ("malformed_input", "sigterm_drain", "kill9", "storage_outage", "hostile_clients")
+DRILLS = ("malformed_input", "sigterm_drain", "kill9", "storage_outage", "hostile_clients", "cluster")
 
 
 def run(name: str, *, short: bool, postgres: str | None) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,11 +102,16 @@ def database(kind: str, workdir: Path, postgres: str | None) -> Iterator[str]:
 
 
 @asynccontextmanager
-async def server(db: str, *extra: str, port: int | None = None) -> AsyncIterator[ServerProcess]:
-    """The real server on ``db``, with the drill token; SIGKILLed at the end if still up."""
+async def server(
+    db: str, *extra: str, port: int | None = None, env: Mapping[str, str] | None = None
+) -> AsyncIterator[ServerProcess]:
+    """The real server on ``db``, with the drill token (and ``env`` added to its
+    environment); SIGKILLed at the end if still up."""
     import signal
 
-    async with serve_process("--db", db, *extra, token=TOKEN, port=port, teardown=signal.SIGKILL) as proc:
+    async with serve_process(
+        "--db", db, *extra, token=TOKEN, port=port, env=env, teardown=signal.SIGKILL
+    ) as proc:
         yield proc
 
 

@@ -197,14 +197,14 @@ class ClusterNode:
 
     async def _reap_strays(self) -> None:
         """Kill what runs of a previous server on this host left running (it was killed;
-        another server has ended those runs as lost by now, or will): whatever no live
-        server is executing."""
+        another server has ended those runs as lost by now, or will): whatever runs of
+        this database no live server is executing."""
         for reaper in self._reapers:
             marked = await trio.to_thread.run_sync(reaper.local_runs)
             if not marked:
                 continue
-            alive = await self.storage.executing_on_live_servers(sorted(marked), lease_s=self.lease_s)
-            stray = sorted(marked - alive)
+            # Only runs of this database: another deployment's runs on this host are not ours.
+            stray = sorted(await self.storage.runs_left_behind(sorted(marked), lease_s=self.lease_s))
             if stray:
                 killed = await trio.to_thread.run_sync(reaper.reap_orphans, stray)
                 logger.warning("killed %d process(es) of %d run(s) no live server runs", killed, len(stray))

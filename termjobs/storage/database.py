@@ -306,8 +306,8 @@ class SqlStorage(Storage):
     async def owned_counts(self) -> dict[str, int]:
         return await self.gateway.read(cluster.owned_counts, heavy=True)
 
-    async def executing_on_live_servers(self, run_ids: Sequence[str], *, lease_s: float) -> set[str]:
-        op = partial(cluster.executing_on_live_servers, run_ids=run_ids, lease_s=lease_s)
+    async def runs_left_behind(self, run_ids: Sequence[str], *, lease_s: float) -> set[str]:
+        op = partial(cluster.runs_left_behind, run_ids=run_ids, lease_s=lease_s)
         return await self.gateway.read(op)
 
     async def running_counts(self) -> dict[str, int]:

@@ -250,6 +250,24 @@ async def test_a_joining_server_takes_a_share_of_the_jobs(database: str) -> None
     assert "handed" in a.log and "joined" in a.log
 
 
+async def test_a_server_starting_leaves_the_runs_of_another_database_alone(database: str) -> None:
+    """A server kills what runs of a killed server on its host left behind; runs that its
+    own database does not know belong to another deployment on the host: they go on."""
+    with trio.fail_after(LIMIT_S):
+        async with server(database) as a, a.client() as ca:
+            await ca.post("/v2/jobs", json=job("elsewhere", "sleep 60"))
+            started = (await ca.post("/v2/jobs/elsewhere/trigger")).json()
+            await wait_until(lambda: _status_is(ca, started["id"], "running"))
+            raw = os.environ[POSTGRES_ENV]
+            with postgres_schema(raw) as other:
+                async with server(other.render_as_string(hide_password=False)):
+                    pass  # it reaps strays before it serves
+            await trio.sleep(0.5)
+            still = (await ca.get(f"/v2/runs/{started['id']}")).json()
+            await ca.delete("/v2/jobs/elsewhere?cancel_active=true")
+    assert still["status"] == "running", still
+
+
 async def test_a_stream_on_one_server_shows_runs_executed_on_another(database: str) -> None:
     with trio.fail_after(LIMIT_S):
         async with (

@@ -296,14 +296,19 @@ def running_counts(conn: sa.Connection) -> dict[str, int]:
     return {row.worker_id: int(row.counted) for row in conn.execute(query)}
 
 
-def executing_on_live_servers(conn: sa.Connection, run_ids: Sequence[str], *, lease_s: float) -> set[str]:
-    """Those of ``run_ids`` that a live server is executing."""
+def runs_left_behind(conn: sa.Connection, run_ids: Sequence[str], *, lease_s: float) -> set[str]:
+    """Those of ``run_ids`` that are runs of this database no live server is executing
+    (a killed server left their processes running). Ids this database does not know are
+    not among them: they belong to another deployment on the same host."""
     executing = [RunStatus.CLAIMED.value, RunStatus.RUNNING.value, RunStatus.CANCEL_REQUESTED.value]
     live = sa.select(workers.c.id).where(_live(lease_s))
     found: set[str] = set()
     for chunk in chunks(run_ids):
         query = sa.select(runs.c.id).where(
-            runs.c.id.in_(chunk), runs.c.status.in_(executing), runs.c.worker_id.in_(live)
+            runs.c.id.in_(chunk),
+            sa.or_(
+                runs.c.status.not_in(executing), runs.c.worker_id.is_(None), runs.c.worker_id.not_in(live)
+            ),
         )
         found.update(conn.execute(query).scalars())
     return found
