@@ -15,7 +15,7 @@
   jobs that now hash to another server over to it once they are idle.
 * **Fencing.** Whatever records a fire or starts a run checks, in its own
   transaction, that this server still owns the job with a fresh lease
-  (``storage.sql.cluster.check_owner``), so a server that lost its jobs cannot act on
+  (``storage.sql.cluster.check_owners``), so a server that lost its jobs cannot act on
   them even before it notices.
 
 The supervisor does the work on jobs (:class:`Owner`); this module decides which.

@@ -59,7 +59,7 @@ from termjobs.storage.base import (
     Storage,
 )
 from termjobs.storage.gateway import READ_TIMEOUT_S, Gateway, OnBatch, OnCommit, WriteOp, open_gateway
-from termjobs.storage.sql import WriteTx, cluster, events, history, jobs, outbox, runs, sessions
+from termjobs.storage.sql import Fences, WriteTx, cluster, events, history, jobs, outbox, runs, sessions
 
 T = TypeVar("T")
 
@@ -75,12 +75,14 @@ class SqlStorage(Storage):
         #: in a cluster: the writes that act on a job check that this server owns it
         self.fence: Fence | None = None
 
-    def _fenced(self, op: WriteOp[T], *job_ids: str) -> WriteOp[T]:
-        """``op``, preceded (in a cluster) by the check that this server owns the jobs."""
+    def _fenced(self, op: WriteOp[T], *job_ids: str, first: bool = False) -> WriteOp[T]:
+        """``op``, on condition (in a cluster) that this server owns the jobs: checked
+        with the transaction's other jobs just before it commits, or ``first`` (a write
+        that deletes the job's row)."""
         fence = self.fence
         if fence is None:
             return op
-        return partial(_fenced_op, op=op, job_ids=sorted(set(job_ids)), fence=fence)
+        return partial(_fenced_op, op=op, job_ids=sorted(set(job_ids)), fence=fence, first=first)
 
     async def schema_is_current(self) -> bool:
         return await self.gateway.read(_at_head)
@@ -97,7 +99,7 @@ class SqlStorage(Storage):
         await self.gateway.write(self._fenced(partial(jobs.update, job=job), job.id))
 
     async def delete_job(self, job_id: str) -> bool:
-        return await self.gateway.write(self._fenced(partial(jobs.delete, job_id=job_id), job_id))
+        return await self.gateway.write(self._fenced(partial(jobs.delete, job_id=job_id), job_id, first=True))
 
     async def get_job(self, job_id: str) -> Job | None:
         return await self.gateway.read(partial(jobs.get, job_id=job_id))
@@ -558,9 +560,14 @@ class Fence:
     lease_s: float
 
 
-def _fenced_op(tx: WriteTx, *, op: WriteOp[T], job_ids: Sequence[str], fence: Fence) -> T:
-    for job_id in job_ids:
-        if job_id not in tx.fenced:  # checked once per transaction: the row lock holds
-            cluster.check_owner(tx.conn, job_id, fence.worker_id, lease_s=fence.lease_s)
-            tx.fenced.add(job_id)
+def _fenced_op(tx: WriteTx, *, op: WriteOp[T], job_ids: Sequence[str], fence: Fence, first: bool) -> T:
+    """``op``, with its jobs added to those the transaction checks before it commits
+    (or checked now, ``first``)."""
+    if first:
+        cluster.check_owners(tx.conn, Fences(fence.worker_id, fence.lease_s, set(job_ids)))
+        return op(tx)
+    fences = tx.fences
+    assert fences is not None, "a fenced write outside a gateway transaction"
+    fences.worker_id, fences.lease_s = fence.worker_id, fence.lease_s
+    fences.job_ids.update(job_ids)
     return op(tx)

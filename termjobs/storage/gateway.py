@@ -40,7 +40,7 @@ from termjobs.model import RunEvent
 from termjobs.storage import migrate
 from termjobs.storage.base import StorageClosed, StorageRefused, StorageUnavailable
 from termjobs.storage.engine import Engines, create_engines
-from termjobs.storage.sql import EventOrder, WriteTx
+from termjobs.storage.sql import EventOrder, Fences, WriteTx, cluster
 
 logger = logging.getLogger(__name__)
 
@@ -214,10 +214,10 @@ class Gateway:
         if len(batch) > 1:
             try:
                 with self.engines.writer.begin() as conn:
-                    order, fenced = self._order(), set[str]()
+                    order, fences = self._order(), Fences()
                     for request in batch:
-                        self._apply(conn, request, order, fenced)
-                    self._announce(conn, order)
+                        self._apply(conn, request, order, fences)
+                    self._before_commit(conn, order, fences)
                 return
             except sa.exc.OperationalError:
                 raise  # transient (locked, connection lost): the caller retries the batch
@@ -231,9 +231,9 @@ class Gateway:
         for request in batch:
             try:
                 with self.engines.writer.begin() as conn:
-                    order = self._order()
-                    self._apply(conn, request, order, set())
-                    self._announce(conn, order)
+                    order, fences = self._order(), Fences()
+                    self._apply(conn, request, order, fences)
+                    self._before_commit(conn, order, fences)
             except Exception as exc:
                 if raise_transient and isinstance(exc, sa.exc.OperationalError):
                     raise
@@ -242,16 +242,18 @@ class Gateway:
     def _order(self) -> EventOrder | None:
         return EventOrder() if self.events_channel is not None else None
 
-    def _announce(self, conn: sa.Connection, order: EventOrder | None) -> None:
-        """In a cluster: tell every server (at commit) the newest event id written."""
+    def _before_commit(self, conn: sa.Connection, order: EventOrder | None, fences: Fences) -> None:
+        """In a cluster: check that this server still owns the jobs written to (else
+        :class:`NotOwner` rolls the transaction back), then tell every server (at
+        commit) the newest event id written."""
+        if fences.job_ids:
+            cluster.check_owners(conn, fences)
         if order is not None and order.newest and self.events_channel is not None:
             conn.execute(sa.select(sa.func.pg_notify(self.events_channel, str(order.newest))))
 
     @staticmethod
-    def _apply(
-        conn: sa.Connection, request: _Request[Any], order: EventOrder | None, fenced: set[str]
-    ) -> None:
-        tx = WriteTx(conn, order=order, fenced=fenced)
+    def _apply(conn: sa.Connection, request: _Request[Any], order: EventOrder | None, fences: Fences) -> None:
+        tx = WriteTx(conn, order=order, fences=fences)
         request.result = outcome.Value(request.op(tx))
         request.events = tx.events
 

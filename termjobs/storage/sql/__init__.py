@@ -36,14 +36,26 @@ class WriteTx:
 
     ``events`` collects the run events inserted through it; the gateway publishes them
     to live subscribers only after the transaction commits. ``order`` is set in a
-    cluster (shared by every request of one transaction), and so is ``fenced``: the
-    jobs whose ownership this transaction has checked and share-locked already.
+    cluster (shared by every request of one transaction), and so is ``fences``: the
+    jobs the transaction acts on as their owner, checked together before it commits.
     """
 
     conn: sa.Connection
     events: list[RunEvent] = field(default_factory=list)
     order: EventOrder | None = None
-    fenced: set[str] = field(default_factory=set)
+    fences: Fences | None = None
+
+
+@dataclass(slots=True)
+class Fences:
+    """The jobs a transaction writes to as their owner (in a cluster). They are checked
+    in one statement just before it commits, which share-locks their rows until then
+    (``cluster.check_owners``): a takeover waits for the commit and then sees it, or
+    the transaction sees the takeover and rolls back."""
+
+    worker_id: str = ""
+    lease_s: float = 0.0
+    job_ids: set[str] = field(default_factory=set)
 
 
 def chunks(ids: Sequence[str], size: int = 500) -> Iterator[list[str]]:

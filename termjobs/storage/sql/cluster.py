@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from termjobs.model import RunStatus
 from termjobs.storage.base import NotOwner
-from termjobs.storage.sql import WriteTx, chunks
+from termjobs.storage.sql import Fences, WriteTx, chunks
 from termjobs.storage.tables import cluster_requests, jobs, runs, workers
 
 #: Channel every server listens on for event ids committed anywhere.
@@ -314,18 +314,22 @@ def runs_left_behind(conn: sa.Connection, run_ids: Sequence[str], *, lease_s: fl
     return found
 
 
-def check_owner(conn: sa.Connection, job_id: str, worker_id: str, *, lease_s: float) -> None:
-    """The fence: :class:`NotOwner` unless this server owns the job and its lease is
-    fresh. The job's row stays share-locked until the transaction ends, so a takeover
-    waits for this write and then sees it (or this write sees the takeover)."""
-    query = (
-        sa.select(jobs.c.id)
-        .select_from(jobs.join(workers, workers.c.id == jobs.c.owner_id))
-        .where(jobs.c.id == job_id, jobs.c.owner_id == worker_id, _live(lease_s))
-        .with_for_update(read=True, of=jobs)
-    )
-    if conn.execute(query).first() is None:
-        raise NotOwner(job_id)
+def check_owners(conn: sa.Connection, fences: Fences) -> None:
+    """The fence, just before a transaction commits: :class:`NotOwner` unless this
+    server owns every job in ``fences`` and its lease is fresh. The jobs' rows stay
+    share-locked until the transaction ends, so a takeover waits for these writes and
+    then sees them (or the transaction saw the takeover, and rolls back)."""
+    wanted = sorted(fences.job_ids)
+    for chunk in chunks(wanted):
+        query = (
+            sa.select(jobs.c.id)
+            .select_from(jobs.join(workers, workers.c.id == jobs.c.owner_id))
+            .where(jobs.c.id.in_(chunk), jobs.c.owner_id == fences.worker_id, _live(fences.lease_s))
+            .with_for_update(read=True, of=jobs)
+        )
+        held = set(conn.execute(query).scalars())
+        if len(held) < len(chunk):
+            raise NotOwner(next(job_id for job_id in chunk if job_id not in held))
 
 
 # ------------------------------------------------------------------------ requests

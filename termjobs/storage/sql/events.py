@@ -20,6 +20,13 @@ _PG_INSERT = (
     "INSERT INTO run_events (run_id, job_id, event_type, message, data, created_at) "
     "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
 )
+#: The same, first taking the cluster's event lock (see ``EventOrder``): one round trip.
+#: The lock is taken when the CTE is read, before the row (and its id) is formed.
+_PG_INSERT_LOCKED = (
+    "WITH ordered AS (SELECT pg_advisory_xact_lock(%s)) "
+    "INSERT INTO run_events (run_id, job_id, event_type, message, data, created_at) "
+    "SELECT %s, %s, %s, %s, %s, %s FROM ordered RETURNING id"
+)
 
 
 def insert(
@@ -29,10 +36,11 @@ def insert(
     text = (message.strip() if message else None) or None
     payload = None if data is None else dump_json(data)
     order = tx.order
-    if order is not None and not order.taken:
-        tx.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENTS_LOCK_KEY)))
+    lock = order is not None and not order.taken
+    event_id = _insert_row(tx.conn, run, event_type.value, text, payload, now, lock=lock)
+    if lock:
+        assert order is not None
         order.taken = True
-    event_id = _insert_row(tx.conn, run, event_type.value, text, payload, now)
     if order is not None:
         order.newest = max(order.newest, event_id)
     event = RunEvent(
@@ -49,7 +57,14 @@ def insert(
 
 
 def _insert_row(
-    conn: sa.Connection, run: Run, event_type: str, message: str | None, data: str | None, now: dt.datetime
+    conn: sa.Connection,
+    run: Run,
+    event_type: str,
+    message: str | None,
+    data: str | None,
+    now: dt.datetime,
+    *,
+    lock: bool = False,
 ) -> int:
     """INSERT one event on the driver connection of ``conn``'s transaction.
 
@@ -65,7 +80,8 @@ def _insert_row(
         stamp = utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
         statement, params = _SQLITE_INSERT, (run.id, run.job_id, event_type, message, data, stamp)
     else:
-        statement, params = _PG_INSERT, (run.id, run.job_id, event_type, message, data, utc)
+        params = (run.id, run.job_id, event_type, message, data, utc)
+        statement, params = (_PG_INSERT_LOCKED, (EVENTS_LOCK_KEY, *params)) if lock else (_PG_INSERT, params)
     try:
         cursor = driver.execute(statement, params)
         event_id = cursor.lastrowid if conn.dialect.name == "sqlite" else cursor.fetchone()[0]

@@ -1,0 +1,80 @@
+"""The fence on PostgreSQL: a server's writes to a job hold only while it owns the job
+and its lease is fresh, checked as the transaction commits; a refused write in a group
+commit leaves the others of its batch in place."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import trio
+from sqlalchemy.engine import URL
+
+from termjobs.model import EventType
+from termjobs.storage import NotOwner
+from termjobs.storage.database import Fence, SqlStorage, open_storage
+from termjobs.storage.sql import events
+from tests.helpers import EPOCH, make_job, make_run
+
+pytestmark = pytest.mark.postgres
+LEASE_S = 30.0
+
+
+async def join(storage: SqlStorage, worker_id: str) -> None:
+    await storage.join_cluster(
+        worker_id, host="h", pid=1, namespace="n", url="http://127.0.0.1:1", version="t"
+    )
+
+
+async def test_only_the_owner_with_a_fresh_lease_writes_to_a_job(postgres_url: URL) -> None:
+    async with open_storage(postgres_url) as storage:
+        await join(storage, "a")
+        await join(storage, "b")
+        owned, other = make_job("owned"), make_job("other")
+        await storage.create_job(owned, owner="a")
+        await storage.create_job(other, owner="b")
+        storage.fence = Fence("a", LEASE_S)
+
+        run = await storage.create_run(make_run(owned))  # a owns it: stored
+        with pytest.raises(NotOwner):
+            await storage.create_run(make_run(other))
+        with pytest.raises(NotOwner):
+            await storage.update_job(dataclasses.replace(other, next_run_at=EPOCH))
+        with pytest.raises(NotOwner):
+            await storage.delete_job(other.id)
+        assert await storage.get_job(other.id) is not None
+        assert [r.id for r in await storage.active_runs([owned.id, other.id])] == [run.id]
+
+        await storage.mark_gone(["a"])  # a's lease is gone: not even its own job
+        with pytest.raises(NotOwner):
+            await storage.create_run(make_run(owned))
+        assert len(await storage.active_runs([owned.id])) == 1
+
+
+async def test_a_refused_write_in_a_batch_leaves_the_others_committed(postgres_url: URL) -> None:
+    async with open_storage(postgres_url) as storage:
+        await join(storage, "a")
+        await join(storage, "b")
+        mine, theirs = make_job("mine"), make_job("theirs")
+        await storage.create_job(mine, owner="a")
+        await storage.create_job(theirs, owner="b")
+        storage.fence = Fence("a", LEASE_S)
+        outcomes: dict[int, str] = {}
+
+        async def create(i: int) -> None:
+            job = theirs if i == 5 else mine
+            try:
+                run = await storage.create_run(make_run(job))
+                await storage.gateway.write(
+                    lambda tx: events.insert(tx, run, EventType.OUTPUT, f"line {i}", None, now=EPOCH)
+                )
+                outcomes[i] = "stored"
+            except NotOwner:
+                outcomes[i] = "refused"
+
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(create, i)
+        assert outcomes == {i: "refused" if i == 5 else "stored" for i in range(20)}
+        assert len(await storage.active_runs([mine.id])) == 19
+        assert await storage.active_runs([theirs.id]) == []
