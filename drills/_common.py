@@ -9,18 +9,21 @@ default is the full drill. The server is the real ``term-llm serve jobs`` proces
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
 from termjobs.testing import ServerProcess, postgres_schema, serve_process
 
@@ -192,3 +195,33 @@ def main(run: Any, description: str, extra: list[tuple[str, type, Any, str]] = (
     for report in reports:
         status |= report.finish(as_json=args.json)
     sys.exit(status)
+
+
+async def pause_all_and_settle(
+    api: httpx.AsyncClient, *, within: float, tries: int = 20
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dt.datetime]:
+    """Pause every job (each pause retried ``tries`` times, a server may be starting),
+    then wait up to ``within`` seconds until every run is terminal; jobs, runs, and
+    when the pauses were done."""
+    for job in await all_jobs(api):
+        for _ in range(tries):
+            if (await api.post(f"/v2/jobs/{job['id']}/pause")).status_code == 200:
+                break
+            await trio.sleep(0.5)
+    paused_at = dt.datetime.now(dt.UTC)
+    with trio.move_on_after(within):
+        while any(run["status"] not in TERMINAL for run in await all_runs(api)):
+            await trio.sleep(0.5)
+    return await all_jobs(api), await all_runs(api), paused_at
+
+
+def expect_runs_accounted(report: Report, runs: list[dict[str, Any]], accepted: Iterable[str]) -> None:
+    """What every loss drill checks: no run left non-terminal, every accepted trigger
+    (``accepted``: the run ids answered 202) has its run, no scheduled slot fired twice."""
+    stored = {run["id"] for run in runs}
+    report.expect_zero("runs left non-terminal", sum(1 for run in runs if run["status"] not in TERMINAL))
+    report.expect_zero(
+        "accepted triggers without a run", sum(1 for run_id in accepted if run_id not in stored)
+    )
+    scheduled = Counter((run["job_id"], run["scheduled_for"]) for run in runs if run["trigger"] == "schedule")
+    report.expect_zero("scheduled fires recorded twice", sum(1 for n in scheduled.values() if n > 1))

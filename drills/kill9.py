@@ -26,14 +26,13 @@ import httpx
 import trio
 
 from drills._common import (
-    TERMINAL,
     TOKEN,
     Report,
-    all_jobs,
-    all_runs,
     database,
     drill_marker,
+    expect_runs_accounted,
     main,
+    pause_all_and_settle,
     processes_with_marker,
     program_job,
     server,
@@ -180,21 +179,6 @@ async def one_life(db: str, port: int, manual: list[str], ledger: Ledger, rng: r
         ledger.errors_logged += log.count(b"Traceback")
 
 
-async def settle(api: httpx.AsyncClient) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dt.datetime]:
-    """Pause every job, then wait until every run is terminal; jobs, runs, pause time."""
-    jobs = await all_jobs(api)
-    for job in jobs:
-        for _ in range(20):
-            if (await api.post(f"/v2/jobs/{job['id']}/pause")).status_code == 200:
-                break
-            await trio.sleep(0.5)
-    paused_at = dt.datetime.now(dt.UTC)
-    with trio.move_on_after(SETTLE_S):
-        while any(run["status"] not in TERMINAL for run in await all_runs(api)):
-            await trio.sleep(0.5)
-    return await all_jobs(api), await all_runs(api), paused_at
-
-
 def check(
     report: Report,
     jobs: list[dict[str, Any]],
@@ -202,13 +186,7 @@ def check(
     ledger: Ledger,
     paused_at: dt.datetime,
 ) -> None:
-    by_id = {run["id"]: run for run in runs}
-    report.expect_zero("runs left non-terminal", sum(1 for run in runs if run["status"] not in TERMINAL))
-    report.expect_zero(
-        "accepted triggers without a run", sum(1 for run_id in ledger.accepted if run_id not in by_id)
-    )
-    scheduled = Counter((run["job_id"], run["scheduled_for"]) for run in runs if run["trigger"] == "schedule")
-    report.expect_zero("scheduled fires recorded twice", sum(1 for n in scheduled.values() if n > 1))
+    expect_runs_accounted(report, runs, ledger.accepted)
     doubled = missing = 0
     for job in jobs:
         if job["trigger_type"] != "once":
@@ -256,7 +234,7 @@ async def drill(kind: str, args: Any, workdir: Path) -> Report:
             await one_life(db, port, manual, ledger, rng)
         async with server(db, *SERVER_ARGS, "--shutdown-grace", "5", port=port) as last:
             async with httpx.AsyncClient(base_url=last.url, headers=_auth(), timeout=30) as api:
-                jobs, runs, paused_at = await settle(api)
+                jobs, runs, paused_at = await pause_all_and_settle(api, within=SETTLE_S, tries=20)
             status = await last.stop(signal.SIGTERM, within=60)
             report.expect(status == 0, f"the last server exited with {status} on SIGTERM")
         await trio.sleep(1.0)  # killed process groups take a moment to disappear

@@ -10,6 +10,7 @@ import pytest
 import trio
 from sqlalchemy.engine import URL
 
+from termjobs.jobdef import Job
 from termjobs.model import EventType
 from termjobs.storage import NotOwner
 from termjobs.storage.database import Fence, SqlStorage, open_storage
@@ -20,20 +21,21 @@ pytestmark = pytest.mark.postgres
 LEASE_S = 30.0
 
 
-async def join(storage: SqlStorage, worker_id: str) -> None:
-    await storage.join_cluster(
-        worker_id, host="h", pid=1, namespace="n", url="http://127.0.0.1:1", version="t"
-    )
+async def fenced_as_a(storage: SqlStorage) -> tuple[Job, Job]:
+    """Servers a and b, a job owned by each; the storage writes as a."""
+    for worker_id in ("a", "b"):
+        url = "http://127.0.0.1:1"
+        await storage.join_cluster(worker_id, host="h", pid=1, namespace="n", url=url, version="t")
+    mine, theirs = make_job("mine"), make_job("theirs")
+    await storage.create_job(mine, owner="a")
+    await storage.create_job(theirs, owner="b")
+    storage.fence = Fence("a", LEASE_S)
+    return mine, theirs
 
 
 async def test_only_the_owner_with_a_fresh_lease_writes_to_a_job(postgres_url: URL) -> None:
     async with open_storage(postgres_url) as storage:
-        await join(storage, "a")
-        await join(storage, "b")
-        owned, other = make_job("owned"), make_job("other")
-        await storage.create_job(owned, owner="a")
-        await storage.create_job(other, owner="b")
-        storage.fence = Fence("a", LEASE_S)
+        owned, other = await fenced_as_a(storage)
 
         run = await storage.create_run(make_run(owned))  # a owns it: stored
         with pytest.raises(NotOwner):
@@ -53,12 +55,7 @@ async def test_only_the_owner_with_a_fresh_lease_writes_to_a_job(postgres_url: U
 
 async def test_a_refused_write_in_a_batch_leaves_the_others_committed(postgres_url: URL) -> None:
     async with open_storage(postgres_url) as storage:
-        await join(storage, "a")
-        await join(storage, "b")
-        mine, theirs = make_job("mine"), make_job("theirs")
-        await storage.create_job(mine, owner="a")
-        await storage.create_job(theirs, owner="b")
-        storage.fence = Fence("a", LEASE_S)
+        mine, theirs = await fenced_as_a(storage)
         outcomes: dict[int, str] = {}
 
         async def create(i: int) -> None:
