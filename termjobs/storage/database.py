@@ -460,7 +460,7 @@ def _record_fires(
             outbox.enqueue(tx, skipped, notify, now=now)
         else:
             queued.append(_insert_queued(tx, run, decision.data))
-    jobs.update(tx, job)
+    jobs.advance(tx, job)
     return queued
 
 

@@ -49,6 +49,33 @@ def update(tx: WriteTx, job: Job) -> None:
     tx.conn.execute(jobs.update().where(jobs.c.id == job.id).values(**values))
 
 
+_ADVANCE = (
+    jobs.update()
+    .where(jobs.c.id == sa.bindparam("job_id"))
+    .values(
+        enabled=sa.bindparam("new_enabled"),
+        next_run_at=sa.bindparam("new_next_run_at", type_=jobs.c.next_run_at.type),
+        last_fire_at=sa.bindparam("new_last_fire_at", type_=jobs.c.last_fire_at.type),
+        updated_at=sa.bindparam("new_updated_at", type_=jobs.c.updated_at.type),
+    )
+)
+
+
+def advance(tx: WriteTx, job: Job) -> None:
+    """Store a fire's changes to ``job``: its schedule state, and ``enabled`` (a once
+    job disables itself). A constant statement: fires are the scheduler's hot write."""
+    tx.conn.execute(
+        _ADVANCE,
+        {
+            "job_id": job.id,
+            "new_enabled": job.spec.enabled,
+            "new_next_run_at": job.next_run_at,
+            "new_last_fire_at": job.last_fire_at,
+            "new_updated_at": job.updated_at,
+        },
+    )
+
+
 def delete(tx: WriteTx, job_id: str) -> bool:
     """Delete a job with its runs and events (by cascade); whether it existed."""
     return tx.conn.execute(jobs.delete().where(jobs.c.id == job_id)).rowcount == 1

@@ -141,14 +141,16 @@ def _update_statement(keys: tuple[str, ...]) -> sa.Update:
     )
 
 
+_SCHEDULED = sa.select(runs.c.id).where(
+    runs.c.job_id == sa.bindparam("job_id"),
+    runs.c.scheduled_for == sa.bindparam("scheduled_for", type_=runs.c.scheduled_for.type),
+    runs.c.trigger == RunTrigger.SCHEDULE.value,
+)
+
+
 def scheduled_exists(conn: sa.Connection, job_id: str, scheduled_for: dt.datetime) -> bool:
     """Whether a scheduled run of this job and nominal time is already stored."""
-    query = sa.select(runs.c.id).where(
-        runs.c.job_id == job_id,
-        runs.c.scheduled_for == scheduled_for,
-        runs.c.trigger == RunTrigger.SCHEDULE.value,
-    )
-    return conn.execute(query).first() is not None
+    return conn.execute(_SCHEDULED, {"job_id": job_id, "scheduled_for": scheduled_for}).first() is not None
 
 
 _GET = {
