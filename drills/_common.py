@@ -225,3 +225,15 @@ def expect_runs_accounted(report: Report, runs: list[dict[str, Any]], accepted: 
     )
     scheduled = Counter((run["job_id"], run["scheduled_for"]) for run in runs if run["trigger"] == "schedule")
     report.expect_zero("scheduled fires recorded twice", sum(1 for n in scheduled.values() if n > 1))
+
+
+def expect_retries_kept(report: Report, jobs: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
+    """Every run that failed with attempts left under its job's retry policy has its retry."""
+    retried = {run["retry_of"] for run in runs if run.get("retry_of")}
+    policies = {job["id"]: job.get("retry_policy") for job in jobs}
+    lost_retries = 0
+    for run in runs:
+        policy = policies.get(run["job_id"])
+        if run["status"] in ("failed", "timed_out") and policy and run["attempt"] < policy["max_attempts"]:
+            lost_retries += run["id"] not in retried
+    report.expect_zero("failed runs whose retry is missing", lost_retries)

@@ -43,6 +43,7 @@ from drills._common import (
     client,
     database,
     drill_marker,
+    expect_retries_kept,
     expect_runs_accounted,
     main,
     pause_all_and_settle,
@@ -379,14 +380,7 @@ def check(
             overlaps += ended is not None and started < ended
             ended = finished if ended is None else max(ended, finished)
     report.expect_zero("forbid runs overlapping", overlaps)
-    retried = {run["retry_of"] for run in runs if run.get("retry_of")}
-    policies = {job["id"]: job.get("retry_policy") for job in jobs}
-    lost_retries = 0
-    for run in runs:
-        policy = policies.get(run["job_id"])
-        if run["status"] in ("failed", "timed_out") and policy and run["attempt"] < policy["max_attempts"]:
-            lost_retries += run["id"] not in retried
-    report.expect_zero("failed runs whose retry is missing", lost_retries)
+    expect_retries_kept(report, jobs, runs)
     report.expect_zero("bad answers (5xx but 503 with Retry-After)", len(ledger.bad_answers))
     report.violations += ledger.bad_answers[:5]
     report.figure("runs", len(runs))

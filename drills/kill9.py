@@ -30,6 +30,7 @@ from drills._common import (
     Report,
     database,
     drill_marker,
+    expect_retries_kept,
     expect_runs_accounted,
     main,
     pause_all_and_settle,
@@ -197,14 +198,7 @@ def check(
         missing += fires == 0 and run_at < paused_at - dt.timedelta(seconds=5)
     report.expect_zero("once fires doubled", doubled)
     report.expect_zero("once fires missing", missing)
-    retried = {run["retry_of"] for run in runs if run.get("retry_of")}
-    policies = {job["id"]: job.get("retry_policy") for job in jobs}
-    lost_retries = 0
-    for run in runs:
-        policy = policies.get(run["job_id"])
-        if run["status"] in ("failed", "timed_out") and policy and run["attempt"] < policy["max_attempts"]:
-            lost_retries += run["id"] not in retried
-    report.expect_zero("failed runs whose retry is missing", lost_retries)
+    expect_retries_kept(report, jobs, runs)
     statuses = Counter(run["status"] for run in runs)
     report.figure("runs", len(runs))
     report.figure("runs by status", dict(sorted(statuses.items())))

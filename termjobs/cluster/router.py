@@ -96,8 +96,10 @@ class Router:
         self, ref: str, *, overrides: JSONObject | None = None, idempotency: Idempotency | None = None
     ) -> Run:
         job_id = await self._job_id(ref)
-        if self.supervisor.runs_job(job_id):
-            # The hot path: this server runs the job; its write of the run is fenced.
+        tried_here = self.supervisor.runs_job(job_id)
+        if tried_here:
+            # The hot path: this server runs the job (no JSON round trip); its write of
+            # the run is fenced, so a job lost meanwhile raises NotOwner: ask the owner.
             with contextlib.suppress(NotOwner):
                 return await self.supervisor.trigger(job_id, overrides=overrides, idempotency=idempotency)
         body: JSONObject = {"op": "trigger", "job_id": job_id, "overrides": overrides}
@@ -111,7 +113,7 @@ class Router:
             run = await self.supervisor.trigger(job_id, overrides=overrides, idempotency=idempotency)
             return {"run": wire.run_json(run)}
 
-        answer = await self._decide(job_id, _Decision(body, local))
+        answer = await self._decide(job_id, _Decision(body, local), here_first=not tried_here)
         run = answer["run"]
         assert isinstance(run, dict)
         return wire.run_from_json(run)
@@ -184,11 +186,12 @@ class Router:
             raise JobNotFound()
         return job
 
-    async def _decide(self, job_id: str, decision: _Decision) -> JSONObject:
-        """The owner's answer to ``decision`` (see the module docstring)."""
+    async def _decide(self, job_id: str, decision: _Decision, *, here_first: bool = True) -> JSONObject:
+        """The owner's answer to ``decision`` (see the module docstring); ``here_first``:
+        made at once by this server's supervisor if it runs the job."""
         deadline = trio.current_time() + self.request_timeout
         pause = 0.05
-        if self.supervisor.runs_job(job_id):
+        if here_first and self.supervisor.runs_job(job_id):
             with contextlib.suppress(NotOwner):
                 return await decision.local()  # this server's writes are fenced
         while True:
