@@ -72,21 +72,15 @@ class RunSummary(TypedDict, total=False):
     exit_reason: str
     truncated: bool
     retry_of: str
-    session_id: str
-    turn_count: int
-    input_tokens: int
-    output_tokens: int
     created_at: Required[str]
     updated_at: Required[str]
 
 
 class Run(RunSummary, total=False):
-    """A run with its captured output."""
+    """A run with its captured output (an llm run's own fields: ``cli.llm.LlmRun``)."""
 
     stdout: str
     stderr: str
-    thinking: str
-    response: str
 
 
 class Job(TypedDict, total=False):

@@ -9,14 +9,12 @@ the plumbing they share (options, exit statuses, payload input) is in
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from collections.abc import Sequence
 
 import asyncclick as click
-import trio
 
-from termjobs.cli import llm, render
+from termjobs.cli import live, llm, render
 from termjobs.cli.base import (
     CONTEXT,
     JobsGroup,
@@ -38,12 +36,9 @@ from termjobs.cli.client import (
     ClientSettings,
     Job,
     JobsClient,
-    RunEvent,
     RunSummary,
-    segment,
 )
 from termjobs.cli.completion import complete_job_ref
-from termjobs.cli.follow import TERMINAL, Cursor, follow, unwrapped
 from termjobs.cli.payload import encode_payload
 
 FOLLOW_HELP = "Keep printing events as they happen until the run ends (exit 1 unless it succeeded)."
@@ -231,7 +226,7 @@ async def trigger_job(
         return
     if not opts.json:
         echo(opts, f"run {run['id']} of job {job['name']} queued; following its events\n")
-    await follow_run(opts, run["id"], since_id=0)
+    await live.follow_run(opts, run["id"], since_id=0)
 
 
 @jobs.command("pause", context_settings=CONTEXT)
@@ -396,7 +391,7 @@ async def run_events(
 ) -> None:
     """Show a run's timeline: one line per event, oldest first."""
     if follow:
-        await follow_run(opts, run_ref(run_id), since_id=since_id)
+        await live.follow_run(opts, run_ref(run_id), since_id=since_id)
         return
     async with JobsClient.connect(opts.settings) as api:
         page = await api.list_events(run_ref(run_id), limit=limit, offset=offset, since_id=since_id)
@@ -431,28 +426,6 @@ async def list_agents(opts: Options) -> None:
     echo(opts, llm.agents_table(agents, opts.style))
 
 
-# ----------------------------------------------------------------- live
-
-
-async def follow_run(opts: Options, run_id: str, *, since_id: int) -> None:
-    """Print a run's events as they happen until it ends; exit 0 only if it succeeded."""
-    cursor = Cursor(since_id=since_id)
-
-    async def show(event: RunEvent) -> None:
-        print_event(opts, event)
-
-    query = {"since_id": since_id}
-    await follow(
-        opts.settings, f"/v2/runs/{segment(run_id)}/events/stream", query, cursor, show, until_terminal=True
-    )
-    status = cursor.last_type
-    if status not in TERMINAL:
-        async with JobsClient.connect(opts.settings) as api:
-            status = (await api.get_run(run_id))["status"]
-    if status != "succeeded":
-        raise click.exceptions.Exit(1)
-
-
 @jobs.command("watch", context_settings=CONTEXT)
 @click.argument("ref", required=False, shell_complete=complete_job_ref)
 @click.option(
@@ -465,48 +438,4 @@ async def watch(opts: Options, ref: str | None, since_id: int | None) -> None:
     Reconnects by itself after a dropped connection or a server restart, without
     losing or repeating events.
     """
-    names: dict[str, str] = {}
-    query: dict[str, object] = {"since_id": since_id}
-    async with JobsClient.connect(opts.settings) as api:
-        if ref is not None:
-            job = await api.resolve_job(job_ref(ref))
-            query["job_id"], names[job["id"]] = job["id"], job["name"]
-
-        async def show(event: RunEvent) -> None:
-            prefix = ""
-            if not opts.json:
-                job_id = str(event.get("job_id", ""))
-                if job_id not in names:
-                    names[job_id] = await _job_name(api, job_id)
-                prefix = f"{names[job_id]} {event['run_id']} "
-            print_event(opts, event, prefix)
-
-        # A refused token or a deleted job is reported like any other API error.
-        with unwrapped(ApiError):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stop_on_interrupt, nursery.cancel_scope)  # Ctrl-C: exit 0
-                cursor = Cursor(since_id or 0)
-                await follow(opts.settings, "/v2/events/stream", query, cursor, show, until_terminal=False)
-                nursery.cancel_scope.cancel()
-
-
-def print_event(opts: Options, event: RunEvent, prefix: str = "") -> None:
-    """One live event: a JSON line with --json, else its rendered lines after ``prefix``."""
-    if opts.json:
-        click.echo(json.dumps(event, separators=(",", ":")))
-    else:
-        echo(opts, "".join(prefix + line + "\n" for line in render.event_lines(event, opts.style)))
-
-
-async def _stop_on_interrupt(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
-
-
-async def _job_name(api: JobsClient, job_id: str) -> str:
-    try:
-        return (await api.get_job(job_id))["name"]
-    except ApiError:
-        return job_id  # deleted meanwhile
+    await live.watch(opts, ref, since_id)

@@ -8,7 +8,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import asyncclick as click
 
@@ -73,12 +73,23 @@ def agents_table(agents: Sequence[Agent], style: Style) -> str:
     return render.table(AGENT_COLUMNS, rows, style)
 
 
-def is_llm_run(run: Run) -> bool:
+class LlmRun(Run, total=False):
+    """A run as the API returns it, with what an llm run adds."""
+
+    session_id: str
+    turn_count: int
+    input_tokens: int
+    output_tokens: int
+    thinking: str
+    response: str
+
+
+def is_llm_run(run: Run) -> TypeGuard[LlmRun]:
     """Whether the run has what an LLM run reports (turns, a response or thinking)."""
-    return bool(run.get("turn_count") or run.get("response") or run.get("thinking"))
+    return any(run.get(key) for key in ("turn_count", "response", "thinking"))
 
 
-def run_view(run: Run, style: Style, tz: dt.tzinfo | None = None) -> str:
+def run_view(run: LlmRun, style: Style, tz: dt.tzinfo | None = None) -> str:
     """An LLM run for a person: status line, times, turns and tokens, then the
     thinking and the response as the model wrote them."""
     status = run["status"]

@@ -25,8 +25,9 @@ from termjobs.cluster.node import ClusterNode
 from termjobs.cluster.router import RequestServer, Router
 from termjobs.model import RunEvent
 from termjobs.runners.base import OrphanReaper
-from termjobs.storage.database import Fence, SqlStorage
+from termjobs.storage.database import SqlStorage
 from termjobs.storage.sql.cluster import EVENTS_CHANNEL, MEMBERS_CHANNEL, channel_tag, worker_channel
+from termjobs.storage.transactions import Fence
 
 __all__ = ["Cluster", "SingleServerError", "is_clustered", "lock_sqlite", "open_cluster"]
 

@@ -1,23 +1,21 @@
 """The storage facade over SQLite or PostgreSQL (see ``termjobs.storage.base``).
 
 Each method is one transaction run by the gateway's writer (group commit) or one read
-on a reader connection. The transactions are composed here, from the per-table
-statements in ``termjobs.storage.sql``; a status change and the timeline event that
-records it are always written in the same transaction, so the timeline can never
-disagree with the run row.
+on a reader connection: a statement of ``termjobs.storage.sql`` or a transaction of
+``termjobs.storage.transactions`` composed from them (a status change and the
+timeline event that records it are always written in the same transaction, so the
+timeline can never disagree with the run row). In a cluster, writes that act on a job
+are fenced: they commit only while this server owns the job.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from termjobs.jobdef import Job
@@ -29,25 +27,17 @@ from termjobs.model import (
     RunEvent,
     RunOutput,
     RunStatus,
-    RunTrigger,
     Session,
     SessionMessage,
 )
 from termjobs.notify import NotifyTarget
 from termjobs.rundomain import (
-    QUEUED_MESSAGES,
     Ending,
     FireDecision,
-    Outcome,
-    Skip,
-    queued_data,
-    terminal_data,
 )
-from termjobs.storage import migrate
+from termjobs.storage import transactions as ops
 from termjobs.storage.base import (
     ALL_RUNS,
-    RECEIPT_LIFETIME,
-    DuplicateRun,
     JobFilters,
     JobView,
     Page,
@@ -59,7 +49,8 @@ from termjobs.storage.base import (
     Storage,
 )
 from termjobs.storage.gateway import READ_TIMEOUT_S, Gateway, OnBatch, OnCommit, WriteOp, open_gateway
-from termjobs.storage.sql import Fences, WriteTx, cluster, events, history, jobs, outbox, runs, sessions
+from termjobs.storage.sql import cluster, events, history, jobs, outbox, runs, sessions
+from termjobs.storage.transactions import Fence
 
 T = TypeVar("T")
 
@@ -82,15 +73,15 @@ class SqlStorage(Storage):
         fence = self.fence
         if fence is None:
             return op
-        return partial(_fenced_op, op=op, job_ids=sorted(set(job_ids)), fence=fence, first=first)
+        return partial(ops.fenced_op, op=op, job_ids=sorted(set(job_ids)), fence=fence, first=first)
 
     async def schema_is_current(self) -> bool:
-        return await self.gateway.read(_at_head)
+        return await self.gateway.read(ops.at_head)
 
     # ------------------------------------------------------------------ jobs
 
     async def create_job(self, job: Job, *, receipt: Receipt | None = None, owner: str | None = None) -> None:
-        await self.gateway.write(partial(_create_job, job=job, receipt=receipt, owner=owner))
+        await self.gateway.write(partial(ops.create_job, job=job, receipt=receipt, owner=owner))
 
     async def import_jobs(self, new_jobs: Sequence[Job]) -> None:
         await self.gateway.write(partial(jobs.insert_many, new_jobs=new_jobs))
@@ -111,10 +102,10 @@ class SqlStorage(Storage):
         return await self.gateway.read(partial(jobs.find, ref=ref))
 
     async def job_view(self, ref: str) -> JobView | None:
-        return await self.gateway.read(partial(_job_view, ref=ref))
+        return await self.gateway.read(partial(ops.job_view, ref=ref))
 
     async def jobs_page(self, *, limit: int, offset: int, filters: JobFilters) -> Page[JobView]:
-        query = partial(_jobs_page, limit=limit, offset=offset, filters=filters)
+        query = partial(ops.jobs_page, limit=limit, offset=offset, filters=filters)
         return await self.gateway.read(query, heavy=True)  # counts every match
 
     async def schedule_index(self, job_ids: Sequence[str] | None = None) -> list[ScheduleEntry]:
@@ -125,7 +116,7 @@ class SqlStorage(Storage):
     async def create_run(
         self, run: Run, *, data: JSONObject | None = None, receipt: Receipt | None = None
     ) -> Run:
-        op = partial(_create_run, run=run, data=data, receipt=receipt)
+        op = partial(ops.create_run, run=run, data=data, receipt=receipt)
         return await self.gateway.write(self._fenced(op, run.job_id))
 
     async def record_fires(
@@ -136,23 +127,23 @@ class SqlStorage(Storage):
         now: dt.datetime,
         notify: tuple[NotifyTarget, ...] = (),
     ) -> list[Run]:
-        op = partial(_record_fires, job=job, decisions=decisions, now=now, notify=notify)
+        op = partial(ops.record_fires, job=job, decisions=decisions, now=now, notify=notify)
         return await self.gateway.write(self._fenced(op, job.id))
 
     async def start_run(self, run: Run, *, worker_id: str, now: dt.datetime) -> Run | None:
-        op = partial(_start_run, run=run, worker_id=worker_id, now=now)
+        op = partial(ops.start_run, run=run, worker_id=worker_id, now=now)
         return await self.gateway.write(self._fenced(op, run.job_id))
 
     async def finish_runs(self, endings: Sequence[Ending], *, now: dt.datetime) -> list[Run | None]:
         # Fenced too: a server that lost a job must not end its runs (nor queue their
         # retries); the new owner ends them as lost.
-        op = partial(_finish_runs, endings=endings, now=now)
+        op = partial(ops.finish_runs, endings=endings, now=now)
         return await self.gateway.write(self._fenced(op, *(ending.run.job_id for ending in endings)))
 
     async def cancel_queued(
         self, run: Run, *, now: dt.datetime, message: str, notify: tuple[NotifyTarget, ...] = ()
     ) -> Run | None:
-        op = partial(_end_queued, run=run, status=RunStatus.CANCELLED, now=now, message=message, data=None)
+        op = partial(ops.end_queued, run=run, status=RunStatus.CANCELLED, now=now, message=message, data=None)
         return await self.gateway.write(self._fenced(partial(op, notify=notify), run.job_id))
 
     async def skip_queued(
@@ -164,11 +155,11 @@ class SqlStorage(Storage):
         data: JSONObject,
         notify: tuple[NotifyTarget, ...] = (),
     ) -> Run | None:
-        op = partial(_end_queued, run=run, status=RunStatus.SKIPPED, now=now, message=message, data=data)
+        op = partial(ops.end_queued, run=run, status=RunStatus.SKIPPED, now=now, message=message, data=data)
         return await self.gateway.write(self._fenced(partial(op, notify=notify), run.job_id))
 
     async def request_cancel(self, run: Run, *, now: dt.datetime, message: str) -> Run | None:
-        op = partial(_request_cancel, run=run, now=now, message=message)
+        op = partial(ops.request_cancel, run=run, now=now, message=message)
         return await self.gateway.write(self._fenced(op, run.job_id))
 
     async def get_run(self, run_id: str, *, full: bool = True) -> Run | None:
@@ -177,7 +168,7 @@ class SqlStorage(Storage):
     async def runs_page(
         self, *, limit: int, offset: int, filters: RunFilters = ALL_RUNS, full: bool = True
     ) -> Page[Run]:
-        query = partial(_runs_page, limit=limit, offset=offset, filters=filters, full=full)
+        query = partial(ops.runs_page, limit=limit, offset=offset, filters=filters, full=full)
         return await self.gateway.read(query, heavy=True)  # counts every match
 
     async def active_runs(self, job_ids: Sequence[str] | None = None) -> list[Run]:
@@ -203,7 +194,7 @@ class SqlStorage(Storage):
     async def events_page(
         self, run_id: str, *, since_id: int, limit: int, offset: int
     ) -> Page[RunEvent] | None:
-        query = partial(_events_page, run_id=run_id, since_id=since_id, limit=limit, offset=offset)
+        query = partial(ops.events_page, run_id=run_id, since_id=since_id, limit=limit, offset=offset)
         return await self.gateway.read(query, heavy=True)  # counts every match
 
     async def events_after(
@@ -236,7 +227,7 @@ class SqlStorage(Storage):
         data: JSONObject,
         now: dt.datetime,
     ) -> None:
-        op = partial(_notification_done, notification=notification, event_type=event_type, now=now)
+        op = partial(ops.notification_done, notification=notification, event_type=event_type, now=now)
         await self.gateway.write(partial(op, message=message, data=data))
 
     async def receipt(self, key: str, *, since: dt.datetime) -> Receipt | None:
@@ -373,201 +364,3 @@ async def open_storage(
         read_timeout=read_timeout,
     ) as gateway:
         yield SqlStorage(gateway)
-
-
-# ---------------------------------------------------------------- transactions
-# Each function below is one unit of work for the gateway's writer (or one read).
-
-
-def _at_head(conn: sa.Connection) -> bool:
-    return migrate.revision_of(conn) == migrate.head_revision()
-
-
-def _job_view(conn: sa.Connection, ref: str) -> JobView | None:
-    job = jobs.find(conn, ref)
-    if job is None:
-        return None
-    return JobView(job, runs.last_of(conn, [job.id]).get(job.id))
-
-
-def _jobs_page(conn: sa.Connection, *, limit: int, offset: int, filters: JobFilters) -> Page[JobView]:
-    found = jobs.page(conn, limit=limit, offset=offset, filters=filters)
-    last = runs.last_of(conn, [job.id for job in found.items])
-    return Page([JobView(job, last.get(job.id)) for job in found.items], found.total)
-
-
-def _runs_page(conn: sa.Connection, *, limit: int, offset: int, filters: RunFilters, full: bool) -> Page[Run]:
-    job_id = filters.job_ref
-    if job_id is not None:
-        job = jobs.find(conn, job_id)  # a job name is accepted too
-        job_id = job.id if job else job_id
-    return runs.page(conn, limit=limit, offset=offset, job_id=job_id, filters=filters, full=full)
-
-
-def _events_page(
-    conn: sa.Connection, *, run_id: str, since_id: int, limit: int, offset: int
-) -> Page[RunEvent] | None:
-    if runs.get(conn, run_id, full=False) is None:
-        return None
-    return events.page(conn, run_id, since_id=since_id, limit=limit, offset=offset)
-
-
-def _create_job(tx: WriteTx, *, job: Job, receipt: Receipt | None, owner: str | None) -> None:
-    if receipt is not None:
-        outbox.store_receipt(tx, receipt, expired_before=receipt.created_at - RECEIPT_LIFETIME)
-    jobs.insert(tx, job)
-    if owner is not None:
-        cluster.set_owner(tx, job.id, owner)
-
-
-def _create_run(tx: WriteTx, *, run: Run, data: JSONObject | None, receipt: Receipt | None) -> Run:
-    if receipt is not None:
-        outbox.store_receipt(tx, receipt, expired_before=receipt.created_at - RECEIPT_LIFETIME)
-    if run.trigger is RunTrigger.SCHEDULE and runs.scheduled_exists(tx.conn, run.job_id, run.scheduled_for):
-        raise DuplicateRun(f"a scheduled run of {run.job_id} for {run.scheduled_for} is already stored")
-    return _insert_queued(tx, run, data)
-
-
-def _insert_queued(tx: WriteTx, run: Run, data: JSONObject | None) -> Run:
-    runs.insert(tx, run)
-    events.insert(
-        tx, run, EventType.QUEUED, QUEUED_MESSAGES[run.trigger], queued_data(run, data), now=run.created_at
-    )
-    return run
-
-
-def _record_fires(
-    tx: WriteTx,
-    *,
-    job: Job,
-    decisions: Sequence[FireDecision],
-    now: dt.datetime,
-    notify: tuple[NotifyTarget, ...],
-) -> list[Run]:
-    queued: list[Run] = []
-    for decision in decisions:
-        run = decision.run
-        if runs.scheduled_exists(tx.conn, job.id, run.scheduled_for):
-            # Already recorded (a once job re-armed to a time it fired at, or a clock
-            # that stepped back): fires are idempotent per nominal time.
-            continue
-        if isinstance(decision, Skip):
-            skipped = dataclasses.replace(
-                run, status=RunStatus.SKIPPED, finished_at=now, error=decision.message
-            )
-            runs.insert(tx, skipped)
-            events.insert(tx, skipped, EventType.SKIPPED, decision.message, decision.data, now=now)
-            outbox.enqueue(tx, skipped, notify, now=now)
-        else:
-            queued.append(_insert_queued(tx, run, decision.data))
-    jobs.advance(tx, job)
-    return queued
-
-
-def _start_run(tx: WriteTx, *, run: Run, worker_id: str, now: dt.datetime) -> Run | None:
-    running = runs.start(tx, run.id, worker_id=worker_id, now=now)
-    if running is not None:
-        data: JSONObject = {"worker_id": worker_id}
-        events.insert(tx, running, EventType.CLAIMED, "run claimed by worker", data, now=now)
-        events.insert(tx, running, EventType.RUNNING, "run started", data, now=now)
-    return running
-
-
-def _finish_runs(tx: WriteTx, *, endings: Sequence[Ending], now: dt.datetime) -> list[Run | None]:
-    return [_finish(tx, ending, now) for ending in endings]
-
-
-def _finish(tx: WriteTx, ending: Ending, now: dt.datetime) -> Run | None:
-    outcome, retry = ending.outcome, ending.retry
-    final = _end(tx, ending.run, outcome, now)
-    if final is None:
-        outcome, retry = ending.if_cancel_requested, None
-        final = _end(tx, ending.run, outcome, now, only_from=RunStatus.CANCEL_REQUESTED)
-    if final is None:
-        return None
-    events.insert(tx, final, EventType(final.status.value), ending.message, terminal_data(final), now=now)
-    outbox.enqueue(tx, final, ending.notify, now=now)
-    if retry is not None and final.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
-        _insert_queued(tx, retry.run, None)
-        data: JSONObject = {
-            "retry_run_id": retry.run.id,
-            "next_attempt": retry.run.attempt,
-            "delay": retry.delay,
-        }
-        events.insert(tx, final, EventType.RETRY_SCHEDULED, "retry run scheduled", data, now=now)
-    return final
-
-
-def _end(
-    tx: WriteTx, run: Run, outcome: Outcome, now: dt.datetime, *, only_from: RunStatus | None = None
-) -> Run | None:
-    return runs.end(
-        tx,
-        run.id,
-        status=outcome.status,
-        now=now,
-        error=outcome.error,
-        exit_reason=outcome.exit_reason,
-        output=outcome.output,
-        only_from=only_from,
-    )
-
-
-def _end_queued(
-    tx: WriteTx,
-    *,
-    run: Run,
-    status: RunStatus,
-    now: dt.datetime,
-    message: str,
-    data: JSONObject | None,
-    notify: tuple[NotifyTarget, ...],
-) -> Run | None:
-    error = message if status is RunStatus.SKIPPED else None
-    ended = runs.end(tx, run.id, status=status, now=now, error=error)
-    if ended is not None:
-        events.insert(tx, ended, EventType(status.value), message, data, now=now)
-        outbox.enqueue(tx, ended, notify, now=now)
-    return ended
-
-
-def _notification_done(
-    tx: WriteTx,
-    *,
-    notification: PendingNotification,
-    event_type: EventType,
-    message: str,
-    data: JSONObject,
-    now: dt.datetime,
-) -> None:
-    run = runs.get(tx.conn, notification.run_id, full=False)
-    if outbox.remove(tx, notification.id) and run is not None:
-        events.insert(tx, run, event_type, message, data, now=now)
-
-
-def _request_cancel(tx: WriteTx, *, run: Run, now: dt.datetime, message: str) -> Run | None:
-    updated = runs.request_cancel(tx, run.id, now=now)
-    if updated is not None:
-        events.insert(tx, updated, EventType.CANCEL_REQUESTED, message, None, now=now)
-    return updated
-
-
-@dataclass(frozen=True, slots=True)
-class Fence:
-    """This server in a cluster: writes acting on a job need it to own the job."""
-
-    worker_id: str
-    lease_s: float
-
-
-def _fenced_op(tx: WriteTx, *, op: WriteOp[T], job_ids: Sequence[str], fence: Fence, first: bool) -> T:
-    """``op``, with its jobs added to those the transaction checks before it commits
-    (or checked now, ``first``)."""
-    if first:
-        cluster.check_owners(tx.conn, Fences(fence.worker_id, fence.lease_s, set(job_ids)))
-        return op(tx)
-    fences = tx.fences
-    assert fences is not None, "a fenced write outside a gateway transaction"
-    fences.worker_id, fences.lease_s = fence.worker_id, fence.lease_s
-    fences.job_ids.update(job_ids)
-    return op(tx)

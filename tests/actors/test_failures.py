@@ -84,17 +84,17 @@ async def test_a_trigger_just_before_a_fire_starts_its_run(
 async def test_requests_are_served_while_scheduled_fires_cannot_be_recorded(
     sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from termjobs.storage import database
+    from termjobs.storage import transactions
 
     failing = {"on": True}
-    original = database._record_fires
+    original = transactions.record_fires
 
     def record_fires(*args: Any, **kwargs: Any) -> Any:
         if failing["on"]:
             raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(database, "_record_fires", record_fires)
+    monkeypatch.setattr(transactions, "record_fires", record_fires)
     async with harness(sqlite_url) as h:
         job = await h.create(cron_body("hourly", "0 * * * *"))
         await trio.sleep(3600 + 30)  # the 13:00 fire keeps failing, with backoff
@@ -299,7 +299,8 @@ async def test_requests_waiting_at_a_crash_are_answered_by_the_restarted_actor(
 ) -> None:
     async with harness(sqlite_url) as h:
         job = await h.create(job_body("m"))
-        actor = h.services.supervisor._entries[job.id].actor
+        entry = h.services.supervisor.registry.get(job.id)
+        actor = entry.actor if entry is not None else None
         assert actor is not None and actor._nursery is not None
         original = JobActor._update
 

@@ -13,8 +13,9 @@ from sqlalchemy.engine import URL
 from termjobs.jobdef import Job
 from termjobs.model import EventType
 from termjobs.storage import NotOwner
-from termjobs.storage.database import Fence, SqlStorage, open_storage
+from termjobs.storage.database import SqlStorage, open_storage
 from termjobs.storage.sql import events
+from termjobs.storage.transactions import Fence
 from tests.helpers import EPOCH, make_job, make_run
 
 pytestmark = pytest.mark.postgres

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from termjobs.cli import llm as cli_llm
-from termjobs.cli.client import Run
+from termjobs.cli.llm import LlmRun
 from termjobs.cli.render import Style
 from termjobs.model import JSONObject
 from termjobs.runners.llm.messages import NOT_RUN, Message, ToolCall, Usage, with_tool_results
@@ -143,7 +143,7 @@ def test_the_llm_shortcut_builds_a_manual_llm_job(tmp_path: Path) -> None:
 
 
 def test_an_llm_run_reads_like_a_report() -> None:
-    run: Run = {
+    run: LlmRun = {
         "id": "run_1",
         "job_id": "job_1",
         "attempt": 1,
@@ -170,7 +170,7 @@ def test_an_llm_run_reads_like_a_report() -> None:
     ]
     assert "\n--- thinking ---\nFirst the log.\n" in text
     assert text.endswith("\n--- response ---\n## Report\n- fixed \\x1b[31m\n")
-    quiet: Run = {**run, "turn_count": 0, "response": "", "thinking": ""}
+    quiet: LlmRun = {**run, "turn_count": 0, "response": "", "thinking": ""}
     assert cli_llm.is_llm_run(run) and not cli_llm.is_llm_run(quiet)
 
 

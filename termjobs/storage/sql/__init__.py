@@ -1,8 +1,9 @@
 """SQL statements, one module per table (``jobs``, ``runs``, ``events``) plus
 ``history`` (retention). Synchronous functions that take a SQLAlchemy ``Connection``
-(reads) or a :class:`WriteTx` (writes) already inside a transaction; the facade in
-``termjobs.storage.database`` decides the transactions and runs them through the
-gateway. Every timestamp is a parameter: no SQL-side ``now()``.
+(reads) or a :class:`WriteTx` (writes) already inside a transaction;
+``termjobs.storage.transactions`` composes them into transactions, which the facade
+(``termjobs.storage.database``) runs through the gateway. Every timestamp is a
+parameter: no SQL-side ``now()``.
 """
 
 from __future__ import annotations
