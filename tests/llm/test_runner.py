@@ -61,6 +61,27 @@ async def test_a_plain_answer_is_the_response_with_tokens_and_a_session(llm: LLM
         )
 
 
+async def test_a_running_run_shows_each_finished_turn(llm: LLM) -> None:
+    with trio.fail_after(LIMIT_S):
+        held = trio.Event()
+        llm.model.add(
+            Turn(text="First turn.", tool_calls=[ToolCall("ls", "list_dir", {"path": "."})], usage=(5, 2)),
+            Turn(text="Second turn.", hold=held),
+        )
+        job = await llm.create(llm.llm_job())
+        run = (await llm.post(f"/v2/jobs/{job['id']}/trigger")).body
+        await llm.model.streaming.wait()  # the second turn is streaming, held
+        await llm.wait_event(run["id"], "turn_complete")
+        live = (await llm.get(f"/v2/runs/{run['id']}")).body
+        assert live["status"] == "running" and live["response"] == "First turn."
+        assert (live["turn_count"], live["input_tokens"], live["output_tokens"]) == (1, 5, 2)
+        assert live["session_id"]
+        held.set()
+        final = await llm.wait_final(run["id"])
+        assert final["status"] == "succeeded" and final["turn_count"] == 2
+        assert final["response"] == "First turn.\n\nSecond turn."
+
+
 async def test_tools_run_and_their_results_go_back_to_the_model(llm: LLM) -> None:
     with trio.fail_after(LIMIT_S):
         (llm.workdir / "notes.txt").write_text("buy milk\n")

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
 import trio
+from sqlalchemy.engine import URL
 
-from tests.llm.conftest import KEY, KEY_ENV, LLM
+from tests.llm.conftest import KEY, KEY_ENV, LLM, llm_server
 from tests.scripted_llm import ToolCall, Turn
 
 LIMIT_S = 30
@@ -50,3 +52,23 @@ async def test_the_key_is_never_stored_or_logged(llm: LLM, caplog: pytest.LogCap
             assert KEY.encode() not in path.read_bytes(), path
         logged = [record.getMessage() for record in caplog.records]
         assert logged and not [line for line in logged if KEY in line]
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_shell_tools_cannot_read_the_servers_token(kind: str, tmp_path: Path, sqlite_url: URL) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        KEY_ENV: KEY,
+        "TERM_LLM_SERVE_TOKEN": "serve-token-secret",
+        "TERM_LLM_JOBS_TOKEN": "jobs-token-secret",
+        "HARMLESS": "visible",
+    }
+    async with llm_server(kind, tmp_path, sqlite_url, env=env) as llm:
+        with trio.fail_after(LIMIT_S):
+            command = "echo serve=$TERM_LLM_SERVE_TOKEN jobs=$TERM_LLM_JOBS_TOKEN other=$HARMLESS"
+            llm.model.add(Turn(tool_calls=[ToolCall("s", "shell", {"command": command})]), Turn(text="ok"))
+            run = await llm.run_job(llm.llm_job())
+            assert run["status"] == "succeeded"
+            sent = json.dumps(llm.model.requests[1].body)  # the tool result went back to the model
+            assert "serve= jobs= other=visible" in sent
+            assert "token-secret" not in sent
