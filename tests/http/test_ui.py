@@ -4,6 +4,8 @@ Content-Security-Policy and revalidation; nothing outside them is reachable."""
 from __future__ import annotations
 
 import re
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +93,17 @@ def test_every_shipped_file_has_a_known_type_and_the_vendored_library_its_licenc
     assert {"index.html", "app.css", "js/main.js", "vendor/js-yaml/LICENSE.txt"} <= set(assets)
     assert b"MIT License" in assets["vendor/js-yaml/LICENSE.txt"].body
     assert not [name for name in assets if name.endswith(".py")]
+
+
+def test_every_dashboard_file_is_packaged() -> None:
+    """The package-data patterns of pyproject.toml (expanded from the package directory,
+    as setuptools does) cover every file the dashboard serves, so an installed (not
+    editable) server has them all."""
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = root / "termjobs" / "ui"
+    packaged = {
+        path for pattern in patterns["termjobs.ui"] for path in package.glob(pattern) if path.is_file()
+    }
+    shipped = {path for path in (package / "static").rglob("*") if path.is_file()}
+    assert shipped and shipped <= packaged, sorted(str(p.relative_to(package)) for p in shipped - packaged)
