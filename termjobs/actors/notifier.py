@@ -13,15 +13,16 @@ the same ``webhook-id``, so receivers can tell a repeat).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import trio
 
 from termjobs import wire
@@ -31,6 +32,9 @@ from termjobs.model import EventType, JSONObject, Run
 from termjobs.notify import excerpt, notice, signature
 from termjobs.rundomain import FireDecision, Skip
 from termjobs.storage import PendingNotification, Storage, StorageError
+
+if TYPE_CHECKING:  # imported at the first delivery: a server without webhooks never loads it
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +85,15 @@ class Notifier:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver until cancelled (server shutdown)."""
-        async with httpx.AsyncClient(follow_redirects=False) as client, trio.open_nursery() as nursery:
+        async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
             task_status.started()
+            client: httpx.AsyncClient | None = None
             while True:
                 self._doorbell = trio.Event()
                 for notification in await self._pending():
                     if notification.id not in self._in_flight:
+                        if client is None:
+                            client = await stack.enter_async_context(_http_client())
                         self._in_flight.add(notification.id)
                         nursery.start_soon(self._deliver, client, notification)
                 with trio.move_on_after(BACKSTOP_S):
@@ -166,6 +173,8 @@ class Notifier:
         }
         if notification.secret:  # signed only with a secret (Standard Webhooks)
             headers["webhook-signature"] = signature(notification.secret, message_id, timestamp, body)
+        import httpx
+
         timeout = min(self._policy.attempt_timeout, max(0.1, deadline - trio.current_time()))
         try:
             with trio.fail_after(timeout):
@@ -180,6 +189,12 @@ class Notifier:
         retry_after = _retry_after(response.headers.get("retry-after"), self._clock.now())
         retryable = status in RETRYABLE or 500 <= status < 600
         return _Answer(status, f"HTTP {status}", retryable=retryable, retry_after=retry_after)
+
+
+def _http_client() -> httpx.AsyncClient:
+    import httpx
+
+    return httpx.AsyncClient(follow_redirects=False)
 
 
 @dataclass(frozen=True, slots=True)

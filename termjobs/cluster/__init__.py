@@ -13,21 +13,21 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import trio
 from sqlalchemy.engine import URL
 
-from termjobs.actors.supervisor import Supervisor
-from termjobs.cluster.bus import Bus
-from termjobs.cluster.feed import EventFeed
-from termjobs.cluster.node import ClusterNode
-from termjobs.cluster.router import RequestServer, Router
-from termjobs.model import RunEvent
-from termjobs.runners.base import OrphanReaper
-from termjobs.storage.database import SqlStorage
-from termjobs.storage.sql.cluster import EVENTS_CHANNEL, MEMBERS_CHANNEL, channel_tag, worker_channel
-from termjobs.storage.transactions import Fence
+if TYPE_CHECKING:  # imported by open_cluster: a SQLite server never loads them (nor psycopg)
+    from termjobs.actors.supervisor import Supervisor
+    from termjobs.cluster.bus import Bus
+    from termjobs.cluster.feed import EventFeed
+    from termjobs.cluster.node import ClusterNode
+    from termjobs.cluster.router import RequestServer, Router
+    from termjobs.model import RunEvent
+    from termjobs.runners.base import OrphanReaper
+    from termjobs.storage.database import SqlStorage
 
 __all__ = ["Cluster", "SingleServerError", "is_clustered", "lock_sqlite", "open_cluster"]
 
@@ -105,6 +105,13 @@ async def open_cluster(
     here on. The caller then starts the supervisor, the node (``cluster.node.run``:
     joining and taking this server's share of the jobs) and the request server, and
     stops the supervisor and leaves (``cluster.node.leave``) before this ends."""
+    from termjobs.cluster.bus import Bus
+    from termjobs.cluster.feed import EventFeed
+    from termjobs.cluster.node import ClusterNode
+    from termjobs.cluster.router import RequestServer, Router
+    from termjobs.storage.sql.cluster import EVENTS_CHANNEL, MEMBERS_CHANNEL, channel_tag, worker_channel
+    from termjobs.storage.transactions import Fence
+
     schema = await storage.gateway.read(_current_schema)
     tag = channel_tag(schema)
     storage.fence = Fence(worker_id, lease_s)

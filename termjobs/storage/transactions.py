@@ -51,7 +51,7 @@ T = TypeVar("T")
 
 
 def at_head(conn: sa.Connection) -> bool:
-    return migrate.revision_of(conn) == migrate.head_revision()
+    return migrate.revision_of(conn) == migrate.HEAD_REVISION
 
 
 def job_view(conn: sa.Connection, ref: str) -> JobView | None:

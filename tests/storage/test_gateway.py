@@ -24,6 +24,10 @@ from tests.helpers import EPOCH, make_job, make_run
 from tests.storage.conftest import Published
 
 
+def test_the_head_revision_the_server_checks_at_start_is_alembics_head() -> None:
+    assert migrate.head_revision() == migrate.HEAD_REVISION
+
+
 async def test_migrations_create_the_schema_and_are_idempotent(db_url: URL) -> None:
     async with open_gateway(db_url):
         pass
