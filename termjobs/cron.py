@@ -90,7 +90,15 @@ class CronExpr:
 
 
 def parse_cron(text: str) -> CronExpr:
-    """Parse and validate ``text``; raise :class:`CronError` if it is unusable."""
+    """Parse and validate ``text``; raise :class:`CronError` if it is unusable.
+
+    Parsed expressions are remembered (they are immutable): many jobs share a few
+    expressions, and every job loaded from storage parses its own."""
+    return _parse_cron(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cron(text: str) -> CronExpr:
     source = text.strip()
     expanded = _expand_macro(source)
     parts = expanded.split()

@@ -13,7 +13,7 @@ the tz database) still loads, with :attr:`ParsedJob.problem` saying why it canno
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Final
 
@@ -101,6 +101,16 @@ class JobDefinition:
             problems.append(str(exc))
         problem = problems[0] if problems else None
         return ParsedJob(trigger=trigger, retry=retry, runner=runner, notify=notify, problem=problem)
+
+    def with_enabled(self, enabled: bool) -> JobDefinition:
+        """This definition, enabled or not; what was parsed stays parsed (it does not
+        depend on ``enabled``), so a fire that disables a once job parses nothing."""
+        if enabled == self.enabled:
+            return self
+        copy = replace(self, enabled=enabled)
+        if "parsed" in self.__dict__:
+            copy.__dict__["parsed"] = self.__dict__["parsed"]
+        return copy
 
     def schedule_differs(self, other: JobDefinition) -> bool:
         """Whether ``other`` changes what decides ``next_run_at`` (DESIGN 4.7)."""

@@ -11,6 +11,7 @@ which are skipped) are in ``termjobs.rundomain``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -22,6 +23,7 @@ from typing import assert_never
 import trio
 
 from termjobs import jobspec, rundomain, wire
+from termjobs.actors.alarms import Alarms
 from termjobs.actors.mailbox import MAILBOX_SIZE
 from termjobs.actors.protocol import (
     ActorExit,
@@ -34,6 +36,7 @@ from termjobs.actors.protocol import (
     RetryDue,
     RunEnded,
     RunHandle,
+    Tick,
     TriggerNow,
     UpdateJob,
 )
@@ -92,6 +95,7 @@ class JobActor:
         *,
         runs: Sequence[Run] = (),
         hibernate: bool = False,
+        alarms: Alarms,
         closing: Callable[[], bool] = lambda: False,
         late_fire: dt.datetime | None = None,
     ) -> None:
@@ -122,6 +126,7 @@ class JobActor:
         #: ``late_fire``: a fire its supervisor could not wake it for (storage down)
         self._fire_judged_at: dt.datetime | None = late_fire
         self._hibernate = hibernate
+        self._alarms = alarms
         self._service_closing = closing
         self._ending: ActorExit | None = None
 
@@ -139,6 +144,7 @@ class JobActor:
                 with self._loop_scope:
                     self._ending = await self._loop()
             finally:
+                self._alarms.discard(self)
                 self._close_mailbox()
         return self._ending or ActorExit("stopped", self._job)
 
@@ -204,11 +210,21 @@ class JobActor:
         else:
             wake = deadline_or_inf(self._env.clock, self._job.next_run_at if self._job.spec.enabled else None)
         idle_until = trio.current_time() + HIBERNATE_IDLE_S if self._may_hibernate() else math.inf
-        with trio.move_on_at(min(wake, idle_until)):
-            return await self._inbox.receive()
+        deadline = min(wake, idle_until)
+        while trio.current_time() < deadline:
+            if deadline < math.inf:
+                self._alarms.set(self, deadline, self._tick)
+            message = await self._inbox.receive()
+            if not isinstance(message, Tick):
+                return message
         if trio.current_time() >= idle_until and self._may_hibernate():
             return _HIBERNATE
         return None
+
+    def _tick(self) -> None:
+        # Busy (it looks at the clock before it waits again) or gone: no tick needed.
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self.mailbox.send_nowait(Tick())
 
     def _may_hibernate(self) -> bool:
         if not self._hibernate or self._runs or self._stopping or self._fire_retry_at is not None:
@@ -225,6 +241,8 @@ class JobActor:
         match message:
             case RunEnded():
                 self._ended(message)
+            case Tick():
+                pass  # an outdated alarm
             case RetryDue():
                 message.reply.send(self._admit_due_retry(message.handle))
             case Release():
@@ -291,7 +309,7 @@ class JobActor:
                 message = self._inbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
-            if not isinstance(message, RunEnded):
+            if not isinstance(message, RunEnded | Tick):
                 message.reply.fail(gone)
         self._inbox.close()
 
@@ -314,9 +332,7 @@ class JobActor:
         last = due.on_time[-1] if due.on_time else due.missed_last
         advanced = replace(
             job,
-            spec=replace(
-                job.spec, enabled=job.spec.enabled and job.spec.trigger_type is not TriggerType.ONCE
-            ),
+            spec=job.spec.with_enabled(job.spec.enabled and job.spec.trigger_type is not TriggerType.ONCE),
             next_run_at=due.next_at,
             last_fire_at=last,
             updated_at=now,

@@ -103,7 +103,12 @@ class RunEnded:
     retry: Run | None = None
 
 
-JobMessage = Request | Release | RetryDue | RunEnded
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """An alarm the actor set has rung (``termjobs.actors.alarms``): look at the clock."""
+
+
+JobMessage = Request | Release | RetryDue | RunEnded | Tick
 
 
 class ActorGone(Exception):

@@ -222,3 +222,19 @@ def test_trigger_types_parse() -> None:
         job_body(trigger_type="once", trigger_config={"run_at": "2026-03-02T00:00:00+01:00"})
     )
     assert valid.trigger_type is TriggerType.ONCE
+
+
+def test_enabling_or_disabling_keeps_what_was_parsed() -> None:
+    spec = definition_for_create(
+        {
+            "name": "nightly",
+            "runner_type": "program",
+            "runner_config": {"command": "true"},
+            "trigger_type": "cron",
+            "trigger_config": {"expression": "30 2 * * *", "timezone": "Europe/Berlin"},
+        }
+    )
+    parsed = spec.parsed
+    paused = spec.with_enabled(False)
+    assert not paused.enabled and paused.parsed is parsed
+    assert paused.with_enabled(True).parsed is parsed and spec.with_enabled(True) is spec
