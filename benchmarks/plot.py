@@ -13,7 +13,7 @@ server, its limit measured beside it), drawn as PNG charts with their limit line
 
 The figures of every point are written beside the charts (``figures.json``), so a
 chart can be redrawn without measuring again (``--replot``). Needs matplotlib (the
-``[bench]`` extra). The full sweep takes about 40 minutes on two cores; ``--quick``
+``[bench]`` extra). The full sweep takes about 15 minutes on two cores; ``--quick``
 measures fewer, smaller points (a few minutes) to check that it works.
 """
 
@@ -154,6 +154,14 @@ def draw(data: dict[str, dict[str, dict[str, Any]]], out: Path) -> list[Path]:
         ax.plot(xs, [points[str(x)]["p50_ms"] for x in xs], "o-", label="lag p50")
         ax.plot(xs, [points[str(x)]["p99_ms"] for x in xs], "o-", label="lag p99")
         ax.plot(xs, [LAG_P99_TARGET_MS[x] for x in xs], ":", color="tab:red", label="target p99")
+        late = [
+            f"at {x:,}: only {points[str(x)]['fired']:,} queued in time (lags are of those)"
+            for x in xs
+            if points[str(x)].get("fired", x) < x
+        ]
+        if late:
+            note = "\n".join(late)
+            ax.text(0.98, 0.04, note, transform=ax.transAxes, ha="right", fontsize=8, color="tab:red")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(xs, [f"{x:,}" for x in xs])

@@ -253,8 +253,7 @@ def settle_memory() -> None:
     dropped. Collections run less often (:data:`GC_THRESHOLD`): waking 100,000 jobs
     for one minute allocates millions of objects, and with Python's defaults the
     collector took most of the time (measured in benchmarks/RESULTS.md)."""
-    gc.collect()
-    gc.freeze()
+    gc.freeze()  # no collection first: on a million jobs it alone takes seconds
     gc.set_threshold(*GC_THRESHOLD)
 
 
