@@ -1,16 +1,24 @@
 """Peer, same run: APScheduler 4 (async, SQLAlchemy store on SQLite) on the scheduling
-precision and scale-at-rest workloads, with the same job counts as termjobs.
+precision, scale-at-rest and run-throughput workloads, with the same counts as termjobs.
 
 Precision: --small schedules due at one minute and --large at the next; the lag is a
 job's ``created_at`` minus its ``scheduled_fire_time`` (the moment APScheduler decided
 to run it: the counterpart of termjobs' ``queued`` event). Scale at rest: --jobs
-schedules mostly far in the future; start-up time and resident memory.
+schedules mostly far in the future; start-up time and resident memory. Run
+throughput: --runs jobs added through its API by one client without waiting for them
+(as wrk triggers termjobs' runs over HTTP; several clients adding at once made its
+SQLite store fail with "database is locked"); each job runs ``true`` as a subprocess
+(``anyio.run_process``), at most --workers at once, and is kept with its result in the
+store; completed jobs per second from the first
+add to the last result, with bare ``anyio.run_process(["true"])`` spawns at the same
+concurrency, measured in the same process, as its limit.
 
 Each workload runs APScheduler in a child process on asyncio (its default). The
 schedules are created by adding one per distinct trigger through APScheduler's API and
 copying its row in SQL (adding 100,000 through the API takes minutes).
 Needs ``pip install -e '.[bench]'`` (apscheduler 4, aiosqlite).
-Usage: python benchmarks/peer_apscheduler.py [--small 1000] [--large 10000] [--jobs 100000] [--json]
+Usage: python benchmarks/peer_apscheduler.py [--small 1000] [--large 10000] [--jobs 100000]
+       [--runs 2000] [--workers 16] [--json]
 """
 
 from __future__ import annotations
@@ -38,6 +46,13 @@ async def tick() -> None:
     job = current_job.get()
     if job.scheduled_fire_time is not None:
         LAGS.append((job.created_at - job.scheduled_fire_time).total_seconds())
+
+
+async def spawn_true() -> None:
+    """The no-op program of the run-throughput workload, as termjobs runs it."""
+    import anyio
+
+    await anyio.run_process(["true"])
 
 
 def rss_mb() -> float:
@@ -127,6 +142,40 @@ async def child_rest(db: str, jobs: int, mode: str) -> dict[str, Any]:
     return result
 
 
+async def child_throughput(db: str, runs: int, workers: int) -> dict[str, Any]:
+    import anyio
+    from apscheduler import AsyncScheduler
+    from apscheduler.datastores.sqlalchemy import SQLAlchemyDataStore
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    limit = anyio.CapacityLimiter(workers)
+
+    async def bare() -> None:
+        async with limit:
+            await anyio.run_process(["true"])
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for _ in range(runs):
+            group.start_soon(bare)
+    bare_rate = runs / (time.perf_counter() - started)
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
+    async with AsyncScheduler(SQLAlchemyDataStore(engine), max_concurrent_jobs=workers) as scheduler:
+        await scheduler.start_in_background()
+        # One client adds every job without waiting for it (as wrk triggers termjobs'
+        # runs), then reads the results; several adding at once made its SQLite store
+        # fail with "database is locked".
+        started = time.perf_counter()
+        ids = [await scheduler.add_job(spawn_true, result_expiration_time=3600) for _ in range(runs)]
+        outcomes = [await scheduler.get_job_result(job_id) for job_id in ids]
+        elapsed = time.perf_counter() - started
+        await scheduler.stop()
+    await engine.dispose()
+    failed = sum(1 for result in outcomes if result is None or result.outcome.name != "success")
+    return {"rate": runs / elapsed, "limit": bare_rate, "failed": failed}
+
+
 def run_child(*args: str) -> dict[str, Any]:
     started = time.perf_counter()
     done = subprocess.run(
@@ -154,6 +203,8 @@ def main(args: argparse.Namespace) -> None:
         rest_db = str(Path(tmp) / "rest.db")
         run_child("rest-build", rest_db, str(args.jobs))
         rest = run_child("rest", rest_db, str(args.jobs))
+        progress(f"APScheduler run throughput: {args.runs} jobs running true, {args.workers} at once")
+        throughput = run_child("throughput", str(Path(tmp) / "runs.db"), str(args.runs), str(args.workers))
     figures: dict[str, object] = {}
     for key, count in (("small", args.small), ("large", args.large)):
         lags = precision[key]
@@ -163,6 +214,10 @@ def main(args: argparse.Namespace) -> None:
         figures[f"{count} jobs: lag max ms"] = max(lags, default=float("nan")) * 1000
     figures[f"{args.jobs} schedules: start-up s"] = rest["start_s"]
     figures[f"{args.jobs} schedules: RSS MB"] = rest["rss_mb"]
+    figures["run throughput: completed jobs/s"] = throughput["rate"]
+    figures["run throughput: limit: bare spawns/s"] = throughput["limit"]
+    figures["run throughput: ratio"] = f"{throughput['rate'] / throughput['limit']:.0%}"
+    figures["run throughput: failed jobs"] = throughput["failed"]
     report("peer: APScheduler 4 (SQLAlchemy store, SQLite)", figures, as_json=args.json)
 
 
@@ -172,6 +227,8 @@ def child(argv: list[str]) -> None:
     kind, db, *counts = argv
     if kind == "precision":
         result = anyio.run(child_precision, db, int(counts[0]), int(counts[1]), 30.0, 20.0)
+    elif kind == "throughput":
+        result = anyio.run(child_throughput, db, int(counts[0]), int(counts[1]))
     elif kind == "rest-build":
         result = anyio.run(child_rest, db, int(counts[0]), "build")
     else:
@@ -187,5 +244,7 @@ if __name__ == "__main__":
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--large", type=int, default=10000)
     parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--json", action="store_true")
     main(parser.parse_args())
