@@ -14,67 +14,47 @@ messages waiting looks at the clock before it waits again.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 from collections.abc import Callable
 
 import trio
 
-#: Outdated heap entries tolerated before a rebuild (and at least half of the heap).
-_STALE_LIMIT = 1000
+from termjobs.actors.wakeups import DeadlineQueue
 
 
 class Alarms:
     """Callbacks by trio deadline, run by one task (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._due: dict[object, tuple[float, int, Callable[[], None]]] = {}
-        self._heap: list[tuple[float, int, object]] = []
-        self._seq = itertools.count()
-        self._stale = 0
+        self._queue: DeadlineQueue[object, float] = DeadlineQueue()
+        self._wake: dict[object, Callable[[], None]] = {}
         self._changed = trio.Event()
 
     def __len__(self) -> int:
-        return len(self._due)
+        return len(self._queue)
 
     def set(self, key: object, deadline: float, wake: Callable[[], None]) -> None:
         """Call ``wake`` at ``deadline`` (trio time), replacing ``key``'s alarm."""
-        if key in self._due:
-            self._stale += 1
-            if self._stale > _STALE_LIMIT and self._stale > len(self._heap) // 2:
-                self._rebuild()
-        seq = next(self._seq)
-        self._due[key] = (deadline, seq, wake)
-        if not self._heap or deadline < self._heap[0][0]:
+        self._wake[key] = wake
+        if self._queue.set(key, deadline):
             self._changed.set()
-        heapq.heappush(self._heap, (deadline, seq, key))
 
     def discard(self, key: object) -> None:
         """Forget ``key``'s alarm (its actor ended)."""
-        if self._due.pop(key, None) is not None:
-            self._stale += 1
+        self._queue.discard(key)
+        self._wake.pop(key, None)
 
     def next_deadline(self) -> float:
         """The earliest alarm (``inf`` without any)."""
-        while self._heap:
-            deadline, seq, key = self._heap[0]
-            current = self._due.get(key)
-            if current is not None and current[1] == seq:
-                return deadline
-            heapq.heappop(self._heap)
-            self._stale = max(0, self._stale - 1)
-        return math.inf
+        deadline = self._queue.next_due()
+        return math.inf if deadline is None else deadline
 
     def ring_due(self, now: float) -> int:
         """Call every alarm due at ``now``; how many."""
-        rung = 0
-        while self.next_deadline() <= now:
-            _, _, key = heapq.heappop(self._heap)
-            _, _, wake = self._due.pop(key)
-            wake()
-            rung += 1
-        return rung
+        due = self._queue.pop_due(now)
+        for key, _ in due:
+            self._wake.pop(key)()
+        return len(due)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Ring alarms as they come due, until cancelled."""
@@ -84,8 +64,3 @@ class Alarms:
             self._changed = trio.Event()
             with trio.move_on_at(self.next_deadline()):
                 await self._changed.wait()
-
-    def _rebuild(self) -> None:
-        self._heap = [(deadline, seq, key) for key, (deadline, seq, _) in self._due.items()]
-        heapq.heapify(self._heap)
-        self._stale = 0

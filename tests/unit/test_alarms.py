@@ -26,7 +26,7 @@ def test_outdated_entries_are_swept_when_they_pile_up() -> None:
     alarms = Alarms()
     for round_ in range(3000):
         alarms.set("actor", 1000.0 + round_, lambda: None)  # an actor re-arming at every message
-    assert len(alarms) == 1 and len(alarms._heap) < 2100
+    assert len(alarms) == 1 and len(alarms._queue._heap) < 2100
     assert alarms.next_deadline() == 3999.0
 
 
