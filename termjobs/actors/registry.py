@@ -9,7 +9,7 @@ so the rules of who is awake, who is due and who is leaving are plain method cal
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -82,9 +82,6 @@ class Registry:
 
     def job_ids(self) -> set[str]:
         return set(self._entries)
-
-    def entries(self) -> Iterator[Entry]:
-        return iter(list(self._entries.values()))
 
     def actors(self) -> list[JobActor]:
         return [entry.actor for entry in self._entries.values() if entry.actor is not None]
