@@ -48,7 +48,7 @@ from termjobs.storage.base import (
     SessionTranscript,
     Storage,
 )
-from termjobs.storage.gateway import READ_TIMEOUT_S, Gateway, OnBatch, OnCommit, WriteOp, open_gateway
+from termjobs.storage.gateway import READ_TIMEOUT_S, Bulk, Gateway, OnBatch, OnCommit, WriteOp, open_gateway
 from termjobs.storage.sql import cluster, events, history, jobs, outbox, runs, sessions
 from termjobs.storage.transactions import Fence
 
@@ -65,6 +65,7 @@ class SqlStorage(Storage):
         self.gateway = gateway
         #: in a cluster: the writes that act on a job check that this server owns it
         self.fence: Fence | None = None
+        self._fenced_fires: tuple[Fence, Bulk[ops.Fires, list[Run]]] | None = None
 
     def _fenced(self, op: WriteOp[T], *job_ids: str, first: bool = False) -> WriteOp[T]:
         """``op``, on condition (in a cluster) that this server owns the jobs: checked
@@ -127,8 +128,17 @@ class SqlStorage(Storage):
         now: dt.datetime,
         notify: tuple[NotifyTarget, ...] = (),
     ) -> list[Run]:
-        op = partial(ops.record_fires, job=job, decisions=decisions, now=now, notify=notify)
-        return await self.gateway.write(self._fenced(op, job.id))
+        fires = ops.Fires(job, decisions, now, notify)
+        return await self.gateway.write_bulk(self._fires_bulk(), fires)
+
+    def _fires_bulk(self) -> Bulk[ops.Fires, list[Run]]:
+        """Fires of many jobs are written together (with the fence, in a cluster); the
+        same object every time while the fence stays, so the gateway can group them."""
+        if self.fence is None:
+            return ops.FIRES
+        if self._fenced_fires is None or self._fenced_fires[0] is not self.fence:
+            self._fenced_fires = (self.fence, ops.fenced_fires(self.fence))
+        return self._fenced_fires[1]
 
     async def start_run(self, run: Run, *, worker_id: str, now: dt.datetime) -> Run | None:
         op = partial(ops.start_run, run=run, worker_id=worker_id, now=now)

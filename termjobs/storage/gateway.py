@@ -2,10 +2,13 @@
 
 * **Writes** go through one writer task. It takes every request waiting in its queue,
   runs them in a single transaction, commits once, and then answers each request:
-  *group commit*. If one request fails, the batch is rolled back and every request
-  runs again in a transaction of its own, so a failing request never undoes the
-  others. Transient errors (a lock, a lost connection) are retried with backoff. The
-  single writer also means SQLite never sees two writers.
+  *group commit*. Writes of a kind that is cheaper done many at once (a :class:`Bulk`,
+  such as the fires of many jobs due together) are gathered into one request while
+  they wait, and run as one call (``executemany`` instead of statements each). If one request
+  fails, the batch is rolled back and every request runs again in a transaction of its
+  own, so a failing request never undoes the others. Transient errors (a lock, a lost
+  connection) are retried with backoff. The single writer also means SQLite never sees
+  two writers.
 * **Reads** run on a small pool of reader connections (see :meth:`Gateway.read`). A
   read in a worker thread that takes longer than ``read_timeout`` (a stalled
   database) is abandoned and raises :class:`StorageUnavailable`; the thread keeps its
@@ -29,6 +32,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import outcome
@@ -45,6 +49,7 @@ from termjobs.storage.sql import EventOrder, Fences, WriteTx, cluster
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 ReadOp = Callable[[sa.Connection], T]
 WriteOp = Callable[[WriteTx], T]
 OnCommit = Callable[[Sequence[RunEvent]], None]
@@ -52,16 +57,37 @@ OnCommit = Callable[[Sequence[RunEvent]], None]
 OnBatch = Callable[[int, float], None]
 
 MAX_BATCH = 500
+#: Items of one :class:`Bulk` gathered into one request at most.
+MAX_BULK_ITEMS = 1000
 QUEUE_SIZE = 10_000
 #: A read that takes longer than this is abandoned (see the module docstring).
 READ_TIMEOUT_S = 10.0
 _TRANSIENT_RETRIES = 5
 
 
+@dataclass(frozen=True, eq=False)
+class Bulk(Generic[Item, T]):
+    """A kind of write that is cheaper done for many items at once.
+
+    ``many(tx, items)`` must do exactly what ``one(tx, item)`` does for each item, in
+    order, and return their results in order. Items written while an earlier one of the
+    same ``Bulk`` (compared by identity) still waits in the queue join its request, and
+    the writer runs them through ``many``; when a failing batch is run again request by
+    request, they run one by one through ``one``, each in a transaction of its own."""
+
+    one: Callable[[WriteTx, Item], T]
+    many: Callable[[WriteTx, Sequence[Item]], list[T]]
+
+
 @dataclass(eq=False)
 class _Request(Generic[T]):
     op: WriteOp[T]
     detached: bool = False
+    #: a request of gathered items (``op`` runs them through ``bulk.many``)
+    bulk: Bulk[Any, Any] | None = None
+    items: list[Any] = field(default_factory=list)
+    #: each item's own outcome, when they ran one by one
+    item_results: list[outcome.Outcome[Any]] | None = None
     done: trio.Event = field(default_factory=trio.Event)
     result: outcome.Outcome[T] | None = None
     events: list[RunEvent] = field(default_factory=list)
@@ -94,6 +120,8 @@ class Gateway:
         self._on_commit = on_commit
         self._on_batch = on_batch
         self._send, self._receive = trio.open_memory_channel[_Request[Any]](QUEUE_SIZE)
+        #: per :class:`Bulk`, its request still in the queue, which new items join
+        self._open: dict[Bulk[Any, Any], _Request[Any]] = {}
         self._read_limiter = trio.CapacityLimiter(engines.readers)
         self._write_limiter = trio.CapacityLimiter(1)
         self._batches = self._writes = self._max_batch = 0
@@ -145,7 +173,9 @@ class Gateway:
 
         If the caller is cancelled while waiting, the write may still commit.
         """
-        request: _Request[T] = _Request(op)
+        return await self._request(_Request(op))
+
+    async def _request(self, request: _Request[T]) -> T:
         try:
             await self._send.send(request)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -154,6 +184,42 @@ class Gateway:
         assert request.result is not None
         with _translated_errors():
             return request.result.unwrap()
+
+    async def write_bulk(self, bulk: Bulk[Item, T], item: Item) -> T:
+        """:meth:`write` of ``bulk.one(tx, item)``, gathered with the other items of
+        ``bulk`` written meanwhile (see :class:`Bulk`): thousands of them cost one
+        request in the queue and one ``many`` call."""
+        request = self._open.get(bulk)
+        if request is not None and len(request.items) < MAX_BULK_ITEMS:
+            index = len(request.items)
+            request.items.append(item)
+            await request.done.wait()
+        else:
+            index, items = 0, [item]
+            request = _Request(partial(_many_of, bulk, items), bulk=bulk, items=items)
+            try:
+                try:
+                    self._send.send_nowait(request)
+                    self._open[bulk] = request  # queued: others join it until the writer takes it
+                except trio.WouldBlock:
+                    # The queue is full: this request waits for room alone (others may not
+                    # join a request that is not queued yet: its sender could give up).
+                    await self._send.send(request)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise StorageClosed() from None
+            await request.done.wait()
+        found = request.item_results[index] if request.item_results is not None else request.result
+        with _translated_errors():
+            if isinstance(found, outcome.Error):
+                raise found.error  # this item's error, or the whole request's
+            assert isinstance(found, outcome.Value)
+            return found.value if request.item_results is not None else found.value[index]  # type: ignore[no-any-return]
+
+    def _seal(self, batch: list[_Request[Any]]) -> None:
+        """Items written from now on start new requests: these are being committed."""
+        for request in batch:
+            if request.bulk is not None and self._open.get(request.bulk) is request:
+                del self._open[request.bulk]
 
     async def submit(self, op: WriteOp[object]) -> None:
         """Queue ``op`` for the next group commit without waiting for it (for writes
@@ -176,6 +242,7 @@ class Gateway:
                         batch.append(self._receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+                self._seal(batch)
                 await self._commit_with_retry(batch)
 
     async def _commit_with_retry(self, batch: list[_Request[Any]]) -> None:
@@ -187,10 +254,10 @@ class Gateway:
                 break
             except sa.exc.OperationalError as exc:
                 if attempt == _TRANSIENT_RETRIES:
-                    if len(batch) == 1:
+                    if len(batch) == 1 and len(batch[0].items) <= 1:
                         self._fail(batch, exc)
                         return
-                    # It may be one request's own error: run each on its own, once.
+                    # It may be one request's (or item's) own error: run each on its own, once.
                     await self._in_thread(self._commit_each, batch, False, limiter=self._write_limiter)
                     break
                 logger.warning("write transaction failed (%s); retrying in %.2fs", exc, delay)
@@ -211,7 +278,8 @@ class Gateway:
         rolled back and each request runs again in a transaction of its own, so one
         failing request never undoes the others (failures are rare; savepoints around
         every request would cost two statements each on the hot path)."""
-        if len(batch) > 1:
+        together = len(batch) > 1 or len(batch[0].items) > 1
+        if together:
             try:
                 with self.engines.writer.begin() as conn:
                     order, fences = self._order(), Fences()
@@ -223,12 +291,15 @@ class Gateway:
                 raise  # transient (locked, connection lost): the caller retries the batch
             except Exception:
                 pass
-        self._commit_each(batch, len(batch) == 1)
+        self._commit_each(batch, not together)
 
     def _commit_each(self, batch: list[_Request[Any]], raise_transient: bool) -> None:
         """Run each request in a transaction of its own; errors are its result (a
         transient one is raised instead with ``raise_transient``, for a retry)."""
         for request in batch:
+            if len(request.items) > 1:
+                self._commit_items(request)
+                continue
             try:
                 with self.engines.writer.begin() as conn:
                     order, fences = self._order(), Fences()
@@ -238,6 +309,22 @@ class Gateway:
                 if raise_transient and isinstance(exc, sa.exc.OperationalError):
                     raise
                 request.result, request.events = outcome.Error(exc), []
+
+    def _commit_items(self, request: _Request[Any]) -> None:
+        """Run each item of a gathered request in a transaction of its own."""
+        assert request.bulk is not None
+        request.result, request.events, request.item_results = outcome.Value(None), [], []
+        for item in request.items:
+            try:
+                with self.engines.writer.begin() as conn:
+                    order, fences = self._order(), Fences()
+                    tx = WriteTx(conn, order=order, fences=fences)
+                    result = outcome.Value(request.bulk.one(tx, item))
+                    self._before_commit(conn, order, fences)
+                request.item_results.append(result)
+                request.events.extend(tx.events)
+            except Exception as exc:
+                request.item_results.append(outcome.Error(exc))
 
     def _order(self) -> EventOrder | None:
         return EventOrder() if self.events_channel is not None else None
@@ -279,6 +366,12 @@ class Gateway:
         for request in batch:
             request.done.set()
         self._log_detached_failures(batch)
+
+
+def _many_of(bulk: Bulk[Item, T], items: list[Item], tx: WriteTx) -> list[T]:
+    results = bulk.many(tx, items)
+    assert len(results) == len(items), "a Bulk's many() returns a result per item"
+    return results
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -44,7 +44,7 @@ from termjobs.storage.base import (
     Receipt,
     RunFilters,
 )
-from termjobs.storage.gateway import WriteOp
+from termjobs.storage.gateway import Bulk, WriteOp
 from termjobs.storage.sql import Fences, WriteTx, cluster, events, jobs, outbox, runs
 
 T = TypeVar("T")
@@ -101,37 +101,64 @@ def create_run(tx: WriteTx, *, run: Run, data: JSONObject | None, receipt: Recei
 
 def insert_queued(tx: WriteTx, run: Run, data: JSONObject | None) -> Run:
     runs.insert(tx, run)
-    events.insert(
-        tx, run, EventType.QUEUED, QUEUED_MESSAGES[run.trigger], queued_data(run, data), now=run.created_at
-    )
+    queued_event(tx, run, data)
     return run
 
 
-def record_fires(
-    tx: WriteTx,
-    *,
-    job: Job,
-    decisions: Sequence[FireDecision],
-    now: dt.datetime,
-    notify: tuple[NotifyTarget, ...],
-) -> list[Run]:
-    queued: list[Run] = []
-    for decision in decisions:
-        run = decision.run
-        if runs.scheduled_exists(tx.conn, job.id, run.scheduled_for):
-            # Already recorded (a once job re-armed to a time it fired at, or a clock
-            # that stepped back): fires are idempotent per nominal time.
-            continue
+def queued_event(tx: WriteTx, run: Run, data: JSONObject | None) -> None:
+    events.insert(
+        tx, run, EventType.QUEUED, QUEUED_MESSAGES[run.trigger], queued_data(run, data), now=run.created_at
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Fires:
+    """One job's fires at a scheduler wake-up: ``job`` is the job as they advance it."""
+
+    job: Job
+    decisions: Sequence[FireDecision]
+    now: dt.datetime
+    notify: tuple[NotifyTarget, ...]
+
+
+def record_fires(tx: WriteTx, fires: Fires) -> list[Run]:
+    return record_many_fires(tx, [fires])[0]
+
+
+def record_many_fires(tx: WriteTx, batch: Sequence[Fires]) -> list[list[Run]]:
+    """Record the fires of many jobs (the queued runs of each, in order), with one
+    statement per table for the lot: thousands of jobs may fall due in one second."""
+    wanted = [(fires.job.id, d.run.scheduled_for) for fires in batch for d in fires.decisions]
+    # Fires are idempotent per nominal time: one already stored (a once job re-armed
+    # to a time it fired at, a clock that stepped back) is not recorded again.
+    seen = runs.scheduled_among(tx.conn, wanted)
+    rows: list[Run] = []
+    timeline: list[tuple[Run, FireDecision, dt.datetime, tuple[NotifyTarget, ...]]] = []
+    queued: list[list[Run]] = []
+    for fires in batch:
+        queued.append([])
+        for decision in fires.decisions:
+            key = (fires.job.id, decision.run.scheduled_for)
+            if key in seen:
+                continue
+            seen.add(key)
+            run = decision.run
+            if isinstance(decision, Skip):
+                run = dataclasses.replace(
+                    run, status=RunStatus.SKIPPED, finished_at=fires.now, error=decision.message
+                )
+            else:
+                queued[-1].append(run)
+            rows.append(run)
+            timeline.append((run, decision, fires.now, fires.notify))
+    runs.insert_many(tx, rows)
+    for run, decision, now, notify in timeline:
         if isinstance(decision, Skip):
-            skipped = dataclasses.replace(
-                run, status=RunStatus.SKIPPED, finished_at=now, error=decision.message
-            )
-            runs.insert(tx, skipped)
-            events.insert(tx, skipped, EventType.SKIPPED, decision.message, decision.data, now=now)
-            outbox.enqueue(tx, skipped, notify, now=now)
+            events.insert(tx, run, EventType.SKIPPED, decision.message, decision.data, now=now)
+            outbox.enqueue(tx, run, notify, now=now)
         else:
-            queued.append(insert_queued(tx, run, decision.data))
-    jobs.advance(tx, job)
+            queued_event(tx, run, decision.data)
+    jobs.advance(tx, [fires.job for fires in batch])
     return queued
 
 
@@ -237,8 +264,31 @@ def fenced_op(tx: WriteTx, *, op: WriteOp[T], job_ids: Sequence[str], fence: Fen
     if first:
         cluster.check_owners(tx.conn, Fences(fence.worker_id, fence.lease_s, set(job_ids)))
         return op(tx)
+    fence_jobs(tx, fence, job_ids)
+    return op(tx)
+
+
+def fence_jobs(tx: WriteTx, fence: Fence, job_ids: Iterable[str]) -> None:
+    """Add ``job_ids`` to the jobs the transaction checks (``fence``) before it commits."""
     fences = tx.fences
     assert fences is not None, "a fenced write outside a gateway transaction"
     fences.worker_id, fences.lease_s = fence.worker_id, fence.lease_s
     fences.job_ids.update(job_ids)
-    return op(tx)
+
+
+#: Recording fires, for the gateway to run many jobs' fires at once.
+FIRES: Bulk[Fires, list[Run]] = Bulk(one=record_fires, many=record_many_fires)
+
+
+def fenced_fires(fence: Fence) -> Bulk[Fires, list[Run]]:
+    """:data:`FIRES`, on condition that this server owns the jobs (see ``fenced_op``)."""
+
+    def one(tx: WriteTx, fires: Fires) -> list[Run]:
+        fence_jobs(tx, fence, [fires.job.id])
+        return record_fires(tx, fires)
+
+    def many(tx: WriteTx, batch: Sequence[Fires]) -> list[list[Run]]:
+        fence_jobs(tx, fence, [fires.job.id for fires in batch])
+        return record_many_fires(tx, batch)
+
+    return Bulk(one=one, many=many)

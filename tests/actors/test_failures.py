@@ -84,17 +84,17 @@ async def test_a_trigger_just_before_a_fire_starts_its_run(
 async def test_requests_are_served_while_scheduled_fires_cannot_be_recorded(
     sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from termjobs.storage import transactions
+    from termjobs.storage.sql import jobs
 
     failing = {"on": True}
-    original = transactions.record_fires
+    original = jobs.advance  # the last statement of recording fires
 
-    def record_fires(*args: Any, **kwargs: Any) -> Any:
+    def advance(*args: Any, **kwargs: Any) -> Any:
         if failing["on"]:
-            raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+            raise sa.exc.OperationalError("UPDATE", {}, Exception("disk I/O error"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(transactions, "record_fires", record_fires)
+    monkeypatch.setattr(jobs, "advance", advance)
     async with harness(sqlite_url) as h:
         job = await h.create(cron_body("hourly", "0 * * * *"))
         await trio.sleep(3600 + 30)  # the 13:00 fire keeps failing, with backoff

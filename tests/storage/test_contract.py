@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 
 import pytest
+import trio
 
 from termjobs.jobdef import Job
 from termjobs.jobspec import definition_for_create
@@ -385,6 +386,40 @@ async def test_recorded_fires_queue_skip_and_advance_the_schedule_at_once(storag
     again = [Enqueue(dataclasses.replace(on_time, id="run_other"))]
     assert await storage.record_fires(advanced, again, now=EPOCH + 2 * SECOND) == []
     assert (await storage.runs_page(limit=10, offset=0)).total == 2
+
+
+async def test_fires_of_many_jobs_due_at_once_are_each_recorded_once(storage: Storage) -> None:
+    # Many jobs falling due together reach the store side by side (the SQL store
+    # writes them in one batch); each gets exactly its own runs and schedule.
+    jobs = [await add_job(storage, make_job(f"due{i}")) for i in range(30)]
+    at = EPOCH + 60 * SECOND
+    fired = {job.id: make_run(job, trigger=RunTrigger.SCHEDULE, created=at) for job in jobs}
+    # One job's fire is already stored (recorded before a restart): not recorded again.
+    await add_run(storage, fired[jobs[3].id])
+    results: dict[str, list[Run]] = {}
+
+    async def fire(job: Job) -> None:
+        advanced = dataclasses.replace(job, next_run_at=at + 60 * SECOND, last_fire_at=at, updated_at=at)
+        run = fired[job.id]
+        decision: FireDecision = (
+            Skip(run, "skipped: busy", {"reason": "busy"}) if job is jobs[5] else Enqueue(run, None)
+        )
+        results[job.id] = await storage.record_fires(advanced, [decision], now=at)
+
+    async with trio.open_nursery() as nursery:
+        for job in jobs:
+            nursery.start_soon(fire, job)
+    for job in jobs:
+        expected = [] if job in (jobs[3], jobs[5]) else [fired[job.id]]
+        assert results[job.id] == expected, job.spec.name
+        stored = await storage.get_job(job.id)
+        assert stored is not None and stored.next_run_at == at + 60 * SECOND and stored.last_fire_at == at
+    skipped = await storage.get_run(fired[jobs[5].id].id)
+    assert skipped is not None and skipped.status is RunStatus.SKIPPED and skipped.error == "skipped: busy"
+    assert await event_types(storage, fired[jobs[5].id].id) == [EventType.SKIPPED]
+    assert await event_types(storage, fired[jobs[0].id].id) == [EventType.QUEUED]
+    assert await event_types(storage, fired[jobs[3].id].id) == [EventType.QUEUED]  # not twice
+    assert (await storage.runs_page(limit=100, offset=0)).total == 30
 
 
 async def test_events_are_published_after_commit_in_id_order(storage: Storage, published: Published) -> None:

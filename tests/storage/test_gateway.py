@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from termjobs.model import EventType, Run, RunEvent
 from termjobs.storage import StorageRefused, StorageUnavailable, migrate, tables
 from termjobs.storage.database import open_storage
 from termjobs.storage.engine import create_engines
-from termjobs.storage.gateway import open_gateway
+from termjobs.storage.gateway import Bulk, open_gateway
 from termjobs.storage.sql import WriteTx, events, runs
 from tests.helpers import EPOCH, make_job, make_run
 from tests.storage.conftest import Published
@@ -67,6 +68,47 @@ async def test_group_commit_isolates_a_failing_write_and_publishes_after_commit(
         assert new_runs[7].id not in {r.id for r in stored.items}
         stats = storage.gateway.statistics()
         assert stats.writes == 41 and stats.batches < 41  # batched
+        assert published.ids == sorted(published.ids) and len(published.ids) == 39
+
+
+async def test_neighbouring_bulk_writes_run_together_and_a_failing_one_alone(db_url: URL) -> None:
+    published = Published()
+    async with open_storage(db_url, on_commit=published) as storage:
+        job = make_job("bulk")
+        await storage.create_job(job)
+        new_runs = [make_run(job) for _ in range(40)]
+        together: list[int] = []
+
+        def one(tx: WriteTx, i: int) -> str:
+            runs.insert(tx, new_runs[i])
+            if i == 7:
+                raise RuntimeError("boom")
+            events.insert(tx, new_runs[i], EventType.QUEUED, "queued", None, now=EPOCH)
+            return new_runs[i].id
+
+        def many(tx: WriteTx, items: Sequence[int]) -> list[str]:
+            together.append(len(items))
+            return [one(tx, i) for i in items]
+
+        bulk = Bulk(one=one, many=many)
+        results: dict[int, object] = {}
+
+        async def write(i: int) -> None:
+            try:
+                written: str = await storage.gateway.write_bulk(bulk, i)
+                results[i] = written
+            except RuntimeError as exc:
+                results[i] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(write, i)
+        assert max(together) > 1  # items written meanwhile went through many() at once
+        assert isinstance(results[7], RuntimeError)
+        assert all(results[i] == new_runs[i].id for i in range(40) if i != 7)
+        stored = await storage.runs_page(limit=100, offset=0)
+        assert stored.total == 39 and new_runs[7].id not in {r.id for r in stored.items}
+        # the events of a bulk call are published once committed, in id order
         assert published.ids == sorted(published.ids) and len(published.ids) == 39
 
 

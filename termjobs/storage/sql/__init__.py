@@ -8,10 +8,13 @@ parameter: no SQL-side ``now()``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 
 from termjobs.model import RunEvent
 
@@ -63,3 +66,48 @@ def chunks(ids: Sequence[str], size: int = 500) -> Iterator[list[str]]:
     """``ids`` in slices of ``size``: keeps IN lists small."""
     for start in range(0, len(ids), size):
         yield list(ids[start : start + size])
+
+
+def insert_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT ``rows`` (all with the same keys) with one ``executemany`` on the driver
+    connection of ``conn``'s transaction, each value converted as its column's type
+    converts it. For the hot multi-row inserts (the fires of many jobs at once): a
+    SQLAlchemy Core ``executemany`` spends most of its time preparing parameters."""
+    if not rows:
+        return
+    names = tuple(rows[0])
+    statement, converters = _insert_plan(table, names, conn.dialect)
+    plan = list(zip(names, converters, strict=True))
+    params = [tuple(row[n] if convert is None else convert(row[n]) for n, convert in plan) for row in rows]
+    execute_driver(conn, statement, params, many=True)
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_plan(
+    table: sa.Table, names: tuple[str, ...], dialect: Dialect
+) -> tuple[str, list[Callable[[Any], Any] | None]]:
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    columns = ", ".join(f'"{name}"' for name in names)
+    statement = f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join(mark for _ in names)})"
+    converters: list[Callable[[Any], Any] | None] = [
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    ]
+    return statement, converters
+
+
+def execute_driver(conn: sa.Connection, statement: str, params: Any, *, many: bool = False) -> Any:
+    """Run ``statement`` on the DB-API cursor of ``conn``'s transaction (the cursor).
+
+    Driver errors leave as the same exception classes as through SQLAlchemy: callers
+    tell a transient ``OperationalError`` from an ``IntegrityError`` the usual way."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
+    try:
+        if many:
+            cursor = driver.cursor()
+            cursor.executemany(statement, params)
+            return cursor
+        return driver.execute(statement, params)
+    except dbapi_error as exc:
+        raise sa.exc.DBAPIError.instance(statement, params, exc, dbapi_error, dialect=conn.dialect) from exc

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from termjobs.model import EventType, JSONValue, Run, RunEvent
 from termjobs.storage.base import Page
 from termjobs.storage.rows import EVENTS, dump_json
-from termjobs.storage.sql import WriteTx
+from termjobs.storage.sql import WriteTx, execute_driver
 from termjobs.storage.sql.cluster import EVENTS_LOCK_KEY
 from termjobs.storage.tables import run_events
 
@@ -71,10 +71,7 @@ def _insert_row(
     Every output batch of every run comes through here; the DB-API call costs a tenth
     of a SQLAlchemy Core execution. The stored values are exactly what ``UTCDateTime``
     writes (naive UTC text on SQLite, ``timestamptz`` on PostgreSQL)."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
     utc = now.astimezone(dt.UTC)
-    dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
     params: tuple[object, ...]
     if conn.dialect.name == "sqlite":
         stamp = utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
@@ -82,13 +79,8 @@ def _insert_row(
     else:
         params = (run.id, run.job_id, event_type, message, data, utc)
         statement, params = (_PG_INSERT_LOCKED, (EVENTS_LOCK_KEY, *params)) if lock else (_PG_INSERT, params)
-    try:
-        cursor = driver.execute(statement, params)
-        event_id = cursor.lastrowid if conn.dialect.name == "sqlite" else cursor.fetchone()[0]
-    except dbapi_error as exc:
-        # The same exception classes as through SQLAlchemy: callers tell a transient
-        # OperationalError from an IntegrityError the usual way.
-        raise sa.exc.DBAPIError.instance(statement, params, exc, dbapi_error, dialect=conn.dialect) from exc
+    cursor = execute_driver(conn, statement, params)
+    event_id = cursor.lastrowid if conn.dialect.name == "sqlite" else cursor.fetchone()[0]
     assert isinstance(event_id, int)
     return event_id
 

@@ -28,6 +28,7 @@ from termjobs.model import (
 from termjobs.storage.base import Page, RunFilters, storable
 from termjobs.storage.rows import RUN_SUMMARIES, RUNS
 from termjobs.storage.sql import WriteTx, chunks
+from termjobs.storage.sql import insert_many as insert_rows
 from termjobs.storage.tables import runs
 
 _INSERT = runs.insert()
@@ -38,6 +39,11 @@ TERMINAL = [status.value for status in TERMINAL_STATUSES]
 def insert(tx: WriteTx, run: Run) -> None:
     """Insert a new run row."""
     tx.conn.execute(_INSERT, RUNS.values(run))
+
+
+def insert_many(tx: WriteTx, new_runs: Sequence[Run]) -> None:
+    """Insert new run rows in one ``executemany``."""
+    insert_rows(tx.conn, runs, [RUNS.values(run) for run in new_runs])
 
 
 def start(tx: WriteTx, run_id: str, *, worker_id: str, now: dt.datetime) -> Run | None:
@@ -151,6 +157,25 @@ _SCHEDULED = sa.select(runs.c.id).where(
 def scheduled_exists(conn: sa.Connection, job_id: str, scheduled_for: dt.datetime) -> bool:
     """Whether a scheduled run of this job and nominal time is already stored."""
     return conn.execute(_SCHEDULED, {"job_id": job_id, "scheduled_for": scheduled_for}).first() is not None
+
+
+def scheduled_among(
+    conn: sa.Connection, wanted: Sequence[tuple[str, dt.datetime]]
+) -> set[tuple[str, dt.datetime]]:
+    """Which of the (job id, nominal time) pairs ``wanted`` already have a scheduled run
+    stored (one query per 500 jobs: the fires of many jobs due at once)."""
+    if not wanted:
+        return set()
+    times = sorted({at for _, at in wanted})
+    found: set[tuple[str, dt.datetime]] = set()
+    for chunk in chunks(sorted({job_id for job_id, _ in wanted})):
+        query = sa.select(runs.c.job_id, runs.c.scheduled_for).where(
+            runs.c.trigger == RunTrigger.SCHEDULE.value,
+            runs.c.job_id.in_(chunk),
+            runs.c.scheduled_for.in_(times) if len(times) <= 50 else runs.c.scheduled_for >= times[0],
+        )
+        found.update((job_id, at) for job_id, at in conn.execute(query))
+    return found & set(wanted)
 
 
 _GET = {
