@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 #: The newest migration shipped with this version (a test checks it against alembic's
 #: own head): update it with every new migration.
-HEAD_REVISION: Final = "0004"
+HEAD_REVISION: Final = "0005"
 _SCRIPTS = Path(__file__).parent / "migrations"
 # Serialises concurrent start-ups of several servers sharing one PostgreSQL database.
 _PG_LOCK_KEY = 0x7465726D6A6F6273 & 0x7FFFFFFFFFFFFFFF

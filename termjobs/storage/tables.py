@@ -265,3 +265,12 @@ cluster_requests = sa.Table(
     sa.Index("ix_cluster_requests_target", "target_id", "answered_at"),
     sqlite_autoincrement=True,
 )
+
+#: Row counts the database keeps up to date itself (triggers, migration 0005):
+#: ``jobs`` is the number of jobs, so an unfiltered listing needs no count over them.
+row_counts = sa.Table(
+    "row_counts",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)

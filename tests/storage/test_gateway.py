@@ -16,10 +16,11 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import URL
 
 from termjobs.model import EventType, Run, RunEvent
-from termjobs.storage import StorageRefused, StorageUnavailable, migrate, tables
+from termjobs.storage import JobFilters, StorageRefused, StorageUnavailable, migrate, tables
 from termjobs.storage.database import open_storage
 from termjobs.storage.engine import create_engines
 from termjobs.storage.gateway import Bulk, open_gateway
+from termjobs.storage.rows import JOBS
 from termjobs.storage.sql import WriteTx, events, runs
 from tests.helpers import EPOCH, make_job, make_run
 from tests.storage.conftest import Published
@@ -172,6 +173,38 @@ def test_the_migrations_build_exactly_the_declared_tables_and_undo_cleanly(db_ur
         assert migrate.current_revision(engines.writer) == migrate.head_revision()
     finally:
         engines.dispose()
+
+
+async def test_the_job_count_the_database_keeps_is_exact_across_upgrade_and_writes(db_url: URL) -> None:
+    """An unfiltered listing reads the number of jobs the database keeps (triggers)
+    instead of counting them: it starts from the jobs already there at the upgrade
+    and follows every insert and delete, one by one or in batches."""
+    engines = create_engines(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrate.__file__).parent / "migrations"))
+    try:
+        with engines.writer.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0004")  # the revision before the count
+        before = [make_job(f"old{i}") for i in range(3)]
+        with engines.writer.begin() as conn:
+            conn.execute(tables.jobs.insert(), [JOBS.values(job) for job in before])
+    finally:
+        engines.dispose()
+    async with open_storage(db_url) as storage:  # upgrades to the head
+
+        async def totals() -> tuple[int, int]:
+            kept = await storage.jobs_page(limit=1, offset=0, filters=JobFilters())
+            counted = await storage.jobs_page(limit=1, offset=0, filters=JobFilters(name="o"))
+            return kept.total, counted.total
+
+        assert await totals() == (3, 3)
+        await storage.import_jobs([make_job(f"other{i}") for i in range(50)])
+        await storage.create_job(make_job("new"))
+        assert await totals() == (54, 53)
+        assert await storage.delete_job(before[0].id)
+        assert not await storage.delete_job(before[0].id)
+        assert await totals() == (53, 52)
 
 
 async def test_a_read_the_database_does_not_answer_is_abandoned_as_unavailable(sqlite_url: URL) -> None:
