@@ -174,7 +174,8 @@ class Launcher:
             started.started()  # ended before it started: the batch must not wait for it
 
     async def waker(self) -> None:
-        """Start hibernating actors ``PREWARM`` before their next fire."""
+        """Start hibernating actors ``PREWARM`` before their next fire (earlier for a
+        crowd of jobs due together: ``actors/wakeups.py``)."""
         with self._waker_scope:
             while True:
                 due = self._registry.due(self._env.clock.now())

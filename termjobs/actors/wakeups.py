@@ -4,6 +4,14 @@ The supervisor keeps one entry per hibernating job that has a next fire time, an
 starts the job's actor ``prewarm`` before that time. Entries are replaced or removed
 lazily: the heap may hold outdated entries, which are skipped when they come up and
 swept out when they outnumber the live ones.
+
+Starting an actor takes time (about ``1 / WAKE_RATE`` s, loading its job included), so
+a crowd of jobs due close together is woken earlier still: a job with ``n`` others due
+before it or in its second (counted from the first job due, at most ``MAX_LEAD``
+before it) is woken ``n / WAKE_RATE`` s sooner (at most ``MAX_LEAD``), and 100,000
+jobs due at one minute are awake by their fire instead of being started while they
+should be firing. The crowd is counted per second of fire time, so finding the next
+wake-up reads a few dozen counters, not the heap.
 """
 
 from __future__ import annotations
@@ -11,8 +19,18 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
+from collections import Counter
 from collections.abc import Hashable
 from typing import Generic, TypeVar
+
+#: Job actors the supervisor starts a second, loading their jobs included (measured:
+#: 100,000 took 25-30 s on two cores while other jobs ran).
+WAKE_RATE = 4_000.0
+#: The most a crowd is woken ahead of ``prewarm``, and how far ahead of its first job a
+#: crowd is counted. With ``prewarm`` it stays under the minute within which an awake
+#: actor with a fire coming does not hibernate (``HIBERNATE_HORIZON_S``).
+MAX_LEAD = dt.timedelta(seconds=30)
+_LEAD_SECONDS = int(MAX_LEAD.total_seconds())
 
 #: Outdated heap entries tolerated before a rebuild (and at least half of the heap).
 _STALE_LIMIT = 1000
@@ -91,18 +109,84 @@ class DeadlineQueue(Generic[K, T]):
 
 
 class WakeSchedule(DeadlineQueue[str, dt.datetime]):
-    """Job ids by their next fire time; a job is due ``prewarm`` before it (see the
-    module docstring)."""
+    """Job ids by their next fire time; a job is due ``prewarm`` before it, earlier
+    in a crowd (see the module docstring)."""
 
     def __init__(self, prewarm: dt.timedelta) -> None:
         super().__init__()
         self.prewarm = prewarm
+        self._per_second: Counter[int] = Counter()  # live entries by second of fire time
+
+    def set(self, key: str, at: dt.datetime) -> bool:
+        """``key`` fires at ``at``; whether the next wake-up may have moved earlier."""
+        self._uncount(self._at.get(key))
+        first = self.next_due()
+        self._per_second[_second(at)] += 1
+        was_first = super().set(key, at)
+        return was_first or (first is not None and at - first <= MAX_LEAD)
+
+    def discard(self, key: str) -> dt.datetime | None:
+        at = super().discard(key)
+        self._uncount(at)
+        return at
+
+    def clear(self) -> None:
+        super().clear()
+        self._per_second.clear()
 
     def pop_due(self, horizon: dt.datetime) -> list[tuple[str, dt.datetime]]:
         """The jobs to wake at ``horizon`` (now) with their fire times, removed."""
-        return super().pop_due(horizon + self.prewarm)
+        limit = horizon + self.prewarm
+        crowd = self._last_woken_second(horizon)
+        if crowd is not None:  # the whole of that second's crowd, and everything before it
+            limit = max(limit, _EPOCH + (crowd + 1) * _SECOND - _TICK)
+        due = super().pop_due(limit)
+        for _, at in due:
+            self._uncount(at)
+        return due
 
     def next_wake(self) -> dt.datetime | None:
-        """When the next job must be woken (its fire time minus ``prewarm``)."""
-        fire_at = self.next_due()
-        return None if fire_at is None else fire_at - self.prewarm
+        """When the next job must be woken (see the module docstring)."""
+        wakes = [wake for _, wake in self._crowd_wakes()]
+        return min(wakes) if wakes else None
+
+    def _last_woken_second(self, now: dt.datetime) -> int | None:
+        """The latest second of fire time whose jobs must be awake by ``now``."""
+        woken = [second for second, wake in self._crowd_wakes() if wake <= now]
+        return max(woken) if woken else None
+
+    def _crowd_wakes(self) -> list[tuple[int, dt.datetime]]:
+        """When to wake each second of fire time within ``MAX_LEAD`` of the first."""
+        first = self.next_due()
+        if first is None:
+            return []
+        start = _second(first)
+        wakes: list[tuple[int, dt.datetime]] = []
+        ahead = 0  # the jobs due in the window, up to this second
+        for second in range(start, start + _LEAD_SECONDS + 1):
+            count = self._per_second.get(second, 0)
+            if not count:
+                continue
+            ahead += count
+            fire_at = first if second == start else _EPOCH + dt.timedelta(seconds=second)
+            lead = min(dt.timedelta(seconds=(ahead - 1) / WAKE_RATE), MAX_LEAD)
+            wakes.append((second, fire_at - self.prewarm - lead))
+        return wakes
+
+    def _uncount(self, at: dt.datetime | None) -> None:
+        if at is None:
+            return
+        second = _second(at)
+        self._per_second[second] -= 1
+        if self._per_second[second] <= 0:
+            del self._per_second[second]
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_TICK = dt.timedelta(microseconds=1)
+_SECOND = dt.timedelta(seconds=1)
+
+
+def _second(at: dt.datetime) -> int:
+    """The whole second (since the epoch) that ``at`` falls in."""
+    return (at - _EPOCH) // _SECOND

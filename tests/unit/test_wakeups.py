@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from termjobs.actors.wakeups import WakeSchedule
+from termjobs.actors.wakeups import MAX_LEAD, WAKE_RATE, WakeSchedule
 from tests.helpers import EPOCH
 
 PREWARM = dt.timedelta(seconds=5)
@@ -15,11 +15,11 @@ def test_jobs_come_due_prewarm_before_their_fire_in_time_order() -> None:
     wakeups = WakeSchedule(PREWARM)
     assert wakeups.set("b", EPOCH + 20 * SECOND) is True  # the first entry is the earliest
     assert wakeups.set("a", EPOCH + 10 * SECOND) is True
-    assert wakeups.set("c", EPOCH + 30 * SECOND) is False
+    assert wakeups.set("c", EPOCH + 300 * SECOND) is False  # far from a crowd: nothing moves
     assert wakeups.next_wake() == EPOCH + 5 * SECOND
     assert wakeups.pop_due(EPOCH + 4 * SECOND) == []
     assert wakeups.pop_due(EPOCH + 15 * SECOND) == [("a", EPOCH + 10 * SECOND), ("b", EPOCH + 20 * SECOND)]
-    assert len(wakeups) == 1 and wakeups.get("c") == EPOCH + 30 * SECOND
+    assert len(wakeups) == 1 and wakeups.get("c") == EPOCH + 300 * SECOND
 
 
 def test_replaced_and_discarded_entries_never_come_due() -> None:
@@ -41,3 +41,51 @@ def test_many_reschedules_keep_the_heap_small() -> None:
         wakeups.set("busy", EPOCH + i * SECOND)
     assert len(wakeups._heap) < 3000  # outdated entries are swept, not kept forever
     assert wakeups.pop_due(EPOCH + 10_000 * SECOND) == [("busy", EPOCH + 4999 * SECOND)]
+
+
+def lead(ahead: int) -> dt.timedelta:
+    """How much earlier than prewarm a job with ``ahead`` others before it is woken."""
+    return dt.timedelta(seconds=ahead / WAKE_RATE)
+
+
+def test_a_crowd_due_together_is_woken_early_enough_to_start_every_actor_before_its_fire() -> None:
+    wakeups = WakeSchedule(PREWARM)
+    fire = EPOCH + 600 * SECOND
+    for i in range(50_000):
+        wakeups.set(f"crowd-{i}", fire)
+    wakeups.set("lone", EPOCH + 1200 * SECOND)
+    # Starting 50,000 actors takes 50,000 / WAKE_RATE s: the crowd is woken that much earlier.
+    assert SECOND < lead(49_999) < MAX_LEAD
+    assert wakeups.next_wake() == fire - PREWARM - lead(49_999)
+    assert wakeups.pop_due(fire - PREWARM - lead(49_999) - SECOND) == []
+    woken = wakeups.pop_due(fire - PREWARM - lead(49_999))
+    assert len(woken) == 50_000 and {at for _, at in woken} == {fire}
+    # A job due alone is still woken prewarm before its fire.
+    assert wakeups.next_wake() == EPOCH + 1195 * SECOND
+    assert wakeups.pop_due(EPOCH + 1195 * SECOND) == [("lone", EPOCH + 1200 * SECOND)]
+
+
+def test_a_job_due_just_before_a_crowd_is_woken_with_it_and_rescheduled_ones_leave_it() -> None:
+    wakeups = WakeSchedule(PREWARM)
+    fire = EPOCH + 600 * SECOND
+    wakeups.set("early", fire)
+    for i in range(40_000):
+        wakeups.set(f"crowd-{i}", fire + SECOND)
+    assert lead(40_000) > 2 * SECOND  # the crowd's wake-up comes before the early job's
+    assert wakeups.next_wake() == fire + SECOND - PREWARM - lead(40_000)
+    for i in range(20_000):  # half the crowd moves to the next hour: the rest need less lead
+        wakeups.set(f"crowd-{2 * i}", EPOCH + 3600 * SECOND)
+    assert wakeups.next_wake() == fire + SECOND - PREWARM - lead(20_000)
+    assert wakeups.pop_due(fire + SECOND - PREWARM - lead(20_000) - SECOND) == []
+    woken = wakeups.pop_due(fire + SECOND - PREWARM - lead(20_000))
+    assert len(woken) == 20_001 and woken[0] == ("early", fire)
+    assert wakeups.next_wake() == EPOCH + 3595 * SECOND - lead(19_999)
+
+
+def test_a_crowd_is_never_woken_more_than_max_lead_before_prewarm() -> None:
+    wakeups = WakeSchedule(PREWARM)
+    fire = EPOCH + 600 * SECOND
+    crowd = int(MAX_LEAD.total_seconds() * WAKE_RATE) + 1000
+    for i in range(crowd):
+        wakeups.set(f"crowd-{i}", fire)
+    assert wakeups.next_wake() == fire - PREWARM - MAX_LEAD
