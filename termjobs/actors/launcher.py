@@ -145,11 +145,14 @@ class Launcher:
                 "could not start %d job actor(s); retrying in %gs", len(entries), WAKE_RETRY.total_seconds()
             )
         finally:
-            retry_at = self._env.clock.now() + WAKE_RETRY + self._registry.prewarm
+            now = self._env.clock.now()
+            retry_at = now + WAKE_RETRY + self._registry.prewarm
             for entry in entries:
                 at = held[entry.job_id]
                 kept = self._registry.get(entry.job_id) is entry and entry.actor is None
                 if kept and at is not None and self._registry.wakeups.get(entry.job_id) is None:
+                    # Put back as a crowd, they would be woken early again at once.
+                    self._registry.wakeups.hold_until(now + WAKE_RETRY)
                     self._registry.wake_at(entry.job_id, max(at, retry_at))
                     self._late_fires.setdefault(entry.job_id, at)
                 waking, entry.waking = entry.waking, None

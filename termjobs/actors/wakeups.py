@@ -116,6 +116,7 @@ class WakeSchedule(DeadlineQueue[str, dt.datetime]):
         super().__init__()
         self.prewarm = prewarm
         self._per_second: Counter[int] = Counter()  # live entries by second of fire time
+        self._held_until: dt.datetime | None = None
 
     def set(self, key: str, at: dt.datetime) -> bool:
         """``key`` fires at ``at``; whether the next wake-up may have moved earlier."""
@@ -123,7 +124,12 @@ class WakeSchedule(DeadlineQueue[str, dt.datetime]):
         first = self.next_due()
         self._per_second[_second(at)] += 1
         was_first = super().set(key, at)
-        return was_first or (first is not None and at - first <= MAX_LEAD)
+        return was_first or (first is not None and _second(at) - _second(first) <= _LEAD_SECONDS)
+
+    def hold_until(self, at: dt.datetime) -> None:
+        """Wake nothing before ``at`` (waking failed: a crowd put back, woken early
+        again at once, would make a busy loop while storage is down)."""
+        self._held_until = at if self._held_until is None else max(self._held_until, at)
 
     def discard(self, key: str) -> dt.datetime | None:
         at = super().discard(key)
@@ -136,6 +142,10 @@ class WakeSchedule(DeadlineQueue[str, dt.datetime]):
 
     def pop_due(self, horizon: dt.datetime) -> list[tuple[str, dt.datetime]]:
         """The jobs to wake at ``horizon`` (now) with their fire times, removed."""
+        if self._held_until is not None:
+            if horizon < self._held_until:
+                return []
+            self._held_until = None
         limit = horizon + self.prewarm
         crowd = self._last_woken_second(horizon)
         if crowd is not None:  # the whole of that second's crowd, and everything before it
@@ -148,7 +158,9 @@ class WakeSchedule(DeadlineQueue[str, dt.datetime]):
     def next_wake(self) -> dt.datetime | None:
         """When the next job must be woken (see the module docstring)."""
         wakes = [wake for _, wake in self._crowd_wakes()]
-        return min(wakes) if wakes else None
+        if not wakes:
+            return None
+        return max(min(wakes), self._held_until) if self._held_until is not None else min(wakes)
 
     def _last_woken_second(self, now: dt.datetime) -> int | None:
         """The latest second of fire time whose jobs must be awake by ``now``."""

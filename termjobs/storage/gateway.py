@@ -56,6 +56,9 @@ OnCommit = Callable[[Sequence[RunEvent]], None]
 #: Told the size and duration (seconds) of every committed batch.
 OnBatch = Callable[[int, float], None]
 
+#: Requests committed in one transaction at most. Gathered requests are not cut
+#: smaller: while 100,000 actors fire, every turn of the writer costs a pass of the
+#: scheduler, so the more each commit takes the better (a failing lot is bisected).
 MAX_BATCH = 500
 #: Items of one :class:`Bulk` gathered into one request at most.
 MAX_BULK_ITEMS = 1000
@@ -73,7 +76,8 @@ class Bulk(Generic[Item, T]):
     order, and return their results in order. Items written while an earlier one of the
     same ``Bulk`` (compared by identity) still waits in the queue join its request, and
     the writer runs them through ``many``; when a failing batch is run again request by
-    request, they run one by one through ``one``, each in a transaction of its own."""
+    request, their request is halved while it fails, and an item left alone runs
+    through ``one`` (see ``Gateway._commit_items``)."""
 
     one: Callable[[WriteTx, Item], T]
     many: Callable[[WriteTx, Sequence[Item]], list[T]]
@@ -234,16 +238,28 @@ class Gateway:
 
     async def _writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        batch: list[_Request[Any]] = []
         async with self._receive:
-            async for first in self._receive:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
+            try:
+                async for first in self._receive:
+                    batch = [first]
+                    while len(batch) < MAX_BATCH:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    self._seal(batch)
+                    await self._commit_with_retry(batch)
+            finally:
+                # Stopped without draining (cancelled): whoever waits must not wait forever.
+                self._open.clear()
+                left = [request for request in batch if not request.done.is_set()]
+                while True:
                     try:
-                        batch.append(self._receive.receive_nowait())
+                        left.append(self._receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                self._seal(batch)
-                await self._commit_with_retry(batch)
+                self._fail(left, StorageClosed())
 
     async def _commit_with_retry(self, batch: list[_Request[Any]]) -> None:
         started = trio.current_time()
@@ -266,11 +282,12 @@ class Gateway:
             except Exception as exc:
                 self._fail(batch, exc)
                 return
+        size = sum(_size(request) for request in batch)
         self._batches += 1
-        self._writes += len(batch)
-        self._max_batch = max(self._max_batch, len(batch))
+        self._writes += size
+        self._max_batch = max(self._max_batch, size)
         if self._on_batch is not None:
-            self._on_batch(len(batch), trio.current_time() - started)
+            self._on_batch(size, trio.current_time() - started)
         self._publish_and_answer(batch)
 
     def _commit(self, batch: list[_Request[Any]]) -> None:
@@ -311,20 +328,35 @@ class Gateway:
                 request.result, request.events = outcome.Error(exc), []
 
     def _commit_items(self, request: _Request[Any]) -> None:
-        """Run each item of a gathered request in a transaction of its own."""
-        assert request.bulk is not None
+        """Commit the items of a gathered request that failed as a whole: halves in
+        transactions of their own, halved again while they fail, so a failing item
+        ends alone (through ``one``, its error its own) after at most ``2 log2 n``
+        transactions, and the others are committed."""
+        bulk = request.bulk
+        assert bulk is not None
         request.result, request.events, request.item_results = outcome.Value(None), [], []
-        for item in request.items:
+        results: list[outcome.Outcome[Any]] = [outcome.Value(None)] * len(request.items)
+        middle = len(request.items) // 2
+        pending = [(middle, len(request.items)), (0, middle)]  # the whole lot just failed
+        while pending:
+            start, end = pending.pop()
+            items = request.items[start:end]
             try:
                 with self.engines.writer.begin() as conn:
                     order, fences = self._order(), Fences()
                     tx = WriteTx(conn, order=order, fences=fences)
-                    result = outcome.Value(request.bulk.one(tx, item))
+                    found = [bulk.one(tx, items[0])] if len(items) == 1 else _many_of(bulk, items, tx)
                     self._before_commit(conn, order, fences)
-                request.item_results.append(result)
-                request.events.extend(tx.events)
             except Exception as exc:
-                request.item_results.append(outcome.Error(exc))
+                if len(items) == 1:
+                    results[start] = outcome.Error(exc)
+                else:
+                    middle = (start + end) // 2
+                    pending += [(middle, end), (start, middle)]  # the first half first
+                continue
+            results[start:end] = [outcome.Value(value) for value in found]
+            request.events.extend(tx.events)
+        request.item_results = results
 
     def _order(self) -> EventOrder | None:
         return EventOrder() if self.events_channel is not None else None
@@ -366,6 +398,11 @@ class Gateway:
         for request in batch:
             request.done.set()
         self._log_detached_failures(batch)
+
+
+def _size(request: _Request[Any]) -> int:
+    """The writes a request stands for (its items, if it gathered some)."""
+    return max(1, len(request.items))
 
 
 def _many_of(bulk: Bulk[Item, T], items: list[Item], tx: WriteTx) -> list[T]:

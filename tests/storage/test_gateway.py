@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,10 +19,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import URL
 
 from termjobs.model import EventType, Run, RunEvent
-from termjobs.storage import JobFilters, StorageRefused, StorageUnavailable, migrate, tables
+from termjobs.storage import JobFilters, StorageClosed, StorageRefused, StorageUnavailable, migrate, tables
 from termjobs.storage.database import open_storage
 from termjobs.storage.engine import create_engines
-from termjobs.storage.gateway import Bulk, open_gateway
+from termjobs.storage.gateway import Bulk, Gateway, open_gateway
 from termjobs.storage.rows import JOBS
 from termjobs.storage.sql import WriteTx, events, runs
 from tests.helpers import EPOCH, make_job, make_run
@@ -79,8 +82,13 @@ async def test_neighbouring_bulk_writes_run_together_and_a_failing_one_alone(db_
         await storage.create_job(job)
         new_runs = [make_run(job) for _ in range(40)]
         together: list[int] = []
+        alone: list[int] = []
 
         def one(tx: WriteTx, i: int) -> str:
+            return written(tx, i, alone)
+
+        def written(tx: WriteTx, i: int, calls: list[int]) -> str:
+            calls.append(i)
             runs.insert(tx, new_runs[i])
             if i == 7:
                 raise RuntimeError("boom")
@@ -89,7 +97,7 @@ async def test_neighbouring_bulk_writes_run_together_and_a_failing_one_alone(db_
 
         def many(tx: WriteTx, items: Sequence[int]) -> list[str]:
             together.append(len(items))
-            return [one(tx, i) for i in items]
+            return [written(tx, i, []) for i in items]
 
         bulk = Bulk(one=one, many=many)
         results: dict[int, object] = {}
@@ -105,12 +113,56 @@ async def test_neighbouring_bulk_writes_run_together_and_a_failing_one_alone(db_
             for i in range(40):
                 nursery.start_soon(write, i)
         assert max(together) > 1  # items written meanwhile went through many() at once
+        # The failing lot is halved until the failing item is alone: a few transactions,
+        # not one per item.
+        assert together[0] == 40  # the lot, in the batch's transaction
+        transactions = len(together) - 1 + len(alone)  # once it failed
+        assert 7 in alone and transactions <= 2 * math.ceil(math.log2(40))
         assert isinstance(results[7], RuntimeError)
         assert all(results[i] == new_runs[i].id for i in range(40) if i != 7)
         stored = await storage.runs_page(limit=100, offset=0)
         assert stored.total == 39 and new_runs[7].id not in {r.id for r in stored.items}
         # the events of a bulk call are published once committed, in id order
         assert published.ids == sorted(published.ids) and len(published.ids) == 39
+
+
+async def test_writes_waiting_when_the_writer_is_cancelled_fail_instead_of_hanging(tmp_path: Path) -> None:
+    engines = create_engines(sa.make_url(f"sqlite:///{tmp_path / 'cut.db'}"))
+    try:
+        migrate.upgrade(engines.writer)
+        gateway = Gateway(engines, inline=False, on_commit=None)
+        bulk: Bulk[int, int] = Bulk(one=lambda tx, i: i, many=lambda tx, items: list(items))
+        committing, release = threading.Event(), threading.Event()
+        outcomes: list[object] = []
+
+        def slow(tx: WriteTx) -> str:
+            committing.set()
+            release.wait(5)
+            return "committed"
+
+        async def wait(write: Callable[[], Awaitable[object]]) -> None:
+            try:
+                outcomes.append(await write())
+            except StorageClosed as exc:
+                outcomes.append(exc)
+
+        with trio.fail_after(10):  # a hang would fail here
+            async with trio.open_nursery() as waiters, trio.open_nursery() as writer:
+                await writer.start(gateway._writer)
+                waiters.start_soon(wait, lambda: gateway.write(slow))
+                await trio.to_thread.run_sync(committing.wait)
+                waiters.start_soon(wait, lambda: gateway.write(lambda tx: "plain"))  # queued behind
+                for i in range(3):  # one gathered request, queued too
+                    waiters.start_soon(wait, partial(gateway.write_bulk, bulk, i))
+                await trio.testing.wait_all_tasks_blocked()
+                writer.cancel_scope.cancel()  # the writer dies once the commit under way ends
+                release.set()
+            assert outcomes[0] == "committed" and len(outcomes) == 5
+            assert all(isinstance(o, StorageClosed) for o in outcomes[1:])
+            with pytest.raises(StorageClosed):  # and later writes are refused, not parked
+                await gateway.write_bulk(bulk, 9)
+    finally:
+        engines.dispose()
 
 
 async def test_a_driver_error_on_the_event_fast_path_is_a_storage_error(db_url: URL) -> None:
@@ -205,13 +257,14 @@ async def test_the_job_count_the_database_keeps_is_exact_across_upgrade_and_writ
         assert await storage.delete_job(before[0].id)
         assert not await storage.delete_job(before[0].id)
         assert await totals() == (53, 52)
+        wipe = "TRUNCATE jobs CASCADE" if db_url.get_backend_name() == "postgresql" else "DELETE FROM jobs"
+        await storage.gateway.write(lambda tx: tx.conn.execute(sa.text(wipe)))  # an operator's clean-up
+        assert await totals() == (0, 0)
 
 
 async def test_a_read_the_database_does_not_answer_is_abandoned_as_unavailable(sqlite_url: URL) -> None:
     """A stalled database: the read is given up after the read timeout (heavy reads run
     in threads, as every PostgreSQL read does) and reported as unavailable."""
-    import threading
-
     release = threading.Event()
 
     def stalled(conn: sa.Connection) -> int:

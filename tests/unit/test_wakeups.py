@@ -89,3 +89,26 @@ def test_a_crowd_is_never_woken_more_than_max_lead_before_prewarm() -> None:
     for i in range(crowd):
         wakeups.set(f"crowd-{i}", fire)
     assert wakeups.next_wake() == fire - PREWARM - MAX_LEAD
+
+
+def test_a_crowd_put_back_after_a_failed_wake_up_waits_for_the_hold() -> None:
+    wakeups = WakeSchedule(PREWARM)
+    now = EPOCH + 600 * SECOND
+    for i in range(10_000):  # woken, failed (storage down), put back a second on
+        wakeups.set(f"crowd-{i}", now + SECOND + PREWARM)
+    again = wakeups.next_wake()
+    assert again is not None and again < now  # due again at once...
+    wakeups.hold_until(now + SECOND)
+    assert wakeups.next_wake() == now + SECOND  # ...but not before the retry
+    assert wakeups.pop_due(now + SECOND / 2) == []
+    assert len(wakeups.pop_due(now + SECOND)) == 10_000
+    wakeups.set("later", now + 100 * SECOND)
+    assert wakeups.next_wake() == now + 95 * SECOND  # the hold is over
+
+
+def test_a_job_a_second_into_the_window_still_moves_the_crowd_s_wake_up() -> None:
+    wakeups = WakeSchedule(PREWARM)
+    first = EPOCH + 600 * SECOND + dt.timedelta(milliseconds=900)
+    assert wakeups.set("first", first) is True
+    crowd_at = first + MAX_LEAD + dt.timedelta(milliseconds=50)  # in the window's last second
+    assert wakeups.set("crowd-0", crowd_at) is True  # the waker must look again

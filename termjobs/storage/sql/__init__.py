@@ -72,7 +72,8 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
     """INSERT ``rows`` (all with the same keys) with one ``executemany`` on the driver
     connection of ``conn``'s transaction, each value converted as its column's type
     converts it. For the hot multi-row inserts (the fires of many jobs at once): a
-    SQLAlchemy Core ``executemany`` spends most of its time preparing parameters."""
+    SQLAlchemy Core ``executemany`` spends most of its time preparing parameters.
+    Column defaults are not applied: a row must carry every column it needs."""
     if not rows:
         return
     names = tuple(rows[0])

@@ -18,6 +18,8 @@ CREATE FUNCTION termjobs_count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         UPDATE row_counts SET value = value + (SELECT count(*) FROM added) WHERE name = 'jobs';
+    ELSIF TG_OP = 'TRUNCATE' THEN
+        UPDATE row_counts SET value = 0 WHERE name = 'jobs';
     ELSE
         UPDATE row_counts SET value = value - (SELECT count(*) FROM removed) WHERE name = 'jobs';
     END IF;
@@ -32,8 +34,12 @@ def upgrade() -> None:
         sa.Column("name", sa.String(32), primary_key=True),
         sa.Column("value", sa.BigInteger, nullable=False),
     )
+    if _pg():
+        # Another server of the cluster may be adding jobs: none may come between the
+        # count and the triggers (SQLite has one writer at a time anyway).
+        op.execute("LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE")
     op.execute("INSERT INTO row_counts (name, value) SELECT 'jobs', count(*) FROM jobs")
-    if op.get_bind().dialect.name == "postgresql":
+    if _pg():
         # Once per statement (a batch of jobs adds its count at once): one update of
         # the counter per transaction, not one per job.
         op.execute(_PG_FUNCTION)
@@ -43,6 +49,10 @@ def upgrade() -> None:
         )
         op.execute(
             "CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs REFERENCING OLD TABLE AS removed "
+            "FOR EACH STATEMENT EXECUTE FUNCTION termjobs_count_jobs()"
+        )
+        op.execute(
+            "CREATE TRIGGER jobs_counted_truncate AFTER TRUNCATE ON jobs "
             "FOR EACH STATEMENT EXECUTE FUNCTION termjobs_count_jobs()"
         )
     else:
@@ -57,6 +67,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if _pg():
+        op.execute("DROP TRIGGER jobs_counted_truncate ON jobs")
     op.execute("DROP TRIGGER jobs_counted_delete" + (" ON jobs" if _pg() else ""))
     op.execute("DROP TRIGGER jobs_counted_insert" + (" ON jobs" if _pg() else ""))
     if _pg():
