@@ -147,17 +147,19 @@ class Launcher:
         finally:
             now = self._env.clock.now()
             retry_at = now + WAKE_RETRY + self._registry.prewarm
+            put_back = False
             for entry in entries:
                 at = held[entry.job_id]
                 kept = self._registry.get(entry.job_id) is entry and entry.actor is None
                 if kept and at is not None and self._registry.wakeups.get(entry.job_id) is None:
-                    # Put back as a crowd, they would be woken early again at once.
-                    self._registry.wakeups.hold_until(now + WAKE_RETRY)
                     self._registry.wake_at(entry.job_id, max(at, retry_at))
                     self._late_fires.setdefault(entry.job_id, at)
+                    put_back = True
                 waking, entry.waking = entry.waking, None
                 if waking is not None:
                     waking.set()
+            if put_back:  # as a crowd, they would be woken early again at once
+                self._registry.wakeups.hold_until(now + WAKE_RETRY)
 
     async def _start_together(self, batch: Sequence[tuple[Job, list[Run]]]) -> None:
         """Start these actors side by side; returns once each has started (or ended).

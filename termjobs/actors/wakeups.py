@@ -158,9 +158,9 @@ class WakeSchedule(DeadlineQueue[str, dt.datetime]):
     def next_wake(self) -> dt.datetime | None:
         """When the next job must be woken (see the module docstring)."""
         wakes = [wake for _, wake in self._crowd_wakes()]
-        if not wakes:
-            return None
-        return max(min(wakes), self._held_until) if self._held_until is not None else min(wakes)
+        if self._held_until is not None:
+            wakes = [max(wake, self._held_until) for wake in wakes]
+        return min(wakes, default=None)
 
     def _last_woken_second(self, now: dt.datetime) -> int | None:
         """The latest second of fire time whose jobs must be awake by ``now``."""
@@ -180,7 +180,7 @@ class WakeSchedule(DeadlineQueue[str, dt.datetime]):
             if not count:
                 continue
             ahead += count
-            fire_at = first if second == start else _EPOCH + dt.timedelta(seconds=second)
+            fire_at = first if second == start else _EPOCH + second * _SECOND
             lead = min(dt.timedelta(seconds=(ahead - 1) / WAKE_RATE), MAX_LEAD)
             wakes.append((second, fire_at - self.prewarm - lead))
         return wakes
