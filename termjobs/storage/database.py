@@ -50,6 +50,7 @@ from termjobs.storage.base import (
 )
 from termjobs.storage.gateway import READ_TIMEOUT_S, Bulk, Gateway, OnBatch, OnCommit, WriteOp, open_gateway
 from termjobs.storage.sql import cluster, events, history, jobs, outbox, runs, sessions
+from termjobs.storage.sql.points import PointReads
 from termjobs.storage.transactions import Fence
 
 T = TypeVar("T")
@@ -63,6 +64,8 @@ class SqlStorage(Storage):
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        #: SQLite's point reads on the driver's connection (``storage.sql.points``)
+        self._points = PointReads(gateway.engines.reader.dialect) if gateway.engines.is_sqlite else None
         #: in a cluster: the writes that act on a job check that this server owns it
         self.fence: Fence | None = None
         self._fenced_fires: tuple[Fence, Bulk[ops.Fires, list[Run]]] | None = None
@@ -103,7 +106,8 @@ class SqlStorage(Storage):
         return await self.gateway.read(partial(jobs.find, ref=ref))
 
     async def job_view(self, ref: str) -> JobView | None:
-        return await self.gateway.read(partial(ops.job_view, ref=ref))
+        point = None if self._points is None else partial(self._points.job_view, ref=ref)
+        return await self.gateway.read_point(point, partial(ops.job_view, ref=ref))
 
     async def jobs_page(self, *, limit: int, offset: int, filters: JobFilters) -> Page[JobView]:
         query = partial(ops.jobs_page, limit=limit, offset=offset, filters=filters)
@@ -173,7 +177,8 @@ class SqlStorage(Storage):
         return await self.gateway.write(self._fenced(op, run.job_id))
 
     async def get_run(self, run_id: str, *, full: bool = True) -> Run | None:
-        return await self.gateway.read(partial(runs.get, run_id=run_id, full=full))
+        point = None if self._points is None else partial(self._points.run, run_id=run_id, full=full)
+        return await self.gateway.read_point(point, partial(runs.get, run_id=run_id, full=full))
 
     async def runs_page(
         self, *, limit: int, offset: int, filters: RunFilters = ALL_RUNS, full: bool = True

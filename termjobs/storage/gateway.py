@@ -39,6 +39,7 @@ import outcome
 import sqlalchemy as sa
 import trio
 from sqlalchemy.engine import URL
+from sqlalchemy.pool import PoolProxiedConnection
 
 from termjobs.model import RunEvent
 from termjobs.storage import migrate
@@ -51,6 +52,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Item = TypeVar("Item")
 ReadOp = Callable[[sa.Connection], T]
+#: a read on the driver's own (DB-API) connection
+DriverReadOp = Callable[[Any], T]
 WriteOp = Callable[[WriteTx], T]
 OnCommit = Callable[[Sequence[RunEvent]], None]
 #: Told the size and duration (seconds) of every committed batch.
@@ -129,6 +132,7 @@ class Gateway:
         self._read_limiter = trio.CapacityLimiter(engines.readers)
         self._write_limiter = trio.CapacityLimiter(1)
         self._batches = self._writes = self._max_batch = 0
+        self._point: PoolProxiedConnection | None = None
         #: in a cluster, the channel that announces committed event ids (and run events
         #: are then inserted in commit order; see ``storage.sql.EventOrder``)
         self.events_channel: str | None = None
@@ -169,6 +173,31 @@ class Gateway:
     def _read(self, op: ReadOp[T]) -> T:
         with self.engines.reader.connect() as conn, conn.begin():
             return op(conn)
+
+    async def read_point(self, op: DriverReadOp[T] | None, fallback: ReadOp[T]) -> T:
+        """A point read (one row or two): on SQLite, ``op`` with a DB-API connection
+        the event loop keeps for these reads (see ``storage.sql.points``); elsewhere
+        (or without ``op``) ``fallback``, as :meth:`read` runs it."""
+        if op is None or not self.engines.is_sqlite:
+            return await self.read(fallback)
+        await trio.lowlevel.checkpoint()
+        with _translated_errors():
+            if self._point is None:
+                self._point = self.engines.reader.raw_connection()
+            dialect = self.engines.reader.dialect
+            dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+            try:
+                return op(self._point.driver_connection)
+            except dbapi_error as exc:
+                point, self._point = self._point, None
+                point.invalidate(exc)  # discarded: the next read opens a new connection
+                raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, dialect=dialect) from exc
+
+    def close_point_connection(self) -> None:
+        """Give the connection of :meth:`read_point` back to the pool."""
+        point, self._point = self._point, None
+        if point is not None:
+            point.close()
 
     # ------------------------------------------------------------------- writes
 
@@ -463,5 +492,6 @@ async def open_gateway(
             finally:
                 # Ends the writer once it has drained its queue.
                 gateway._send.close()
+                gateway.close_point_connection()
     finally:
         engines.dispose()

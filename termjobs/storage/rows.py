@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 
 from termjobs.fields import enum_type
 from termjobs.jobdef import Job, JobDefinition
@@ -99,6 +100,7 @@ class RowMapper(Generic[T]):
         names = [c.name for c in self._read_own] + [c.name for _, _, cs in self._read_nested for c in cs]
         self.columns: list[sa.Column[Any]] = [table.c[name] for name in names]
         self.load: Callable[[sa.RowMapping], T] = self._compile_loader()
+        self._tuple_loaders: dict[str, Callable[[Sequence[Any]], T]] = {}
 
     def values(self, obj: T) -> dict[str, Any]:
         """The row of ``obj``, by column name."""
@@ -108,19 +110,42 @@ class RowMapper(Generic[T]):
             row.update((c.name, _out(getattr(part, c.name), c)) for c in columns)
         return row
 
-    def _compile_loader(self) -> Callable[[sa.RowMapping], T]:
-        """``load(row)``: the value stored in ``row`` (which holds at least
-        :attr:`columns`).
+    def tuple_loader(self, dialect: Dialect) -> Callable[[Sequence[Any]], T]:
+        """``load(row)`` for a plain DB-API row: the values of :attr:`columns`, in
+        that order, as the driver of ``dialect`` returns them (each column type's
+        result conversion is applied here). For the few reads that skip SQLAlchemy's
+        execution (see ``storage.sql.points``)."""
+        loader = self._tuple_loaders.get(dialect.name)
+        if loader is None:
+            processors = [
+                column.type.dialect_impl(dialect).result_processor(dialect, None) for column in self.columns
+            ]
+            loader = self._compile_loader(processors)
+            self._tuple_loaders[dialect.name] = loader
+        return loader
+
+    def _compile_loader(self, processors: Sequence[Convert | None] | None = None) -> Callable[[Any], T]:
+        """``load(row)``: the value stored in ``row``, which is a SQLAlchemy row
+        mapping holding at least :attr:`columns` or, given the driver's ``processors``
+        (one per column), a plain tuple of :attr:`columns`' raw values.
 
         Generated once per mapper, as dataclasses generate ``__init__``: the plain
         loop over columns cost 40% more per row, and list endpoints read thousands of
         rows per second."""
         namespace: dict[str, Any] = {"cls": self._cls}
+        position = iter(range(len(self.columns)))
 
         def arguments(columns: list[_Column]) -> str:
             parts = []
             for c in columns:
-                read = f"row[{c.name!r}]"
+                if processors is None:
+                    read = f"row[{c.name!r}]"
+                else:
+                    index = next(position)
+                    read = f"row[{index}]"
+                    if processors[index] is not None:
+                        namespace[f"driver_{c.name}"] = processors[index]
+                        read = f"driver_{c.name}({read})"
                 if c.from_db is not None:
                     namespace[f"from_{c.name}"] = c.from_db
                     read = f"from_{c.name}({read})"
@@ -133,7 +158,7 @@ class RowMapper(Generic[T]):
             parts.append(f"{name}=kind_{name}({arguments(columns)})")
         source = f"def load(row):\n    return cls({', '.join(p for p in parts if p)})\n"
         exec(source, namespace)
-        load: Callable[[sa.RowMapping], T] = namespace["load"]
+        load: Callable[[Any], T] = namespace["load"]
         load.__doc__ = f"A {self._cls.__name__} from its row."
         return load
 

@@ -76,6 +76,8 @@ async def test_resolving_prefers_an_id_over_a_name(storage: Storage) -> None:
     await add_job(storage, dataclasses.replace(second, spec=dataclasses.replace(second.spec, name=first.id)))
     found = await storage.resolve_job(first.id)
     assert found is not None and found.spec.name == "first"
+    view = await storage.job_view(first.id)
+    assert view is not None and view.job.spec.name == "first"
 
 
 async def test_duplicate_names_are_refused_and_nothing_is_written(storage: Storage) -> None:

@@ -282,3 +282,28 @@ async def test_a_read_the_database_does_not_answer_is_abandoned_as_unavailable(s
                 release.set()
             # Once the database answers again, reads work.
             assert await gw.read(lambda conn: conn.execute(sa.text("SELECT 2")).scalar(), heavy=True) == 2
+
+
+async def test_a_failing_point_read_is_a_storage_error_and_the_next_starts_afresh(sqlite_url: URL) -> None:
+    """SQLite's point reads run on a DB-API connection the gateway keeps: a driver
+    error there leaves as a storage error, and the connection is replaced."""
+    seen: list[object] = []
+
+    def broken(driver: object) -> int:
+        seen.append(driver)
+        return int(driver.execute("SELECT count(*) FROM no_such_table").fetchone()[0])  # type: ignore[attr-defined]
+
+    def working(driver: object) -> int:
+        seen.append(driver)
+        return int(driver.execute("SELECT count(*) FROM jobs").fetchone()[0])  # type: ignore[attr-defined]
+
+    def unused(conn: sa.Connection) -> int:
+        raise AssertionError("the fallback is for other databases")
+
+    async with open_gateway(sqlite_url) as gw:
+        assert await gw.read_point(working, unused) == 0
+        with pytest.raises(StorageUnavailable) as failed:
+            await gw.read_point(broken, unused)
+        assert "no_such_table" in str(failed.value.__cause__)
+        assert await gw.read_point(working, unused) == 0
+        assert seen[0] is seen[1] and seen[2] is not seen[1]
