@@ -1,7 +1,8 @@
 """API throughput with wrk on loopback (50 connections, 10 s per endpoint).
 
-Endpoints: ``GET /v2/jobs/{id}``, ``GET /v2/runs?summary=1`` and ``POST
-/v2/jobs/{id}/trigger`` on an ``allow`` job. The limit is a trivial quart-trio JSON
+Endpoints: ``GET /v2/jobs/{id}``, ``GET /v2/runs?summary=1`` (on an idle server, and
+while 10 runs a second are triggered, so that kept listings keep going stale) and
+``POST /v2/jobs/{id}/trigger`` on an ``allow`` job. The limit is a trivial quart-trio JSON
 route of the same server process (``GET /healthz``: no storage, no auth), measured
 in the same run. Needs wrk (``apt-get install wrk``).
 Usage: python benchmarks/api_wrk.py [--duration 10] [--connections 50] [--json]
@@ -13,6 +14,7 @@ import argparse
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -66,6 +68,14 @@ async def main(args: argparse.Namespace) -> None:
             progress(f"wrk {args.duration}s: {name}")
             await wrk(url, argparse.Namespace(connections=args.connections, duration=2))  # warm-up
             results[name] = await wrk(url, args, script=script)
+        # Listings are kept rendered while nothing is written (http/cache.py): the
+        # same listing while runs are written, so every few requests miss.
+        busy = f"GET /v2/runs?summary=1 while {WRITES_PER_S} runs/s are triggered"
+        progress(f"wrk {args.duration}s: {busy}")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trigger_steadily, client, job["id"])
+            results[busy] = await wrk(f"{base}/v2/runs?summary=1", args)
+            nursery.cancel_scope.cancel()
         progress(f"wrk {args.duration}s: POST /v2/jobs/{{id}}/trigger")
         with trio.fail_after(args.duration + 120):
             env_job = job["id"]
@@ -83,6 +93,15 @@ async def main(args: argparse.Namespace) -> None:
             figures[f"{name} non-2xx answers"] = int(result["non_2xx"])
     figures["target for the GETs"] = f"{TARGET:.0%} of the limit"
     report("API (wrk, loopback)", figures, as_json=args.json)
+
+
+WRITES_PER_S = 10
+
+
+async def trigger_steadily(client: Any, job_id: str) -> None:
+    while True:
+        await client.post(f"/v2/jobs/{job_id}/trigger")
+        await trio.sleep(1 / WRITES_PER_S)
 
 
 async def wrk_post(base: str, job_id: str, args: argparse.Namespace, script: str) -> dict[str, float]:

@@ -8,6 +8,7 @@ from termjobs import jobspec, wire
 from termjobs.actors.protocol import Idempotency
 from termjobs.errors import JobNotFound, UnsupportedMediaType
 from termjobs.http.api import Api, Operation
+from termjobs.http.cache import ListingCache
 from termjobs.http.examples import JOB_BODY, job_example, run_example
 from termjobs.http.idempotency import answer_once
 from termjobs.http.queries import DeleteJobQuery, JobListQuery, parse_query
@@ -45,6 +46,7 @@ async def optional_json_body() -> JSONObject | None:
 def register(api: Api, services: Services) -> None:
     """Add the job routes."""
     storage, supervisor = services.storage, services.control
+    listings = ListingCache(storage)
 
     async def render(job: Job) -> Response:
         """The job with its newest run."""
@@ -105,9 +107,13 @@ def register(api: Api, services: Services) -> None:
             labels=tuple(query.label),
             id_prefix=query.id_prefix,
         )
-        result = await storage.jobs_page(limit=limit, offset=query.offset, filters=filters)
-        items = [wire.job_json(view.job, view.last_run) for view in result.items]
-        return json_response(wire.list_envelope(items, total=result.total, offset=query.offset, limit=limit))
+
+        async def listing() -> JSONObject:
+            result = await storage.jobs_page(limit=limit, offset=query.offset, filters=filters)
+            items = [wire.job_json(view.job, view.last_run) for view in result.items]
+            return wire.list_envelope(items, total=result.total, offset=query.offset, limit=limit)
+
+        return await listings.answer((request.path, request.query_string), listing)
 
     @api.route(
         Operation(

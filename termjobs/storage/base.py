@@ -197,6 +197,13 @@ class Storage(Protocol):
         """Whether the database answers and its schema is this version's (readiness)."""
         ...
 
+    async def data_version(self) -> object | None:
+        """A value (compared for equality only) that changes whenever the stored data
+        may have changed since it was last taken (a commit by any writer, in any
+        process), for keeping what was read meanwhile; ``None`` when this store cannot
+        tell, and nothing may be kept."""
+        ...
+
     # ------------------------------------------------------------------ jobs
 
     async def create_job(self, job: Job, *, receipt: Receipt | None = None, owner: str | None = None) -> None:

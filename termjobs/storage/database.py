@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import TypeVar
 
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 
 from termjobs.jobdef import Job
 from termjobs.model import (
@@ -59,6 +59,10 @@ T = TypeVar("T")
 DEFAULT_EVENTS_LIMIT = 1000
 
 
+def _unknown_version(conn: Connection) -> int | None:
+    return None
+
+
 class SqlStorage(Storage):
     """:class:`~termjobs.storage.base.Storage` on a database, through a gateway."""
 
@@ -81,6 +85,13 @@ class SqlStorage(Storage):
 
     async def schema_is_current(self) -> bool:
         return await self.gateway.read(ops.at_head)
+
+    async def data_version(self) -> object | None:
+        if self._points is None:
+            return None  # PostgreSQL: other servers write too, unannounced
+        version = await self.gateway.read_point(self._points.data_version, _unknown_version)
+        # A connection's own count: paired with which connection it was.
+        return None if version is None else (self.gateway.point_connections, version)
 
     # ------------------------------------------------------------------ jobs
 

@@ -133,6 +133,8 @@ class Gateway:
         self._write_limiter = trio.CapacityLimiter(1)
         self._batches = self._writes = self._max_batch = 0
         self._point: PoolProxiedConnection | None = None
+        #: how many connections :meth:`read_point` has opened (the current one's number)
+        self.point_connections = 0
         #: in a cluster, the channel that announces committed event ids (and run events
         #: are then inserted in commit order; see ``storage.sql.EventOrder``)
         self.events_channel: str | None = None
@@ -184,6 +186,7 @@ class Gateway:
         with _translated_errors():
             if self._point is None:
                 self._point = self.engines.reader.raw_connection()
+                self.point_connections += 1
             dialect = self.engines.reader.dialect
             dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
             try:

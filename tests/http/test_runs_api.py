@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import URL
+
+from termjobs.model import Run
+from termjobs.storage import Page
 from tests.helpers import alive, job_body
 from tests.http.conftest import Api
 
@@ -129,3 +138,41 @@ async def test_replace_kills_the_old_run_process_group(api: Api) -> None:
     assert not alive(grandchild)
     await api.wait_event(new.body["id"], "running")
     await api.post(f"/v2/runs/{new.body['id']}/cancel")
+
+
+async def test_a_listing_is_answered_again_only_while_the_database_is_unchanged(
+    api: Api, sqlite_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listings are kept rendered between writes; a write by this server or by any
+    other process is seen by the next request, never an answer from before it."""
+    storage = api.services.storage
+    reads = 0
+    runs_page = storage.runs_page
+
+    async def counted(**kw: Any) -> Page[Run]:
+        nonlocal reads
+        reads += 1
+        return await runs_page(**kw)
+
+    monkeypatch.setattr(storage, "runs_page", counted)
+    await api.create(job_body("cached", runner_config={"command": "true"}))
+    first = (await api.post("/v2/jobs/cached/trigger")).body["id"]
+    await api.wait_final(first)
+    listed = (await api.get("/v2/runs?summary=1")).body
+    assert [run["id"] for run in listed["data"]] == [first] and reads == 1
+    again = await api.get("/v2/runs?summary=1")
+    assert again.body == listed and reads == 1  # nothing written: answered again
+    assert (await api.get("/v2/runs?summary=1&limit=1")).body["data"] == listed["data"] and reads == 2
+
+    second = (await api.post("/v2/jobs/cached/trigger")).body["id"]  # this server writes
+    await api.wait_final(second)
+    assert [run["id"] for run in (await api.get("/v2/runs?summary=1")).body["data"]] == [second, first]
+
+    # Another process changes the database behind the server's back.
+    database = sqlite_url.database
+    assert database is not None
+    with contextlib.closing(sqlite3.connect(database)) as other:
+        other.execute("UPDATE runs SET error = 'edited elsewhere' WHERE id = ?", (first,))
+        other.commit()
+    edited = (await api.get("/v2/runs?summary=1")).body["data"]
+    assert [run.get("error") for run in edited] == [None, "edited elsewhere"]

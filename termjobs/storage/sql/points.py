@@ -88,6 +88,12 @@ class PointReads:
         last_run = None if row[self._run_id] is None else self._load_summary(row[split:])
         return JobView(self._load_job(row[:split]), last_run)
 
+    @staticmethod
+    def data_version(driver: Any) -> int:
+        """SQLite's ``PRAGMA data_version`` on this connection: it changes whenever
+        another connection (the gateway's writer, or any other process) commits."""
+        return int(driver.execute("PRAGMA data_version").fetchone()[0])
+
     def run(self, driver: Any, run_id: str, *, full: bool) -> Run | None:
         """As ``runs.get``."""
         select = self._run[full]

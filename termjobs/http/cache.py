@@ -1,0 +1,66 @@
+"""Listings answered again from their rendered JSON while the database is unchanged.
+
+A listing (``GET /v2/runs``, ``GET /v2/jobs``) reads a page and a count in a reader
+thread and renders every item: most of its cost, and the same answer every time
+while nothing was written (a dashboard polling an idle server, a script following a
+run). The storage's :meth:`~termjobs.storage.Storage.data_version` tells whether
+anything was committed since, by this server or any other process, so an answer
+kept under the version read *before* its query is never served once the data has
+moved on. A store that cannot tell (PostgreSQL, where other servers of a cluster
+write) keeps nothing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from quart import Response
+
+from termjobs import wire
+from termjobs.model import JSONValue
+from termjobs.storage import Storage
+
+#: Answers kept, and the most text kept in all (full run pages carry output).
+CACHED_ANSWERS = 32
+CACHED_CHARS = 8_000_000
+
+
+class ListingCache:
+    """Rendered answers by request (path and query string), least recently used out."""
+
+    def __init__(self, storage: Storage, *, answers: int = CACHED_ANSWERS, chars: int = CACHED_CHARS) -> None:
+        self._storage = storage
+        self._answers = answers
+        self._chars = chars
+        self._kept: OrderedDict[tuple[str, bytes], tuple[object, str]] = OrderedDict()
+        self._kept_chars = 0
+
+    async def answer(self, key: tuple[str, bytes], render: Callable[[], Awaitable[JSONValue]]) -> Response:
+        """The answer kept for ``key`` if the data has not changed since; else
+        ``render()``'s, kept for next time."""
+        version = await self._storage.data_version()
+        kept = self._kept.get(key)
+        if version is not None and kept is not None and kept[0] == version:
+            self._kept.move_to_end(key)
+            return _json(kept[1])
+        body = wire.dumps(await render())
+        if version is not None:
+            self._keep(key, version, body)
+        return _json(body)
+
+    def _keep(self, key: tuple[str, bytes], version: object, body: str) -> None:
+        old = self._kept.pop(key, None)
+        if old is not None:
+            self._kept_chars -= len(old[1])
+        if len(body) > self._chars // 4:
+            return  # one huge page would push out every other
+        self._kept[key] = (version, body)
+        self._kept_chars += len(body)
+        while len(self._kept) > self._answers or self._kept_chars > self._chars:
+            _, (_, dropped) = self._kept.popitem(last=False)
+            self._kept_chars -= len(dropped)
+
+
+def _json(body: str) -> Response:
+    return Response(body, content_type="application/json")
