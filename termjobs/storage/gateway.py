@@ -29,11 +29,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import outcome
 import sqlalchemy as sa
@@ -68,6 +69,11 @@ MAX_BULK_ITEMS = 1000
 QUEUE_SIZE = 10_000
 #: A read that takes longer than this is abandoned (see the module docstring).
 READ_TIMEOUT_S = 10.0
+#: How long a heavy read may hold the event loop on SQLite before it is moved to a
+#: reader thread (see :meth:`Gateway.read`), and how many SQLite VM steps pass between
+#: two looks at the clock.
+INLINE_READ_BUDGET_S = 0.002
+_PROGRESS_STEPS = 2_000
 _TRANSIENT_RETRIES = 5
 
 
@@ -107,6 +113,8 @@ class GatewayStats:
     batches: int
     writes: int
     max_batch: int
+    #: heavy SQLite reads that outgrew the event loop's budget and ran in a thread
+    reads_moved: int = 0
 
 
 class Gateway:
@@ -132,6 +140,7 @@ class Gateway:
         self._read_limiter = trio.CapacityLimiter(engines.readers)
         self._write_limiter = trio.CapacityLimiter(1)
         self._batches = self._writes = self._max_batch = 0
+        self._reads_moved = 0
         self._point: PoolProxiedConnection | None = None
         #: how many connections :meth:`read_point` has opened (the current one's number)
         self.point_connections = 0
@@ -140,7 +149,12 @@ class Gateway:
         self.events_channel: str | None = None
 
     def statistics(self) -> GatewayStats:
-        return GatewayStats(batches=self._batches, writes=self._writes, max_batch=self._max_batch)
+        return GatewayStats(
+            batches=self._batches,
+            writes=self._writes,
+            max_batch=self._max_batch,
+            reads_moved=self._reads_moved,
+        )
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any, limiter: trio.CapacityLimiter) -> T:
         if self._inline:
@@ -153,16 +167,24 @@ class Gateway:
     async def read(self, op: ReadOp[T], *, heavy: bool = False) -> T:
         """Run ``op`` on a reader connection inside one (read) transaction.
 
-        On SQLite, point reads run on the event-loop thread: a WAL read never waits
-        for the writer, and an in-process query costs less than the hop to a worker
-        thread (Python cannot run the two at once anyway). ``heavy`` reads (listings
-        with counts, retention scans, replay pages) may take long enough to delay
-        timers, so they run in the reader threads, as every PostgreSQL read does.
+        On SQLite, reads run on the event-loop thread: a WAL read never waits for the
+        writer, and an in-process query costs less than the hop to a worker thread
+        (Python cannot run the two at once anyway; a reader thread gives the GIL back
+        at every row it steps through, and waits for it again behind the busy event
+        loop). ``heavy`` reads (listings with counts, retention scans, replay pages)
+        may take long enough to delay timers: on SQLite they start on the event loop
+        too, but are interrupted once they have taken :data:`INLINE_READ_BUDGET_S`
+        and run again in a reader thread, where every PostgreSQL read runs.
         """
         with _translated_errors():
-            if self.engines.is_sqlite and not heavy:
+            if self.engines.is_sqlite and not self._inline:
                 await trio.lowlevel.checkpoint()
-                return self._read(op)
+                if not heavy:
+                    return self._read(op)
+                done, result = self._read_within_budget(op)
+                if done:
+                    return cast(T, result)
+                self._reads_moved += 1
             if self._inline:
                 return await self._in_thread(self._read, op, limiter=self._read_limiter)
             with trio.move_on_after(self._read_timeout):
@@ -175,6 +197,32 @@ class Gateway:
     def _read(self, op: ReadOp[T]) -> T:
         with self.engines.reader.connect() as conn, conn.begin():
             return op(conn)
+
+    def _read_within_budget(self, op: ReadOp[T]) -> tuple[bool, Any]:
+        """``(True, op's result)``, or ``(False, None)`` if SQLite was still stepping
+        once :data:`INLINE_READ_BUDGET_S` had passed (the statement is interrupted
+        through a progress handler, and the transaction rolled back)."""
+        deadline = time.perf_counter() + INLINE_READ_BUDGET_S
+        over = False
+
+        def check() -> int:
+            nonlocal over
+            over = time.perf_counter() > deadline
+            return int(over)  # non-zero interrupts the statement
+
+        with self.engines.reader.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.set_progress_handler(check, _PROGRESS_STEPS)
+            try:
+                with conn.begin():
+                    return True, op(conn)
+            except sa.exc.OperationalError:
+                if over:
+                    return False, None
+                raise
+            finally:
+                driver.set_progress_handler(None, 0)
 
     async def read_point(self, op: DriverReadOp[T] | None, fallback: ReadOp[T]) -> T:
         """A point read (one row or two): on SQLite, ``op`` with a DB-API connection

@@ -263,11 +263,14 @@ async def test_the_job_count_the_database_keeps_is_exact_across_upgrade_and_writ
 
 
 async def test_a_read_the_database_does_not_answer_is_abandoned_as_unavailable(sqlite_url: URL) -> None:
-    """A stalled database: the read is given up after the read timeout (heavy reads run
-    in threads, as every PostgreSQL read does) and reported as unavailable."""
+    """A stalled database: the read is given up after the read timeout (heavy reads that
+    outgrow the event loop's budget move to threads, where every PostgreSQL read runs)
+    and reported as unavailable."""
     release = threading.Event()
 
     def stalled(conn: sa.Connection) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return int(conn.execute(sa.text(_LONG_QUERY)).scalar_one())  # interrupted: too long
         release.wait(30)
         return 1
 
@@ -307,3 +310,33 @@ async def test_a_failing_point_read_is_a_storage_error_and_the_next_starts_afres
         assert "no_such_table" in str(failed.value.__cause__)
         assert await gw.read_point(working, unused) == 0
         assert seen[0] is seen[1] and seen[2] is not seen[1]
+
+
+#: A query that takes SQLite far longer than the event loop's budget for a read.
+_LONG_QUERY = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT count(*) FROM n"
+)
+
+
+async def test_heavy_sqlite_reads_run_on_the_event_loop_until_they_outgrow_its_budget(
+    sqlite_url: URL,
+) -> None:
+    """A heavy read on SQLite starts on the event loop (a reader thread would wait for
+    the GIL at every row); one still running after the budget is interrupted and run
+    again in a reader thread, with the same answer."""
+
+    def where(query: str) -> Callable[[sa.Connection], tuple[bool, int]]:
+        def op(conn: sa.Connection) -> tuple[bool, int]:
+            on_loop = threading.current_thread() is threading.main_thread()
+            return on_loop, int(conn.execute(sa.text(query)).scalar_one())
+
+        return op
+
+    with trio.fail_after(30):
+        async with open_gateway(sqlite_url) as gw:
+            assert await gw.read(where("SELECT count(*) FROM jobs"), heavy=True) == (True, 0)
+            assert gw.statistics().reads_moved == 0
+            assert await gw.read(where(_LONG_QUERY), heavy=True) == (False, 3_000_000)
+            assert gw.statistics().reads_moved == 1
+            # The interrupted read left its connection usable: reads go on as before.
+            assert await gw.read(where("SELECT 7"), heavy=True) == (True, 7)
