@@ -1,8 +1,8 @@
 """Listings answered again from their rendered JSON while the database is unchanged.
 
-A listing (``GET /v2/runs``, ``GET /v2/jobs``) reads a page and a count in a reader
-thread and renders every item: most of its cost, and the same answer every time
-while nothing was written (a dashboard polling an idle server, a script following a
+A listing (``GET /v2/runs``, ``GET /v2/jobs``) reads a page and the count of every
+match and renders each item: most of its cost, and the same answer every time while
+nothing was written (a dashboard polling an idle server, a script following a
 run). The storage's :meth:`~termjobs.storage.Storage.data_version` tells whether
 anything was committed since, by this server or any other process, so an answer
 kept under the version read *before* its query is never served once the data has

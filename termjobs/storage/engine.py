@@ -93,9 +93,10 @@ def create_engines(url: URL, *, readers: int = 2) -> Engines:
         assert url.database is not None
         Path(url.database).parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         writer = _sqlite_engine(url, pool_size=1, begin="BEGIN IMMEDIATE")
-        # One connection more than the reader threads: the reads run on the event-loop
-        # thread (one at a time) must never wait for a connection a thread holds.
-        reader = _sqlite_engine(url, pool_size=readers + 1, begin="BEGIN")
+        # Two connections more than the reader threads: the reads run on the event-loop
+        # thread (one at a time) and the connection it keeps for point reads
+        # (``Gateway.read_point``) must never wait for a connection a thread holds.
+        reader = _sqlite_engine(url, pool_size=readers + 2, begin="BEGIN")
     else:
         common: dict[str, Any] = {
             "pool_pre_ping": True,

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -340,3 +341,39 @@ async def test_heavy_sqlite_reads_run_on_the_event_loop_until_they_outgrow_its_b
             assert gw.statistics().reads_moved == 1
             # The interrupted read left its connection usable: reads go on as before.
             assert await gw.read(where("SELECT 7"), heavy=True) == (True, 7)
+
+
+async def test_event_loop_reads_never_wait_for_a_connection_the_reader_threads_hold(sqlite_url: URL) -> None:
+    release = threading.Event()
+    held = trio.Semaphore(0)
+    token = trio.lowlevel.current_trio_token()
+
+    def stalled(conn: sa.Connection) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return int(conn.execute(sa.text(_LONG_QUERY)).scalar_one())  # moves to a thread
+        trio.from_thread.run_sync(held.release, trio_token=token)
+        release.wait(30)
+        return 1
+
+    def count_jobs(driver: Any) -> int:
+        return int(driver.execute("SELECT count(*) FROM jobs").fetchone()[0])
+
+    def unused(conn: sa.Connection) -> int:
+        raise AssertionError("SQLite reads the driver's connection")
+
+    with trio.fail_after(20):
+        async with open_gateway(sqlite_url) as gw, trio.open_nursery() as nursery:
+            try:
+                for _ in range(gw.engines.readers):  # every reader thread busy
+                    nursery.start_soon(partial(gw.read, stalled, heavy=True))
+                for _ in range(gw.engines.readers):
+                    await held.acquire()
+                with trio.fail_after(5):
+                    assert await gw.read_point(count_jobs, unused) == 0
+                    assert await gw.read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar()) == 1
+                    assert (
+                        await gw.read(lambda conn: conn.execute(sa.text("SELECT 2")).scalar(), heavy=True)
+                        == 2
+                    )
+            finally:
+                release.set()
