@@ -1,11 +1,12 @@
-"""API throughput with wrk on loopback (50 connections, 10 s per endpoint).
+"""API throughput with wrk on loopback (50 connections, 3 rounds of 5 s per endpoint).
 
 Endpoints: ``GET /v2/jobs/{id}``, ``GET /v2/runs?summary=1`` (on an idle server, and
 while 10 runs a second are triggered, so that kept listings keep going stale) and
 ``POST /v2/jobs/{id}/trigger`` on an ``allow`` job. The limit is a trivial quart-trio JSON
 route of the same server process (``GET /healthz``: no storage, no auth), measured
-in the same run. Needs wrk (``apt-get install wrk``).
-Usage: python benchmarks/api_wrk.py [--duration 10] [--connections 50] [--json]
+right before each endpoint, round after round; each ratio is the median of the rounds'.
+Needs wrk (``apt-get install wrk``).
+Usage: python benchmarks/api_wrk.py [--duration 5] [--rounds 3] [--connections 50] [--json]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -58,41 +60,63 @@ async def main(args: argparse.Namespace) -> None:
         for _ in range(50):  # some history for the runs listing
             await client.post(f"/v2/jobs/{job['id']}/trigger")
         base = server.url
+        limit_url, listing = f"{base}/healthz", f"{base}/v2/runs?summary=1"
         cases = [
-            ("limit: GET /healthz (trivial route)", f"{base}/healthz", None),
-            ("GET /v2/jobs/{id}", f"{base}/v2/jobs/{job['id']}", None),
-            ("GET /v2/runs?summary=1", f"{base}/v2/runs?summary=1", None),
+            ("GET /v2/jobs/{id}", f"{base}/v2/jobs/{job['id']}", False),
+            ("GET /v2/runs?summary=1", listing, False),
+            # Listings are kept rendered while nothing is written (http/cache.py): the
+            # same listing while runs are written, so every few requests read again.
+            (
+                f"GET /v2/runs?summary=1 while {WRITES_PER_S} runs/s are triggered",
+                f"{base}/v2/runs?summary=1",
+                True,
+            ),
         ]
-        results: dict[str, dict[str, float]] = {}
-        for name, url, script in cases:
-            progress(f"wrk {args.duration}s: {name}")
-            await wrk(url, argparse.Namespace(connections=args.connections, duration=2))  # warm-up
-            results[name] = await wrk(url, args, script=script)
-        # Listings are kept rendered while nothing is written (http/cache.py): the
-        # same listing while runs are written, so every few requests miss.
-        busy = f"GET /v2/runs?summary=1 while {WRITES_PER_S} runs/s are triggered"
-        progress(f"wrk {args.duration}s: {busy}")
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(trigger_steadily, client, job["id"])
-            results[busy] = await wrk(f"{base}/v2/runs?summary=1", args)
-            nursery.cancel_scope.cancel()
+        warm_up = argparse.Namespace(connections=args.connections, duration=2)
+        for url in [limit_url, *(url for _, url, _ in cases)]:
+            await wrk(url, warm_up)
+        limits: list[dict[str, float]] = []
+        results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in cases}
+        ratios: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        # Each endpoint right after the limit, round after round: the machine's speed
+        # drifts over minutes, and a ratio of two figures taken seconds apart does not.
+        for round_ in range(args.rounds):
+            for name, url, busy in cases:
+                progress(f"round {round_ + 1}/{args.rounds}, wrk {args.duration}s: the limit, then {name}")
+                limit = await wrk(limit_url, args)
+                async with trio.open_nursery() as nursery:
+                    if busy:
+                        nursery.start_soon(trigger_steadily, client, job["id"])
+                    result = await wrk(url, args)
+                    nursery.cancel_scope.cancel()
+                limits.append(limit)
+                results[name].append(result)
+                ratios[name].append(result["rps"] / limit["rps"])
         progress(f"wrk {args.duration}s: POST /v2/jobs/{{id}}/trigger")
         with trio.fail_after(args.duration + 120):
-            env_job = job["id"]
-            results["POST /v2/jobs/{id}/trigger (allow job)"] = await wrk_post(
-                base, env_job, args, post_script
-            )
-    limit = results["limit: GET /healthz (trivial route)"]["rps"]
-    figures: dict[str, object] = {"connections": args.connections, "seconds per endpoint": args.duration}
-    for name, result in results.items():
-        figures[f"{name} req/s"] = result["rps"]
-        figures[f"{name} p50/p99 ms"] = f"{result['p50']:.1f} / {result['p99']:.1f}"
-        if not name.startswith("limit"):
-            figures[f"{name} ratio to limit"] = f"{result['rps'] / limit:.0%}"
-        if result["non_2xx"]:
-            figures[f"{name} non-2xx answers"] = int(result["non_2xx"])
+            trigger = await wrk_post(base, job["id"], args, post_script)
+    figures: dict[str, object] = {
+        "connections": args.connections,
+        "seconds per measurement": args.duration,
+        "rounds": args.rounds,
+        "limit: GET /healthz (trivial route) req/s": _spread([limit["rps"] for limit in limits]),
+    }
+    for name, _, _ in cases:
+        figures[f"{name} req/s"] = _spread([result["rps"] for result in results[name]])
+        figures[f"{name} ratio to the limit before it (median)"] = f"{statistics.median(ratios[name]):.0%}"
+        figures[f"{name} ratios"] = ", ".join(f"{ratio:.0%}" for ratio in ratios[name])
+        last = results[name][-1]
+        figures[f"{name} p50/p99 ms (last round)"] = f"{last['p50']:.1f} / {last['p99']:.1f}"
+        if any(result["non_2xx"] for result in results[name]):
+            figures[f"{name} non-2xx answers"] = int(sum(result["non_2xx"] for result in results[name]))
+    figures["POST /v2/jobs/{id}/trigger (allow job) req/s"] = trigger["rps"]
     figures["target for the GETs"] = f"{TARGET:.0%} of the limit"
     report("API (wrk, loopback)", figures, as_json=args.json)
+
+
+def _spread(values: list[float]) -> str:
+    """``median (min-max)``."""
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
 
 WRITES_PER_S = 10
@@ -113,7 +137,8 @@ async def wrk_post(base: str, job_id: str, args: argparse.Namespace, script: str
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="limit-then-endpoint pairs per endpoint")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--json", action="store_true")
     trio.run(main, parser.parse_args())

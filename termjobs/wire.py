@@ -68,7 +68,12 @@ _SUMMARY_OUTPUT_PLAN: Final = [(name, keep) for name, keep in _OUTPUT_PLAN if na
 
 def dumps(value: JSONValue) -> str:
     """Compact JSON (key order kept, non-ASCII kept) plus the trailing newline."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "\n"
+    return compact(value) + "\n"
+
+
+def compact(value: JSONValue) -> str:
+    """Compact JSON (key order kept, non-ASCII kept)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def job_json(job: Job, last_run: Run | None = None) -> JSONObject:
@@ -144,6 +149,12 @@ def list_envelope(
     """``{"object":"list","data":[...],"total":N,"offset":O,"limit":L}`` (+ extras)."""
     data: list[JSONValue] = [*items]
     return {"object": "list", "data": data, "total": total, "offset": offset, "limit": limit, **extra}
+
+
+def list_text(items: Sequence[str], *, total: int, offset: int, limit: int) -> str:
+    """:func:`dumps` of :func:`list_envelope`, its items already :func:`compact` JSON."""
+    tail = dumps({"total": total, "offset": offset, "limit": limit})
+    return '{"object":"list","data":[' + ",".join(items) + "]," + tail[1:]
 
 
 def error_json(message: str, error_type: str) -> JSONObject:

@@ -108,10 +108,10 @@ def register(api: Api, services: Services) -> None:
             id_prefix=query.id_prefix,
         )
 
-        async def listing() -> JSONObject:
+        async def listing() -> str:
             result = await storage.jobs_page(limit=limit, offset=query.offset, filters=filters)
             items = [wire.job_json(view.job, view.last_run) for view in result.items]
-            return wire.list_envelope(items, total=result.total, offset=query.offset, limit=limit)
+            return wire.dumps(wire.list_envelope(items, total=result.total, offset=query.offset, limit=limit))
 
         return await listings.answer((request.path, request.query_string), listing)
 

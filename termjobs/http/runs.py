@@ -7,11 +7,10 @@ from quart import Response, request
 from termjobs import wire
 from termjobs.errors import RunNotFound
 from termjobs.http.api import Api, Operation
-from termjobs.http.cache import ListingCache
+from termjobs.http.cache import ListingCache, RenderedRuns
 from termjobs.http.examples import event_example, run_example
 from termjobs.http.queries import EventListQuery, RunListQuery, parse_query
 from termjobs.http.responses import json_response
-from termjobs.model import JSONObject
 from termjobs.services import Services
 from termjobs.storage import RunFilters
 
@@ -25,7 +24,7 @@ _RUN = {"run_id": "a run id"}
 def register(api: Api, services: Services) -> None:
     """Add the run routes."""
     storage = services.storage
-    listings = ListingCache(storage)
+    listings, rendered = ListingCache(storage), RenderedRuns()
 
     @api.route(
         Operation(
@@ -53,10 +52,10 @@ def register(api: Api, services: Services) -> None:
         )
         full = not query.summary
 
-        async def listing() -> JSONObject:
+        async def listing() -> str:
             result = await storage.runs_page(limit=limit, offset=query.offset, filters=filters, full=full)
-            items = [wire.run_json(run, full=full) for run in result.items]
-            return wire.list_envelope(items, total=result.total, offset=query.offset, limit=limit)
+            items = [rendered.text(run, full=full) for run in result.items]
+            return wire.list_text(items, total=result.total, offset=query.offset, limit=limit)
 
         return await listings.answer((request.path, request.query_string), listing)
 

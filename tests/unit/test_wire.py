@@ -6,10 +6,12 @@ import dataclasses
 import datetime as dt
 
 from termjobs import wire
+from termjobs.http.cache import RenderedRuns
 from termjobs.jobdef import Job, JobDefinition
 from termjobs.model import (
     EventType,
     ExitReason,
+    JSONObject,
     Run,
     RunEvent,
     RunnerType,
@@ -142,3 +144,48 @@ def test_a_run_survives_its_json_exactly() -> None:
         output=RunOutput(stdout="out\n", exit_code=3, turn_count=0),
     )
     assert run_from_json(run_json(run)) == run
+
+
+def test_a_list_of_items_already_rendered_is_the_same_text_as_the_envelope() -> None:
+    items: list[JSONObject] = [{"id": "run_ä", "n": 1}, {"id": "run_b", "ok": True}]
+    text = wire.list_text([wire.compact(item) for item in items], total=7, offset=2, limit=2)
+    assert text == wire.dumps(wire.list_envelope(items, total=7, offset=2, limit=2))
+    assert wire.list_text([], total=0, offset=0, limit=50) == wire.dumps(
+        wire.list_envelope([], total=0, offset=0, limit=50)
+    )
+
+
+def test_rendered_runs_keep_only_final_runs_and_see_every_change() -> None:
+    rendered = RenderedRuns(size=2)
+    running = Run(
+        id="run_a",
+        job_id="job_a",
+        attempt=1,
+        trigger=RunTrigger.MANUAL,
+        scheduled_for=EPOCH,
+        status=RunStatus.RUNNING,
+        created_at=EPOCH,
+        updated_at=EPOCH,
+    )
+    finished = dataclasses.replace(
+        running,
+        status=RunStatus.SUCCEEDED,
+        output=RunOutput(exit_code=0, stdout="out"),
+        updated_at=EPOCH + dt.timedelta(seconds=1),
+    )
+    for run in (running, finished, finished, running):
+        for full in (True, False):
+            assert rendered.text(run, full=full) == wire.compact(wire.run_json(run, full=full))
+    assert rendered.text(finished, full=False) is rendered.text(finished, full=False)  # kept
+    assert rendered.text(running, full=False) is not rendered.text(running, full=False)  # not kept
+    # A final run changed after all (an operator's edit, updated_at untouched): new text.
+    edited = dataclasses.replace(finished, error="edited")
+    assert '"error":"edited"' in rendered.text(edited, full=False)
+    with_overrides = dataclasses.replace(finished, overrides={"args": ["x"]})  # not hashable
+    assert rendered.text(with_overrides, full=True) == wire.compact(wire.run_json(with_overrides))
+    chatty = dataclasses.replace(finished, output=RunOutput(exit_code=0, stdout="x" * 5000))
+    assert rendered.text(chatty, full=True) == wire.compact(wire.run_json(chatty))
+    many = [dataclasses.replace(finished, id=f"run_{i}") for i in range(5)]  # beyond its size
+    assert [rendered.text(run, full=True) for run in many] == [
+        wire.compact(wire.run_json(run)) for run in many
+    ]
