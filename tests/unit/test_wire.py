@@ -22,7 +22,7 @@ from termjobs.model import (
     format_ts,
     parse_ts,
 )
-from tests.helpers import EPOCH
+from tests.helpers import EPOCH, make_run
 
 
 def test_timestamps_are_utc_z_with_trimmed_fractions() -> None:
@@ -157,16 +157,7 @@ def test_a_list_of_items_already_rendered_is_the_same_text_as_the_envelope() -> 
 
 def test_rendered_runs_keep_only_final_runs_and_see_every_change() -> None:
     rendered = RenderedRuns(size=2)
-    running = Run(
-        id="run_a",
-        job_id="job_a",
-        attempt=1,
-        trigger=RunTrigger.MANUAL,
-        scheduled_for=EPOCH,
-        status=RunStatus.RUNNING,
-        created_at=EPOCH,
-        updated_at=EPOCH,
-    )
+    running = dataclasses.replace(make_run(job()), status=RunStatus.RUNNING)
     finished = dataclasses.replace(
         running,
         status=RunStatus.SUCCEEDED,
