@@ -13,9 +13,12 @@ the wire format derive their columns and keys from these dataclasses.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import enum
+import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -138,9 +141,38 @@ class ExitReason(enum.StrEnum):
 # ---------------------------------------------------------------------------- ids
 
 
+class _RandomPool:
+    """Random bytes for ids, read from the OS a few kilobytes at a time: one
+    ``getrandom`` call per id took 11% of the event loop while 100,000 jobs fired.
+    Thread-safe; a forked child starts with an empty pool (never its parent's bytes)."""
+
+    _CHUNK = 9 * 512
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bytes = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._bytes, self._at = b"", 0
+
+    def take(self, size: int) -> bytes:
+        with self._lock:
+            if self._at + size > len(self._bytes):
+                self._bytes, self._at = secrets.token_bytes(max(self._CHUNK, size)), 0
+            start = self._at
+            self._at = start + size
+            return self._bytes[start : start + size]
+
+
+_POOL = _RandomPool()
+
+
 def _new_id(prefix: str) -> str:
     # 9 random bytes -> 12 base64url characters, as in the reference system.
-    return prefix + secrets.token_urlsafe(9)
+    return prefix + base64.urlsafe_b64encode(_POOL.take(9)).decode("ascii")
 
 
 def new_job_id() -> str:

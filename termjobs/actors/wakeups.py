@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
-import itertools
 from collections import Counter
 from collections.abc import Hashable
 from typing import Generic, TypeVar
@@ -32,7 +31,7 @@ WAKE_RATE = 4_000.0
 MAX_LEAD = dt.timedelta(seconds=30)
 _LEAD_SECONDS = int(MAX_LEAD.total_seconds())
 
-#: Outdated heap entries tolerated before a rebuild (and at least half of the heap).
+#: Heap entries tolerated before a rebuild, if most are outdated.
 _STALE_LIMIT = 1000
 
 K = TypeVar("K", bound=Hashable)
@@ -40,16 +39,17 @@ T = TypeVar("T", float, dt.datetime)
 
 
 class DeadlineQueue(Generic[K, T]):
-    """Keys by the time they are due, one time per key: a heap whose replaced and
-    removed entries are skipped when they come up and swept out when they outnumber
-    the live ones. Used for hibernating jobs (:class:`WakeSchedule`) and for awake
-    actors' alarms (``termjobs.actors.alarms``)."""
+    """Keys by the time they are due, one time per key. Keys due at the same time share
+    one entry of a heap of times (100,000 jobs due at one minute are one entry, popped
+    at once: a heap entry per key cost 10% of the event loop while they fired); a time
+    whose keys all moved away stays in the heap until it comes up, or until such
+    entries outnumber the live ones and the heap is rebuilt. Used for hibernating jobs
+    (:class:`WakeSchedule`) and for awake actors' alarms (``termjobs.actors.alarms``)."""
 
     def __init__(self) -> None:
         self._at: dict[K, T] = {}
-        self._heap: list[tuple[T, int, K]] = []
-        self._seq = itertools.count()
-        self._stale = 0
+        self._keys: dict[T, dict[K, None]] = {}  # per time held, its keys in order
+        self._heap: list[T] = []  # the times held (and some no longer held)
 
     def __len__(self) -> int:
         return len(self._at)
@@ -61,51 +61,61 @@ class DeadlineQueue(Generic[K, T]):
     def set(self, key: K, at: T) -> bool:
         """``key`` is due at ``at`` (replacing any earlier entry); whether the earliest
         time moved earlier (a waiting timer must look again)."""
-        if key in self._at:
-            self._stale += 1
-        if self._stale > _STALE_LIMIT and self._stale > len(self._heap) // 2:
-            self._rebuild()
-        was_first = not self._heap or at < self._heap[0][0]
+        old = self._at.get(key)
+        if old == at:
+            return False
+        first = self.next_due()
+        if old is not None:
+            self._remove(key, old)
         self._at[key] = at
-        heapq.heappush(self._heap, (at, next(self._seq), key))
-        return was_first
+        keys = self._keys.get(at)
+        if keys is None:
+            keys = self._keys[at] = {}
+            if len(self._heap) > _STALE_LIMIT and len(self._heap) > 2 * len(self._keys):
+                self._heap = list(self._keys)
+                heapq.heapify(self._heap)
+            else:
+                heapq.heappush(self._heap, at)
+        keys[key] = None
+        return first is None or at < first
 
     def discard(self, key: K) -> T | None:
         """Forget ``key``; the time it held."""
         at = self._at.pop(key, None)
         if at is not None:
-            self._stale += 1
+            self._remove(key, at, held=False)
         return at
+
+    def _remove(self, key: K, at: T, *, held: bool = True) -> None:
+        keys = self._keys[at]
+        del keys[key]
+        if held:
+            del self._at[key]
+        if not keys:
+            del self._keys[at]  # its heap entry is skipped when it comes up
 
     def clear(self) -> None:
         """Forget every key."""
         self._at.clear()
+        self._keys.clear()
         self._heap.clear()
-        self._stale = 0
 
     def pop_due(self, horizon: T) -> list[tuple[K, T]]:
-        """The keys due at ``horizon`` or before, with their times, removed."""
+        """The keys due at ``horizon`` or before, with their times (earliest first,
+        then in the order they were set), removed."""
         due: list[tuple[K, T]] = []
-        while self._heap and self._heap[0][0] <= horizon:
-            at, _, key = heapq.heappop(self._heap)
-            if self._at.get(key) == at:
+        while self._heap and self._heap[0] <= horizon:
+            at = heapq.heappop(self._heap)
+            for key in self._keys.pop(at, ()):
                 del self._at[key]
                 due.append((key, at))
-            else:
-                self._stale -= 1
         return due
 
     def next_due(self) -> T | None:
         """The earliest time held."""
-        while self._heap and self._at.get(self._heap[0][2]) != self._heap[0][0]:
+        while self._heap and self._heap[0] not in self._keys:
             heapq.heappop(self._heap)
-            self._stale -= 1
-        return self._heap[0][0] if self._heap else None
-
-    def _rebuild(self) -> None:
-        self._heap = [entry for entry in self._heap if self._at.get(entry[2]) == entry[0]]
-        heapq.heapify(self._heap)
-        self._stale = 0
+        return self._heap[0] if self._heap else None
 
 
 class WakeSchedule(DeadlineQueue[str, dt.datetime]):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
-from termjobs.actors.wakeups import MAX_LEAD, WAKE_RATE, WakeSchedule
+from termjobs.actors.wakeups import MAX_LEAD, WAKE_RATE, DeadlineQueue, WakeSchedule
 from tests.helpers import EPOCH
 
 PREWARM = dt.timedelta(seconds=5)
@@ -112,3 +113,44 @@ def test_a_job_a_second_into_the_window_still_moves_the_crowd_s_wake_up() -> Non
     assert wakeups.set("first", first) is True
     crowd_at = first + MAX_LEAD + dt.timedelta(milliseconds=50)  # in the window's last second
     assert wakeups.set("crowd-0", crowd_at) is True  # the waker must look again
+
+
+def test_the_deadline_queue_agrees_with_a_plain_model_through_any_changes() -> None:
+    """Keys sharing a time share one heap entry; moved, dropped and re-added keys,
+    and the rebuilds of a heap of outdated times, never change what comes due."""
+    rng = random.Random(7)
+    queue: DeadlineQueue[str, float] = DeadlineQueue()
+    model: dict[str, float] = {}
+    order: dict[str, int] = {}  # when each key was last set to a new time
+    now = 0.0
+    for step in range(30_000):
+        key = f"k{rng.randrange(300)}"
+        action = rng.random()
+        if action < 0.6:
+            at = now + rng.choice([1.0, 2.0, 5.0, rng.uniform(0, 50)])
+            earliest = min(model.values(), default=None)
+            moved = queue.set(key, at)
+            assert moved == (earliest is None or at < earliest) or model.get(key) == at
+            if model.get(key) != at:
+                model[key], order[key] = at, step
+        elif action < 0.8:
+            assert queue.discard(key) == model.pop(key, None)
+        else:
+            now += rng.uniform(0, 3)
+            due = queue.pop_due(now)
+            expected = sorted((at, order[k], k) for k, at in model.items() if at <= now)
+            assert due == [(k, at) for at, _, k in expected]
+            for k, _ in due:
+                del model[k]
+        assert len(queue) == len(model)
+        assert queue.next_due() == min(model.values(), default=None)
+
+
+def test_a_crowd_due_at_one_time_comes_due_at_once_in_the_order_it_was_set() -> None:
+    queue: DeadlineQueue[int, float] = DeadlineQueue()
+    for key in range(10_000):
+        queue.set(key, 60.0)
+    queue.set(5, 61.0)  # one moves away
+    assert queue.pop_due(59.9) == []
+    assert [key for key, _ in queue.pop_due(60.0)] == [k for k in range(10_000) if k != 5]
+    assert queue.pop_due(100.0) == [(5, 61.0)] and queue.next_due() is None

@@ -83,6 +83,34 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
     execute_driver(conn, statement, params, many=True)
 
 
+def update_many(conn: sa.Connection, table: sa.Table, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """UPDATE the row whose ``key`` column holds each row's ``key`` value, setting the
+    row's other columns (every row with the same keys), with one ``executemany`` on the
+    driver connection, as :func:`insert_many` inserts."""
+    if not rows:
+        return
+    names = tuple(rows[0])
+    statement, converters = _update_plan(table, key, names, conn.dialect)
+    order = [name for name in names if name != key] + [key]
+    plan = list(zip(order, converters, strict=True))
+    params = [tuple(row[n] if convert is None else convert(row[n]) for n, convert in plan) for row in rows]
+    execute_driver(conn, statement, params, many=True)
+
+
+@functools.lru_cache(maxsize=32)
+def _update_plan(
+    table: sa.Table, key: str, names: tuple[str, ...], dialect: Dialect
+) -> tuple[str, list[Callable[[Any], Any] | None]]:
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    order = [name for name in names if name != key] + [key]
+    assignments = ", ".join(f'"{name}" = {mark}' for name in order[:-1])
+    statement = f'UPDATE {table.name} SET {assignments} WHERE "{key}" = {mark}'
+    converters: list[Callable[[Any], Any] | None] = [
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order
+    ]
+    return statement, converters
+
+
 @functools.lru_cache(maxsize=32)
 def _insert_plan(
     table: sa.Table, names: tuple[str, ...], dialect: Dialect

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from termjobs.jobdef import Job
 from termjobs.storage.base import JobFilters, NameTaken, Page, ScheduleEntry
 from termjobs.storage.rows import JOBS
-from termjobs.storage.sql import WriteTx, chunks
+from termjobs.storage.sql import WriteTx, chunks, update_many
 from termjobs.storage.tables import jobs, row_counts
 
 # Statements built once: SQLAlchemy runs a constant statement object much faster than
@@ -49,36 +49,26 @@ def update(tx: WriteTx, job: Job) -> None:
     tx.conn.execute(jobs.update().where(jobs.c.id == job.id).values(**values))
 
 
-_ADVANCE = (
-    jobs.update()
-    .where(jobs.c.id == sa.bindparam("job_id"))
-    .values(
-        enabled=sa.bindparam("new_enabled"),
-        next_run_at=sa.bindparam("new_next_run_at", type_=jobs.c.next_run_at.type),
-        last_fire_at=sa.bindparam("new_last_fire_at", type_=jobs.c.last_fire_at.type),
-        updated_at=sa.bindparam("new_updated_at", type_=jobs.c.updated_at.type),
-    )
-)
-
-
 def advance(tx: WriteTx, advanced: Sequence[Job]) -> None:
     """Store fires' changes to jobs: their schedule state, and ``enabled`` (a once job
-    disables itself). A constant statement, one ``executemany``: fires are the
-    scheduler's hot write, and many jobs fall due at once."""
-    if advanced:
-        tx.conn.execute(
-            _ADVANCE,
-            [
-                {
-                    "job_id": job.id,
-                    "new_enabled": job.spec.enabled,
-                    "new_next_run_at": job.next_run_at,
-                    "new_last_fire_at": job.last_fire_at,
-                    "new_updated_at": job.updated_at,
-                }
-                for job in advanced
-            ],
-        )
+    disables itself). One driver ``executemany``: fires are the scheduler's hot write,
+    and many jobs fall due at once (through SQLAlchemy, this statement took a quarter
+    of the writer's time while 100,000 jobs fired)."""
+    update_many(
+        tx.conn,
+        jobs,
+        "id",
+        [
+            {
+                "id": job.id,
+                "enabled": job.spec.enabled,
+                "next_run_at": job.next_run_at,
+                "last_fire_at": job.last_fire_at,
+                "updated_at": job.updated_at,
+            }
+            for job in advanced
+        ],
+    )
 
 
 def delete(tx: WriteTx, job_id: str) -> bool:
