@@ -59,8 +59,8 @@ T = TypeVar("T")
 DEFAULT_EVENTS_LIMIT = 1000
 
 
-def _unknown_version(conn: Connection) -> int | None:
-    return None
+def _sqlite_only(conn: Connection) -> int:
+    raise AssertionError("data_version reads SQLite's own counter")
 
 
 class SqlStorage(Storage):
@@ -89,9 +89,9 @@ class SqlStorage(Storage):
     async def data_version(self) -> object | None:
         if self._points is None:
             return None  # PostgreSQL: other servers write too, unannounced
-        version = await self.gateway.read_point(self._points.data_version, _unknown_version)
+        version = await self.gateway.read_point(self._points.data_version, _sqlite_only)
         # A connection's own count: paired with which connection it was.
-        return None if version is None else (self.gateway.point_connections, version)
+        return (self.gateway.point_connections, version)
 
     # ------------------------------------------------------------------ jobs
 

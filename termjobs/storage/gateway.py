@@ -142,6 +142,7 @@ class Gateway:
         self._batches = self._writes = self._max_batch = 0
         self._reads_moved = 0
         self._point: PoolProxiedConnection | None = None
+        self._dbapi_error: type[Exception] = engines.reader.dialect.loaded_dbapi.Error
         #: how many connections :meth:`read_point` has opened (the current one's number)
         self.point_connections = 0
         #: in a cluster, the channel that announces committed event ids (and run events
@@ -235,14 +236,13 @@ class Gateway:
             if self._point is None:
                 self._point = self.engines.reader.raw_connection()
                 self.point_connections += 1
-            dialect = self.engines.reader.dialect
-            dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
             try:
                 return op(self._point.driver_connection)
-            except dbapi_error as exc:
+            except self._dbapi_error as exc:
                 point, self._point = self._point, None
                 point.invalidate(exc)  # discarded: the next read opens a new connection
-                raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, dialect=dialect) from exc
+                dialect = self.engines.reader.dialect
+                raise sa.exc.DBAPIError.instance(None, None, exc, self._dbapi_error, dialect=dialect) from exc
 
     def close_point_connection(self) -> None:
         """Give the connection of :meth:`read_point` back to the pool."""

@@ -22,14 +22,10 @@ from termjobs.fields import enum_type
 from termjobs.jobdef import Job, JobDefinition
 from termjobs.model import PAYLOAD_FIELDS, JSONValue, Run, RunEvent, RunOutput, Session, SessionMessage
 from termjobs.storage.tables import jobs, llm_session_messages, llm_sessions, run_events, runs
+from termjobs.wire import compact
 
 T = TypeVar("T")
 Convert = Callable[[Any], Any]
-
-
-def dump_json(value: JSONValue) -> str:
-    """Compact JSON text, non-ASCII kept."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _load_json(text: str | None) -> JSONValue:
@@ -51,7 +47,7 @@ def _columns(cls: type, table: sa.Table, json_columns: Collection[str]) -> list[
             nullable = bool(table.c[item.name].nullable)
 
             def to_db(value: JSONValue, nullable: bool = nullable) -> str | None:
-                return None if value is None and nullable else dump_json(value)
+                return None if value is None and nullable else compact(value)
 
             found.append(_Column(item.name, to_db, _load_json))
         elif kind is not None:

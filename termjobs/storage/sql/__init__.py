@@ -77,10 +77,8 @@ def insert_many(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str
     if not rows:
         return
     names = tuple(rows[0])
-    statement, converters = _insert_plan(table, names, conn.dialect)
-    plan = list(zip(names, converters, strict=True))
-    params = [tuple(row[n] if convert is None else convert(row[n]) for n, convert in plan) for row in rows]
-    execute_driver(conn, statement, params, many=True)
+    statement = _insert_statement(table, names, conn.dialect)
+    execute_driver(conn, statement, _driver_params(table, names, conn.dialect, rows), many=True)
 
 
 def update_many(conn: sa.Connection, table: sa.Table, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -89,39 +87,43 @@ def update_many(conn: sa.Connection, table: sa.Table, key: str, rows: Sequence[M
     driver connection, as :func:`insert_many` inserts."""
     if not rows:
         return
-    names = tuple(rows[0])
-    statement, converters = _update_plan(table, key, names, conn.dialect)
-    order = [name for name in names if name != key] + [key]
-    plan = list(zip(order, converters, strict=True))
-    params = [tuple(row[n] if convert is None else convert(row[n]) for n, convert in plan) for row in rows]
-    execute_driver(conn, statement, params, many=True)
+    order = (*(name for name in rows[0] if name != key), key)
+    statement = _update_statement(table, order, conn.dialect)
+    execute_driver(conn, statement, _driver_params(table, order, conn.dialect, rows), many=True)
+
+
+def _mark(dialect: Dialect) -> str:
+    return "?" if dialect.paramstyle == "qmark" else "%s"
 
 
 @functools.lru_cache(maxsize=32)
-def _update_plan(
-    table: sa.Table, key: str, names: tuple[str, ...], dialect: Dialect
-) -> tuple[str, list[Callable[[Any], Any] | None]]:
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    order = [name for name in names if name != key] + [key]
-    assignments = ", ".join(f'"{name}" = {mark}' for name in order[:-1])
-    statement = f'UPDATE {table.name} SET {assignments} WHERE "{key}" = {mark}'
-    converters: list[Callable[[Any], Any] | None] = [
-        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order
-    ]
-    return statement, converters
-
-
-@functools.lru_cache(maxsize=32)
-def _insert_plan(
-    table: sa.Table, names: tuple[str, ...], dialect: Dialect
-) -> tuple[str, list[Callable[[Any], Any] | None]]:
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+def _insert_statement(table: sa.Table, names: tuple[str, ...], dialect: Dialect) -> str:
     columns = ", ".join(f'"{name}"' for name in names)
-    statement = f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join(mark for _ in names)})"
-    converters: list[Callable[[Any], Any] | None] = [
-        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
-    ]
-    return statement, converters
+    return f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join(_mark(dialect) for _ in names)})"
+
+
+@functools.lru_cache(maxsize=32)
+def _update_statement(table: sa.Table, order: tuple[str, ...], dialect: Dialect) -> str:
+    """``UPDATE`` setting ``order[:-1]`` where the key ``order[-1]`` matches."""
+    mark = _mark(dialect)
+    assignments = ", ".join(f'"{name}" = {mark}' for name in order[:-1])
+    return f'UPDATE {table.name} SET {assignments} WHERE "{order[-1]}" = {mark}'
+
+
+@functools.lru_cache(maxsize=32)
+def _bind_processors(
+    table: sa.Table, names: tuple[str, ...], dialect: Dialect
+) -> list[tuple[str, Callable[[Any], Any] | None]]:
+    return [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
+
+
+def _driver_params(
+    table: sa.Table, names: tuple[str, ...], dialect: Dialect, rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """Each row's values of ``names``, in that order, converted as their columns' types
+    convert them for the driver."""
+    plan = _bind_processors(table, names, dialect)
+    return [tuple(row[n] if convert is None else convert(row[n]) for n, convert in plan) for row in rows]
 
 
 def execute_driver(conn: sa.Connection, statement: str, params: Any, *, many: bool = False) -> Any:

@@ -8,10 +8,11 @@ import sqlalchemy as sa
 
 from termjobs.model import EventType, JSONValue, Run, RunEvent
 from termjobs.storage.base import Page
-from termjobs.storage.rows import EVENTS, dump_json
+from termjobs.storage.rows import EVENTS
 from termjobs.storage.sql import WriteTx, execute_driver
 from termjobs.storage.sql.cluster import EVENTS_LOCK_KEY
 from termjobs.storage.tables import run_events
+from termjobs.wire import compact
 
 _SQLITE_INSERT = (
     "INSERT INTO run_events (run_id, job_id, event_type, message, data, created_at) VALUES (?, ?, ?, ?, ?, ?)"
@@ -34,7 +35,7 @@ def insert(
 ) -> RunEvent:
     """Append an event to ``run``'s timeline (the message is trimmed; blank = none)."""
     text = (message.strip() if message else None) or None
-    payload = None if data is None else dump_json(data)
+    payload = None if data is None else compact(data)
     order = tx.order
     lock = order is not None and not order.taken
     event_id = _insert_row(tx.conn, run, event_type.value, text, payload, now, lock=lock)
