@@ -11,7 +11,6 @@ which are skipped) are in ``termjobs.rundomain``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import math
@@ -26,6 +25,7 @@ from termjobs import jobspec, rundomain, wire
 from termjobs.actors.alarms import Alarms
 from termjobs.actors.mailbox import MAILBOX_SIZE
 from termjobs.actors.protocol import (
+    TICK,
     ActorExit,
     ActorGone,
     CancelRun,
@@ -222,9 +222,11 @@ class JobActor:
         return None
 
     def _tick(self) -> None:
-        # Busy (it looks at the clock before it waits again) or gone: no tick needed.
-        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            self.mailbox.send_nowait(Tick())
+        # Rung for 100,000 actors at once: a try costs a third of contextlib.suppress.
+        try:  # noqa: SIM105
+            self.mailbox.send_nowait(TICK)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # busy (it looks at the clock before it waits again) or gone: not needed
 
     def _may_hibernate(self) -> bool:
         if not self._hibernate or self._runs or self._stopping or self._fire_retry_at is not None:

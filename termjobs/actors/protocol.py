@@ -108,6 +108,9 @@ class Tick:
     """An alarm the actor set has rung (``termjobs.actors.alarms``): look at the clock."""
 
 
+#: Ticks carry nothing: one serves every alarm.
+TICK = Tick()
+
 JobMessage = Request | Release | RetryDue | RunEnded | Tick
 
 

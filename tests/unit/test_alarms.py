@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 import trio
 import trio.testing
 
-from termjobs.actors.alarms import Alarms
+from termjobs.actors.alarms import HOLD_PER_ALARM_S, Alarms
 
 
 def test_due_alarms_ring_in_time_order_and_only_their_latest_setting() -> None:
@@ -48,3 +50,63 @@ async def test_the_task_rings_each_alarm_at_its_deadline(autojump_clock: trio.te
         await trio.sleep(60)
         nursery.cancel_scope.cancel()
     assert rung == [("early", 10.0), ("late", 30.0)]
+
+
+async def test_a_crowd_holds_the_garbage_collector_off_while_it_fires(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    assert gc.isenabled()
+    alarms = Alarms(crowd=1000)
+    start = trio.current_time()
+    seen: list[tuple[float, bool]] = []
+
+    def look() -> None:
+        seen.append((round(trio.current_time() - start, 3), gc.isenabled()))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(alarms.run)
+            for i in range(999):  # not a crowd
+                alarms.set(("small", i), start + 10, lambda: None)
+            for i in range(1000):  # a crowd: the collector is held off for `hold` seconds
+                alarms.set(("crowd", i), start + 20, lambda: None)
+            hold = 1000 * HOLD_PER_ALARM_S
+            for at in (5, 10.001, 20.001, 20 + hold - 0.001, 20 + hold + 0.001, 25):
+                alarms.set(("look", at), start + at, look)
+            await trio.sleep(30)
+            alarms.set(("crowd again", 0), start + 40, lambda: None)
+            for i in range(1, 1000):
+                alarms.set(("crowd again", i), start + 40, lambda: None)
+            alarms.set("look again", start + 40 + hold / 4, look)
+            await trio.sleep_until(start + 40 + hold / 2)
+            assert not gc.isenabled()
+            nursery.cancel_scope.cancel()  # while the second crowd holds the collector off
+        assert seen == [
+            (5, True),
+            (10.001, True),
+            (20.001, False),
+            (round(20 + hold - 0.001, 3), False),
+            (round(20 + hold + 0.001, 3), True),
+            (25, True),
+            (round(40 + hold / 4, 3), False),
+        ]
+        assert gc.isenabled()  # the task ended: the hold with it
+    finally:
+        gc.enable()
+
+
+async def test_a_collector_disabled_by_someone_else_stays_disabled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    alarms = Alarms(crowd=10)
+    gc.disable()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(alarms.run)
+            for i in range(10):
+                alarms.set(i, trio.current_time() + 1, lambda: None)
+            await trio.sleep(60)
+            nursery.cancel_scope.cancel()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
