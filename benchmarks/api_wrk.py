@@ -4,7 +4,9 @@ Endpoints: ``GET /v2/jobs/{id}``, ``GET /v2/runs?summary=1`` (on an idle server,
 while 10 runs a second are triggered, so that kept listings keep going stale) and
 ``POST /v2/jobs/{id}/trigger`` on an ``allow`` job. The limit is a trivial quart-trio JSON
 route of the same server process (``GET /healthz``: no storage, no auth), measured
-right before each endpoint, round after round; each ratio is the median of the rounds'.
+right before each endpoint, round after round, under the same load (for the listing
+while runs are triggered, the limit at rest is reported too); each ratio is the median
+of the rounds'.
 Needs wrk (``apt-get install wrk``).
 Usage: python benchmarks/api_wrk.py [--duration 5] [--rounds 3] [--connections 50] [--json]
 """
@@ -15,13 +17,15 @@ import argparse
 import re
 import shutil
 import statistics
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from benchmarks._server import program_job, progress, report, running_server
 
+T = TypeVar("T")
 TARGET = 0.70
 _LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", re.M)
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
@@ -80,16 +84,24 @@ async def main(args: argparse.Namespace) -> None:
         ratios: dict[str, list[float]] = {name: [] for name, _, _ in cases}
         # Each endpoint right after the limit, round after round: the machine's speed
         # drifts over minutes, and a ratio of two figures taken seconds apart does not.
+        # An endpoint measured while runs are triggered is compared with the limit
+        # measured under the same load (the runs' processes and writes take CPU from
+        # both alike), and also with the limit at rest.
+        busy_limits: list[dict[str, float]] = []
+        at_rest_ratios: dict[str, list[float]] = {name: [] for name, _, busy in cases if busy}
         for round_ in range(args.rounds):
             for name, url, busy in cases:
                 progress(f"round {round_ + 1}/{args.rounds}, wrk {args.duration}s: the limit, then {name}")
                 limit = await wrk(limit_url, args)
-                async with trio.open_nursery() as nursery:
-                    if busy:
-                        nursery.start_soon(trigger_steadily, client, job["id"])
-                    result = await wrk(url, args)
-                    nursery.cancel_scope.cancel()
                 limits.append(limit)
+                if busy:
+                    at_rest = limit
+                    limit = await under_triggers(client, job["id"], wrk(limit_url, args))
+                    busy_limits.append(limit)
+                    result = await under_triggers(client, job["id"], wrk(url, args))
+                    at_rest_ratios[name].append(result["rps"] / at_rest["rps"])
+                else:
+                    result = await wrk(url, args)
                 results[name].append(result)
                 ratios[name].append(result["rps"] / limit["rps"])
         progress(f"wrk {args.duration}s: POST /v2/jobs/{{id}}/trigger")
@@ -100,11 +112,21 @@ async def main(args: argparse.Namespace) -> None:
         "seconds per measurement": args.duration,
         "rounds": args.rounds,
         "limit: GET /healthz (trivial route) req/s": _spread([limit["rps"] for limit in limits]),
+        f"limit while {WRITES_PER_S} runs/s are triggered req/s": _spread(
+            [limit["rps"] for limit in busy_limits]
+        ),
     }
-    for name, _, _ in cases:
+    for name, _, busy in cases:
         figures[f"{name} req/s"] = _spread([result["rps"] for result in results[name]])
-        figures[f"{name} ratio to the limit before it (median)"] = f"{statistics.median(ratios[name]):.0%}"
+        under = " (triggered likewise)" if busy else ""
+        figures[f"{name} ratio to the limit before it{under} (median)"] = (
+            f"{statistics.median(ratios[name]):.0%}"
+        )
         figures[f"{name} ratios"] = ", ".join(f"{ratio:.0%}" for ratio in ratios[name])
+        if busy:
+            figures[f"{name} ratio to the limit at rest (median)"] = (
+                f"{statistics.median(at_rest_ratios[name]):.0%}"
+            )
         last = results[name][-1]
         figures[f"{name} p50/p99 ms (last round)"] = f"{last['p50']:.1f} / {last['p99']:.1f}"
         if any(result["non_2xx"] for result in results[name]):
@@ -120,6 +142,15 @@ def _spread(values: list[float]) -> str:
 
 
 WRITES_PER_S = 10
+
+
+async def under_triggers(client: Any, job_id: str, measurement: Awaitable[T]) -> T:
+    """``measurement``'s result, taken while ``WRITES_PER_S`` runs a second are triggered."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trigger_steadily, client, job_id)
+        result = await measurement
+        nursery.cancel_scope.cancel()
+    return result
 
 
 async def trigger_steadily(client: Any, job_id: str) -> None:

@@ -5,8 +5,11 @@ them; 0 = as fast as it can). Every line reaches storage as part of an ``output`
 event; lines that arrive while the previous event of the run is being written are
 batched into the next one, by design, so a chatty program cannot flood storage. The
 script reports persisted events/s and persisted lines/s, both counted in storage
-afterwards. The limit is the storage gateway alone: ``output`` events inserted
-through the same group-commit writer by as many concurrent writers, in the same run.
+afterwards. Two limits, in the same run: the storage gateway alone (``output`` events
+inserted through the same group-commit writer by as many concurrent writers), and the
+programs alone (the same programs, their output read by a bare trio reader that only
+counts lines: on two cores, 32 Python programs printing a line a millisecond take a
+good part of the machine themselves).
 Usage: python benchmarks/events_ingest.py [--runs 32] [--lines 2000] [--pause 0.001] [--json]
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +75,29 @@ async def gateway_limit(writers: int, events: int) -> float:
             return events / (time.perf_counter() - started)
 
 
+async def producers_alone(args: argparse.Namespace) -> float:
+    """Lines per second the same programs print on their own, read by a bare trio
+    reader that only counts them: how fast output can arrive at all on this machine."""
+    chatty = CHATTY.format(lines=args.lines, pause=args.pause)
+    counted = 0
+
+    async def one() -> None:
+        nonlocal counted
+        process = await trio.lowlevel.open_process([sys.executable, "-c", chatty], stdout=subprocess.PIPE)
+        assert process.stdout is not None
+        while chunk := await process.stdout.receive_some(65536):
+            counted += chunk.count(b"\n")
+        await process.wait()
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(args.runs):
+            nursery.start_soon(one)
+    elapsed = time.perf_counter() - started
+    assert counted == args.runs * args.lines, counted
+    return counted / elapsed
+
+
 async def termjobs_rate(args: argparse.Namespace) -> dict[str, float]:
     async with (
         running_server("--jobs-workers", str(args.runs), "--log-level", "error") as server,
@@ -100,8 +127,11 @@ async def termjobs_rate(args: argparse.Namespace) -> dict[str, float]:
 async def main(args: argparse.Namespace) -> None:
     progress(f"limit: {args.runs} writers inserting events through the gateway")
     limit = await gateway_limit(args.runs, 40_000)
+    progress(f"limit: the {args.runs} programs alone, read by a bare trio reader")
+    alone = await producers_alone(args)
     progress(f"termjobs: {args.runs} programs printing {args.lines} lines each")
     result = await termjobs_rate(args)
+    lines_rate = result["lines"] / result["seconds"]
     report(
         "event ingestion (sqlite)",
         {
@@ -110,10 +140,12 @@ async def main(args: argparse.Namespace) -> None:
             "lines persisted": int(result["lines"]),
             "seconds": result["seconds"],
             "termjobs events persisted/s": result["rate"],
-            "termjobs lines persisted/s": result["lines"] / result["seconds"],
+            "termjobs lines persisted/s": lines_rate,
             "lines per event (batching)": result["lines"] / max(result["events"], 1),
             "limit: gateway alone events/s": limit,
             "ratio": f"{result['rate'] / limit:.0%}",
+            "limit: the programs alone, lines printed/s": alone,
+            "lines persisted/s, share of the programs alone": f"{lines_rate / alone:.0%}",
             "target events/s": TARGET,
         },
         as_json=args.json,

@@ -19,7 +19,7 @@ import enum
 import os
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeAlias
 
 #: A decoded JSON value (object, array, string, number, bool or null).
@@ -233,6 +233,10 @@ class RunOutput:
     output_tokens: int = 0
 
 
+#: Nothing observed yet: the output of every new run (values are immutable, so one
+#: serves all; 100,000 runs are created in the second their jobs fire).
+NO_OUTPUT = RunOutput()
+
 #: ``RunOutput`` fields that hold the (possibly large) captured payloads: summaries
 #: (run lists, ``last_run``) leave them out.
 PAYLOAD_FIELDS = frozenset({"stdout", "stderr", "thinking", "response"})
@@ -256,7 +260,7 @@ class Run:
     retry_of: str | None = None
     #: what this run changes of its job's definition (``args``, ``env``, ``timeout_seconds``...)
     overrides: JSONObject | None = None
-    output: RunOutput = field(default_factory=RunOutput)
+    output: RunOutput = NO_OUTPUT
     created_at: dt.datetime
     updated_at: dt.datetime
 
