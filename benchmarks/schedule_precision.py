@@ -32,9 +32,9 @@ TARGETS_MS = {1_000: 50.0, 10_000: 500.0, 100_000: 5_000.0}
 async def trio_limit(count: int) -> list[float]:
     """Lags (s) of ``count`` bare trio tasks woken at one deadline.
 
-    The tasks are all started and asleep before the deadline, so that the lags are
-    the wake-ups' alone (starting 100,000 tasks takes seconds: counted in, as it was
-    until 2026-12-03, it made the limit look slower than it is)."""
+    The tasks are all started and asleep before the deadline is set, so that the
+    lags are the wake-ups' alone (starting 100,000 tasks takes seconds; until
+    2026-12-03 that was counted in)."""
     armed = trio.Event()
     deadline = math.inf
     lags: list[float] = []
