@@ -265,6 +265,21 @@ async def test_run_listing_order_summary_and_job_names(storage: Storage) -> None
     assert view is not None and view.last_run is not None and view.last_run.id == same_time[-1].id
 
 
+async def test_a_run_listed_again_after_it_changed_is_listed_as_it_is_now(storage: Storage) -> None:
+    # Listings keep the runs they loaded (SQLite, by the row's values): never a stale one.
+    job = await add_job(storage, make_job("again"))
+    run = await add_run(storage, make_run(job))
+    for _ in range(2):  # the second listing finds the run kept
+        (listed,) = (await storage.runs_page(limit=10, offset=0, full=False)).items
+        assert listed.status is RunStatus.QUEUED and listed.error is None
+    await storage.cancel_queued(run, now=EPOCH + SECOND, message="changed my mind")
+    for filters in (RunFilters(), RunFilters(job_ref=job.id)):
+        (listed,) = (await storage.runs_page(limit=10, offset=0, filters=filters, full=False)).items
+        assert listed.status is RunStatus.CANCELLED and listed.finished_at == EPOCH + SECOND
+        (full,) = (await storage.runs_page(limit=10, offset=0, filters=filters)).items
+        assert full == await storage.get_run(run.id)
+
+
 async def test_run_filters_combine(storage: Storage) -> None:
     job = await add_job(storage, make_job("rf"))
     early = await add_run(storage, make_run(job, created=EPOCH))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -341,6 +342,30 @@ async def test_heavy_sqlite_reads_run_on_the_event_loop_until_they_outgrow_its_b
             assert gw.statistics().reads_moved == 1
             # The interrupted read left its connection usable: reads go on as before.
             assert await gw.read(where("SELECT 7"), heavy=True) == (True, 7)
+
+
+async def test_a_runs_listing_that_outgrows_the_budget_is_read_again_in_a_thread(
+    sqlite_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runs listing reads through the driver (``runs._Listings``): interrupted on
+    the event loop, it is read again in a reader thread like any other heavy read."""
+    async with open_storage(sqlite_url) as storage:
+        job = make_job("many")
+        await storage.create_job(job)
+        async with trio.open_nursery() as nursery:
+            for i in range(300):
+                nursery.start_soon(storage.create_run, make_run(job, created=EPOCH + dt.timedelta(seconds=i)))
+        # Every read is over its budget when the progress handler first looks, in its query.
+        monkeypatch.setattr("termjobs.storage.gateway.INLINE_READ_BUDGET_S", -1.0)
+        monkeypatch.setattr("termjobs.storage.gateway._PROGRESS_STEPS", 50)  # past BEGIN
+        moved = storage.gateway.statistics().reads_moved
+        for full in (False, True):
+            page = await storage.runs_page(limit=50, offset=10, full=full)
+            assert page.total == 300
+            assert [run.created_at for run in page.items] == [
+                EPOCH + dt.timedelta(seconds=i) for i in range(289, 239, -1)
+            ]
+        assert storage.gateway.statistics().reads_moved == moved + 2
 
 
 async def test_event_loop_reads_never_wait_for_a_connection_the_reader_threads_hold(sqlite_url: URL) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from termjobs.storage.base import Page, RunFilters, storable
 from termjobs.storage.rows import RUN_SUMMARIES, RUNS
 from termjobs.storage.sql import WriteTx, chunks
 from termjobs.storage.sql import insert_many as insert_rows
+from termjobs.storage.sql.points import DriverSelect
 from termjobs.storage.tables import runs
 
 _INSERT = runs.insert()
@@ -206,6 +208,8 @@ def page(
         conditions.append(runs.c.created_at >= filters.created_after)
     if filters.created_before is not None:
         conditions.append(runs.c.created_at < filters.created_before)
+    if conn.dialect.name == "sqlite" and len(conditions) == (job_id is not None):  # job_id's alone, if any
+        return _listings(conn.dialect).page(conn, limit=limit, offset=offset, job_id=job_id, full=full)
     mapper = RUNS if full else RUN_SUMMARIES
     query = (
         sa.select(*mapper.columns)
@@ -217,6 +221,85 @@ def page(
     items = [mapper.load(row) for row in conn.execute(query).mappings()]
     total = conn.execute(sa.select(sa.func.count()).select_from(runs).where(*conditions))
     return Page(items=items, total=total.scalar_one())
+
+
+class _Listings:
+    """The listings polled most (every run, or one job's), on SQLite, through the
+    driver: a dashboard or a script reads the same newest runs again after every
+    commit, and SQLAlchemy's execution and row processing took most of that read (the
+    profile of ``GET /v2/runs?summary=1`` while runs were triggered). The statements
+    are compiled once (:class:`~termjobs.storage.sql.points.DriverSelect`); each
+    summary row's run is kept by the row's values, so a run that has not changed since
+    it was last listed costs a dictionary lookup (a changed run has other values, and
+    is loaded afresh). Same transaction, same snapshot as the statement it replaces.
+    """
+
+    #: summary runs kept by their row (a summary row carries no captured output)
+    KEPT = 2048
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        def statement(full: bool, one_job: bool) -> sa.Select[Any]:
+            mapper = RUNS if full else RUN_SUMMARIES
+            query = sa.select(*mapper.columns)
+            if one_job:
+                query = query.where(runs.c.job_id == sa.bindparam("job_id"))
+            return (
+                query.order_by(runs.c.created_at.desc(), runs.c.seq.desc())
+                .limit(sa.bindparam("limit", type_=sa.Integer))
+                .offset(sa.bindparam("offset", type_=sa.Integer))
+            )
+
+        def count(one_job: bool) -> sa.Select[Any]:
+            query = sa.select(sa.func.count()).select_from(runs)
+            return query.where(runs.c.job_id == sa.bindparam("job_id")) if one_job else query
+
+        shapes = [(full, one_job) for full in (True, False) for one_job in (True, False)]
+        self._pages = {shape: DriverSelect(statement(*shape), dialect) for shape in shapes}
+        self._counts = {one_job: DriverSelect(count(one_job), dialect) for one_job in (True, False)}
+        self._load = {True: RUNS.tuple_loader(dialect), False: RUN_SUMMARIES.tuple_loader(dialect)}
+        self._kept: dict[tuple[Any, ...], Run] = {}
+        self._keeping = threading.Lock()  # pages are read on the event loop and in reader threads
+
+    def page(
+        self, conn: sa.Connection, *, limit: int, offset: int, job_id: str | None, full: bool
+    ) -> Page[Run]:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        one_job = job_id is not None
+        select, count = self._pages[(full, one_job)], self._counts[one_job]
+        bound = {"job_id": job_id} if one_job else {}
+        dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
+        try:
+            rows = driver.execute(select.sql, select.params(limit=limit, offset=offset, **bound)).fetchall()
+            total = driver.execute(count.sql, count.params(**bound)).fetchone()[0]
+        except dbapi_error as exc:
+            # As SQLAlchemy would raise it: the gateway tells an interrupted read (its
+            # time on the event loop was up) and a database gone by these errors.
+            raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, dialect=conn.dialect) from exc
+        items = [self._load[True](row) for row in rows] if full else [self._summary(row) for row in rows]
+        return Page(items=items, total=total)
+
+    def _summary(self, row: tuple[Any, ...]) -> Run:
+        run = self._kept.get(row)
+        if run is None:
+            run = self._load[False](row)
+            with self._keeping:
+                if len(self._kept) >= self.KEPT:
+                    del self._kept[next(iter(self._kept))]  # the oldest kept
+                self._kept[row] = run
+        return run
+
+
+_LISTINGS: dict[str, _Listings] = {}
+
+
+def _listings(dialect: sa.Dialect) -> _Listings:
+    """The listings of ``dialect``'s kind (one per kind: a run is a function of its
+    row's values whichever database the row came from)."""
+    listings = _LISTINGS.get(dialect.name)
+    if listings is None:
+        listings = _LISTINGS.setdefault(dialect.name, _Listings(dialect))
+    return listings
 
 
 _LAST = sa.select(*RUN_SUMMARIES.columns).where(
