@@ -8,15 +8,15 @@ from collections.abc import Sequence
 
 from termjobs.jobdef import Job
 from termjobs.jobspec import definition_for_create
-from termjobs.model import new_job_id
+from termjobs.model import JSONObject, JSONValue, new_job_id
 from termjobs.schedule import initial_next_run
 from termjobs.storage.database import open_storage
 from termjobs.storage.engine import resolve_url
 
 
-def cron_jobs(prefix: str, count: int, expression: str, now: dt.datetime, **fields: object) -> list[Job]:
+def cron_jobs(prefix: str, count: int, expression: str, now: dt.datetime, **fields: JSONValue) -> list[Job]:
     """``count`` cron jobs running ``true`` on ``expression`` (UTC)."""
-    body = {
+    body: JSONObject = {
         "name": "x",
         "runner_type": "program",
         "runner_config": {"command": "true"},

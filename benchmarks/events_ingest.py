@@ -28,7 +28,7 @@ import trio
 from benchmarks._server import program_job, progress, report, running_server
 from termjobs.jobdef import Job
 from termjobs.jobspec import definition_for_create
-from termjobs.model import EventType, RunTrigger
+from termjobs.model import EventType, JSONObject, RunTrigger
 from termjobs.rundomain import new_run
 from termjobs.storage.database import open_storage
 from termjobs.storage.engine import resolve_url
@@ -65,7 +65,7 @@ async def gateway_limit(writers: int, events: int) -> float:
 
             async def writer() -> None:
                 for i in range(events // writers):
-                    data = {"stream": "stdout", "text": f"event {i}\n"}
+                    data: JSONObject = {"stream": "stdout", "text": f"event {i}\n"}
                     await storage.add_event(run, EventType.OUTPUT, None, data, now=now)
 
             started = time.perf_counter()
