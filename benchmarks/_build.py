@@ -16,12 +16,27 @@ from termjobs.storage.engine import resolve_url
 
 def cron_jobs(prefix: str, count: int, expression: str, now: dt.datetime, **fields: JSONValue) -> list[Job]:
     """``count`` cron jobs running ``true`` on ``expression`` (UTC)."""
+    trigger: JSONObject = {"expression": expression, "timezone": "UTC"}
+    return _jobs(prefix, count, "cron", trigger, now, fields)
+
+
+def once_jobs(
+    prefix: str, count: int, run_at: dt.datetime, now: dt.datetime, **fields: JSONValue
+) -> list[Job]:
+    """``count`` jobs running ``true`` once, at ``run_at``."""
+    trigger: JSONObject = {"run_at": run_at.isoformat().replace("+00:00", "Z")}
+    return _jobs(prefix, count, "once", trigger, now, fields)
+
+
+def _jobs(
+    prefix: str, count: int, trigger_type: str, trigger: JSONObject, now: dt.datetime, fields: JSONObject
+) -> list[Job]:
     body: JSONObject = {
         "name": "x",
         "runner_type": "program",
         "runner_config": {"command": "true"},
-        "trigger_type": "cron",
-        "trigger_config": {"expression": expression, "timezone": "UTC"},
+        "trigger_type": trigger_type,
+        "trigger_config": trigger,
         **fields,
     }
     spec = definition_for_create(body)

@@ -1,27 +1,40 @@
-"""Run throughput: complete N manual runs of a no-op program (`true`) end to end.
+"""Run throughput: complete N runs of a no-op program (`true`) end to end.
 
-Triggers --runs runs over HTTP (--clients concurrent connections) on a server with
---jobs-workers 16 and measures completed runs per second from the first trigger to the
-last run recorded as finished (every run and its events persisted). The limit is bare
-`trio.run_process(["true"])` at the same concurrency, measured in the same run.
+Two ways, on a server with --jobs-workers 16, each measured as completed runs per
+second until the last run is recorded as finished (every run and its events persisted):
+
+* triggered: --runs manual runs triggered over HTTP (--clients concurrent connections),
+  from the first trigger on; each run costs an HTTP request too;
+* fired: --runs jobs due once at the same moment, from that moment on: the scheduler
+  and the run path alone, no request per run.
+
+The limit is bare `trio.run_process(["true"])` at the same concurrency, measured in
+the same run.
 Usage: python benchmarks/run_throughput.py [--runs 5000] [--db sqlite|postgresql://...] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import trio
 
+from benchmarks._build import once_jobs, write_jobs
 from benchmarks._server import postgres_schema, program_job, progress, report, running_server
 
 JOBS = 10  # spread over several jobs: one job admits at most 1000 active runs
+#: jobs fired together are due this long after they are written (time to start the server)
+FIRE_LEAD_S = 20.0
 
 
 async def process_limit(runs: int, concurrency: int) -> float:
@@ -83,37 +96,74 @@ async def termjobs_rate(runs: int, workers: int, clients: int, db: str | None) -
         progress(
             f"  {total} runs triggered in {time.perf_counter() - start:.1f}s; waiting for them to finish"
         )
-        while True:
-            page = (await client.get("/v2/runs?summary=1&status=succeeded&limit=1")).json()
-            if page["total"] >= total:
-                break
-            await trio.sleep(0.1)
-        elapsed = time.perf_counter() - start
-        failed = (await client.get("/v2/runs?summary=1&status=failed&limit=1")).json()["total"]
-        return {"runs": total, "seconds": elapsed, "rate": total / elapsed, "failed": failed}
+        return await _completed(client, total, start)
+
+
+async def fired_rate(runs: int, workers: int, db: str) -> dict[str, float]:
+    """``runs`` jobs due once at the same moment, each running ``true``."""
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=FIRE_LEAD_S)
+    await write_jobs(db, [once_jobs("noop", runs, due, dt.datetime.now(dt.UTC))])
+    async with (
+        running_server("--jobs-workers", str(workers), db=db) as server,
+        server.client(timeout=60) as client,
+    ):
+        wait = (due - dt.datetime.now(dt.UTC)).total_seconds()
+        if wait < 0:
+            raise SystemExit(f"the server started {-wait:.1f}s after the jobs were due: raise FIRE_LEAD_S")
+        await trio.sleep(wait)
+        return await _completed(client, runs, time.perf_counter())
+
+
+async def _completed(client: httpx.AsyncClient, total: int, start: float) -> dict[str, float]:
+    """Wait until ``total`` runs have succeeded; their rate since ``start``."""
+    while True:
+        page = (await client.get("/v2/runs?summary=1&status=succeeded&limit=1")).json()
+        if page["total"] >= total:
+            break
+        await trio.sleep(0.1)
+    elapsed = time.perf_counter() - start
+    failed = (await client.get("/v2/runs?summary=1&status=failed&limit=1")).json()["total"]
+    return {"runs": total, "seconds": elapsed, "rate": total / elapsed, "failed": failed}
 
 
 async def main(args: argparse.Namespace) -> None:
     progress(f"limit: {args.runs} bare trio.run_process(['true']) at concurrency {args.workers}")
     limit = await process_limit(args.runs, args.workers)
-    progress(f"termjobs: {args.runs} runs, --jobs-workers {args.workers}, db {args.db or 'sqlite'}")
-    if args.db and args.db.startswith("postgres"):
-        with postgres_schema(args.db) as url:
-            result = await termjobs_rate(args.runs, args.workers, args.clients, url)
-    else:
-        result = await termjobs_rate(args.runs, args.workers, args.clients, args.db)
+    kind = args.db.split(":")[0] if args.db else "sqlite"
+    progress(f"termjobs: {args.runs} runs triggered over HTTP, --jobs-workers {args.workers}, db {kind}")
+    with _database(args.db) as db:
+        triggered = await termjobs_rate(args.runs, args.workers, args.clients, db)
+    progress(f"termjobs: {args.runs} jobs due at the same moment, --jobs-workers {args.workers}, db {kind}")
+    with _database(args.db) as db:
+        fired = await fired_rate(args.runs, args.workers, db)
     report(
-        f"run throughput ({args.db.split(':')[0] if args.db else 'sqlite'})",
+        f"run throughput ({kind})",
         {
-            "runs": result["runs"],
+            "runs": triggered["runs"],
             "jobs workers": args.workers,
-            "termjobs completed runs/s": result["rate"],
+            "termjobs completed runs/s": triggered["rate"],
             "limit: bare spawns/s": limit,
-            "ratio": f"{result['rate'] / limit:.0%}",
-            "failed runs": int(result["failed"]),
+            "ratio": f"{triggered['rate'] / limit:.0%}",
+            "fired by the scheduler: completed runs/s": fired["rate"],
+            "fired: ratio": f"{fired['rate'] / limit:.0%}",
+            "failed runs": int(triggered["failed"] + fired["failed"]),
         },
         as_json=args.json,
     )
+
+
+@contextlib.contextmanager
+def _database(db: str | None) -> Iterator[str]:
+    """A fresh database: a schema of ``db`` (PostgreSQL) or a temporary SQLite file."""
+    if db and db.startswith("postgres"):
+        with postgres_schema(db) as url:
+            yield url
+        return
+    if db:
+        yield db
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield str(Path(tmp) / "bench.db")
 
 
 if __name__ == "__main__":

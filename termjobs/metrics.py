@@ -120,7 +120,7 @@ class Metrics:
     def run_started(self, job: Job, run: Run) -> None:
         self._started_by[job.spec.runner_type].inc()
 
-    def run_finished(self, job: Job, run: Run) -> None:
+    def run_finished(self, job: Job, run: Run, *, notified: bool) -> None:
         kind = job.spec.runner_type
         self._finished_by[(kind, run.status)].inc()
         if run.started_at is not None and run.finished_at is not None:

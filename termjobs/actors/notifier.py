@@ -57,7 +57,7 @@ class DeliveryPolicy:
 
 class Notifier:
     """Delivers the outbox (see the module docstring). Also a run observer: a run that
-    ended rings its doorbell."""
+    ended with webhooks queued rings its doorbell."""
 
     def __init__(self, storage: Storage, clock: Clock, *, policy: DeliveryPolicy = DeliveryPolicy()) -> None:
         self._storage = storage
@@ -74,8 +74,9 @@ class Notifier:
     def run_started(self, job: Job, run: Run) -> None:
         pass
 
-    def run_finished(self, job: Job, run: Run) -> None:
-        self._doorbell.set()
+    def run_finished(self, job: Job, run: Run, *, notified: bool) -> None:
+        if notified:
+            self._doorbell.set()
 
     def fires_recorded(self, job: Job, decisions: Sequence[FireDecision], now: dt.datetime) -> None:
         if any(isinstance(decision, Skip) for decision in decisions):

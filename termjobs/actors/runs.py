@@ -52,8 +52,9 @@ class RunObserver(Protocol):
     def run_started(self, job: Job, run: Run) -> None:
         """A run has started executing."""
 
-    def run_finished(self, job: Job, run: Run) -> None:
-        """A run's final state is recorded."""
+    def run_finished(self, job: Job, run: Run, *, notified: bool) -> None:
+        """A run's final state is recorded; ``notified``: webhooks were queued with it
+        (in the outbox, for the notifier)."""
 
     def fires_recorded(self, job: Job, decisions: Sequence[FireDecision], now: dt.datetime) -> None:
         """A scheduler wake-up was recorded."""
@@ -65,7 +66,7 @@ class NullObserver:
     def run_started(self, job: Job, run: Run) -> None:
         pass
 
-    def run_finished(self, job: Job, run: Run) -> None:
+    def run_finished(self, job: Job, run: Run, *, notified: bool) -> None:
         pass
 
     def fires_recorded(self, job: Job, decisions: Sequence[FireDecision], now: dt.datetime) -> None:
@@ -82,9 +83,9 @@ class Observers:
         for observer in self._observers:
             observer.run_started(job, run)
 
-    def run_finished(self, job: Job, run: Run) -> None:
+    def run_finished(self, job: Job, run: Run, *, notified: bool) -> None:
         for observer in self._observers:
-            observer.run_finished(job, run)
+            observer.run_finished(job, run, notified=notified)
 
     def fires_recorded(self, job: Job, decisions: Sequence[FireDecision], now: dt.datetime) -> None:
         for observer in self._observers:
@@ -137,6 +138,7 @@ class RunTask:
         self._job_slot = job_slot
         self._actor = actor
         self._retry: Run | None = None
+        self._notified = False
 
     async def __call__(self) -> None:
         run = self.handle.run
@@ -170,14 +172,17 @@ class RunTask:
             finally:
                 final = self.handle.final
                 if final is not None and final.status.terminal:
-                    self.env.observer.run_finished(self.handle.job, final)
+                    self.env.observer.run_finished(self.handle.job, final, notified=self._notified)
                 self.handle.done.set()
                 await self._tell_actor()
 
-    @property
-    def _notify(self) -> tuple[NotifyTarget, ...]:
-        """The webhooks told when this run ends (the latest definition's)."""
-        return self.env.notify_targets(self.handle.job)
+    def _targets(self) -> tuple[NotifyTarget, ...]:
+        """The webhooks told when this run ends (the latest definition's), given to
+        each write of a final state; remembered, so that the notifier looks at the
+        outbox only after a run that queued some."""
+        targets = self.env.notify_targets(self.handle.job)
+        self._notified = self._notified or bool(targets)
+        return targets
 
     @property
     def _context(self) -> dict[str, str]:
@@ -207,7 +212,7 @@ class RunTask:
         now, run = self.env.clock.now(), self.handle.run
         self.handle.final = await self._write_final(
             lambda: self.env.storage.skip_queued(
-                run, now=now, message=refusal.message, data=refusal.data, notify=self._notify
+                run, now=now, message=refusal.message, data=refusal.data, notify=self._targets()
             )
         )
         return False
@@ -271,7 +276,7 @@ class RunTask:
         message = rundomain.never_started_message(reason)
         now, run = self.env.clock.now(), self.handle.run
         self.handle.final = await self._write_final(
-            lambda: self.env.storage.cancel_queued(run, now=now, message=message, notify=self._notify)
+            lambda: self.env.storage.cancel_queued(run, now=now, message=message, notify=self._targets())
         )
 
     async def _execute(self) -> None:
@@ -361,9 +366,9 @@ class RunTask:
         # The latest definition decides the retry (it may have changed while running).
         retry = rundomain.plan_retry(self.handle.job.spec, run, outcome.status, now, self.env.rng)
         final = await self._write_final(
-            lambda: self._finish_one(Ending(run, outcome, retry, notify=self._notify), now),
+            lambda: self._finish_one(Ending(run, outcome, retry, notify=self._targets()), now),
             fallback=lambda: self._finish_one(
-                Ending(run, outcome.without_payloads(), retry, notify=self._notify), now
+                Ending(run, outcome.without_payloads(), retry, notify=self._targets()), now
             ),
         )
         if final is None:
@@ -393,6 +398,6 @@ class RunTask:
 
     async def _record_lost(self) -> None:
         """The run task was torn down mid-run (its actor crashed): record that."""
-        ending = Ending(self.handle.run, rundomain.actor_lost(), notify=self._notify)
+        ending = Ending(self.handle.run, rundomain.actor_lost(), notify=self._targets())
         now = self.env.clock.now()
         self.handle.final = await self._write_final(lambda: self._finish_one(ending, now))

@@ -243,3 +243,30 @@ async def test_crash_recovery_marks_lost_runs_and_retries_them(
         retry = [r for r in await h.runs(retrying.id) if r.trigger is RunTrigger.RETRY]
         assert len(retry) == 1 and retry[0].status is RunStatus.SUCCEEDED
         assert retry[0].started_at == restart + 5 * SECOND and retry[0].retry_of == lost.id
+
+
+async def test_the_outbox_is_read_after_a_run_that_queued_webhooks_only(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with harness(sqlite_url) as h:
+        storage = h.services.storage
+        reads: list[float] = []
+        pending = storage.pending_notifications
+
+        async def counted(**kwargs: Any) -> Any:
+            reads.append(trio.current_time())
+            return await pending(**kwargs)
+
+        monkeypatch.setattr(storage, "pending_notifications", counted)
+        quiet = await h.create(job_body("quiet", runner_config=slow(1)))
+        await trio.sleep(1)
+        before = len(reads)
+        await h.wait_final((await h.trigger(quiet.id)).id)
+        await trio.sleep(1)
+        assert len(reads) == before  # nothing queued: the notifier did not look
+        hooked = await h.create(
+            job_body("hooked", runner_config=slow(1), notify=[{"url": "http://127.0.0.1:9/hook"}])
+        )
+        await h.wait_final((await h.trigger(hooked.id)).id)
+        await trio.sleep(1)
+        assert len(reads) > before  # its webhook was queued: the notifier looked at once

@@ -111,9 +111,11 @@ def _update_statement(table: sa.Table, order: tuple[str, ...], dialect: Dialect)
 
 
 @functools.lru_cache(maxsize=32)
-def _bind_processors(
+def bind_processors(
     table: sa.Table, names: tuple[str, ...], dialect: Dialect
 ) -> list[tuple[str, Callable[[Any], Any] | None]]:
+    """Each of ``names`` with how its column's type converts a value for the driver
+    (``None``: as it is)."""
     return [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
 
 
@@ -122,7 +124,7 @@ def _driver_params(
 ) -> list[tuple[Any, ...]]:
     """Each row's values of ``names``, in that order, converted as their columns' types
     convert them for the driver."""
-    plan = _bind_processors(table, names, dialect)
+    plan = bind_processors(table, names, dialect)
     return [tuple(row[n] if convert is None else convert(row[n]) for n, convert in plan) for row in rows]
 
 

@@ -28,11 +28,11 @@ from termjobs.storage.rows import JOBS, RUN_SUMMARIES, RUNS
 from termjobs.storage.tables import jobs, runs
 
 
-class DriverSelect:
-    """A constant ``SELECT``, compiled once for ``dialect``: its SQL text and how to
+class DriverStatement:
+    """A constant statement, compiled once for ``dialect``: its SQL text and how to
     order its parameters for the driver (``qmark`` style)."""
 
-    def __init__(self, statement: sa.Select[Any], dialect: Dialect) -> None:
+    def __init__(self, statement: sa.Select[Any] | sa.Update, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         if compiled.positiontup is None:  # pragma: no cover - a named paramstyle
             raise ValueError(f"{dialect.name} does not use positional parameters")
@@ -71,12 +71,12 @@ class PointReads:
     """The point reads, for one dialect; each takes the driver's connection."""
 
     def __init__(self, dialect: Dialect) -> None:
-        self._job_view = DriverSelect(_job_view_statement(), dialect)
+        self._job_view = DriverStatement(_job_view_statement(), dialect)
         self._job_columns = len(JOBS.columns)
         self._run_id = self._job_columns + [c.name for c in RUN_SUMMARIES.columns].index("id")
         self._load_job = JOBS.tuple_loader(dialect)
         self._load_summary = RUN_SUMMARIES.tuple_loader(dialect)
-        self._run = {full: DriverSelect(_run_statement(full), dialect) for full in (True, False)}
+        self._run = {full: DriverStatement(_run_statement(full), dialect) for full in (True, False)}
         self._load_run = {True: RUNS.tuple_loader(dialect), False: self._load_summary}
 
     def job_view(self, driver: Any, ref: str) -> JobView | None:

@@ -28,9 +28,9 @@ from termjobs.model import (
 )
 from termjobs.storage.base import Page, RunFilters, storable
 from termjobs.storage.rows import RUN_SUMMARIES, RUNS
-from termjobs.storage.sql import WriteTx, chunks
+from termjobs.storage.sql import WriteTx, bind_processors, chunks, execute_driver
 from termjobs.storage.sql import insert_many as insert_rows
-from termjobs.storage.sql.points import DriverSelect
+from termjobs.storage.sql.points import DriverStatement
 from termjobs.storage.tables import runs
 
 _INSERT = runs.insert()
@@ -129,10 +129,51 @@ def _move(
             lifecycle.check(source, status)
     values = {**values, "status": status.value, "updated_at": now}
     allowed = {only_from} if only_from is not None else lifecycle.allowed_from(via or status)
-    sources = sorted(source.value for source in allowed)
-    statement = _update_statement(tuple(sorted(values)))
+    sources = tuple(sorted(source.value for source in allowed))
+    keys = tuple(sorted(values))
+    if tx.conn.dialect.name == "sqlite":
+        return _driver_move(keys, sources, tx.conn.dialect)(tx.conn, run_id, values)
+    statement = _update_statement(keys)
     row = tx.conn.execute(statement, {**values, "_run_id": run_id, "_sources": sources}).mappings().first()
     return None if row is None else RUNS.load(row)
+
+
+class _DriverMove:
+    """One shape of :func:`_move` (its columns and the statuses it moves from) on
+    SQLite, as one constant statement on the driver connection of the transaction.
+
+    Every run's start and end is one of these, in the storage writer: through
+    SQLAlchemy, the execution and the row processing cost more than the update itself
+    (the profile of no-op runs fired together). The values are converted as their
+    columns' types convert them, and the returned row is loaded by the same row
+    mapping as every other read."""
+
+    def __init__(self, keys: tuple[str, ...], sources: tuple[str, ...], dialect: sa.Dialect) -> None:
+        moved_from: list[sa.BindParameter[str]] = [
+            sa.bindparam(f"_from{i}", source) for i, source in enumerate(sources)
+        ]
+        statement = (
+            runs.update()
+            .where(runs.c.id == sa.bindparam("_run_id"), runs.c.status.in_(moved_from))
+            .values({key: sa.bindparam(key) for key in keys})
+            .returning(*RUNS.columns)
+        )
+        self._statement = DriverStatement(statement, dialect)
+        self._convert = bind_processors(runs, keys, dialect)
+        self._load = RUNS.tuple_loader(dialect)
+
+    def __call__(self, conn: sa.Connection, run_id: str, values: dict[str, Any]) -> Run | None:
+        given = {
+            key: values[key] if convert is None else convert(values[key]) for key, convert in self._convert
+        }
+        cursor = execute_driver(conn, self._statement.sql, self._statement.params(_run_id=run_id, **given))
+        rows = cursor.fetchall()  # all of them: a statement left unfinished would hold the commit up
+        return self._load(rows[0]) if rows else None
+
+
+@functools.lru_cache(maxsize=64)
+def _driver_move(keys: tuple[str, ...], sources: tuple[str, ...], dialect: sa.Dialect) -> _DriverMove:
+    return _DriverMove(keys, sources, dialect)
 
 
 @functools.lru_cache(maxsize=64)
@@ -228,7 +269,7 @@ class _Listings:
     driver: a dashboard or a script reads the same newest runs again after every
     commit, and SQLAlchemy's execution and row processing took most of that read (the
     profile of ``GET /v2/runs?summary=1`` while runs were triggered). The statements
-    are compiled once (:class:`~termjobs.storage.sql.points.DriverSelect`); each
+    are compiled once (:class:`~termjobs.storage.sql.points.DriverStatement`); each
     summary row's run is kept by the row's values, so a run that has not changed since
     it was last listed costs a dictionary lookup (a changed run has other values, and
     is loaded afresh). Same transaction, same snapshot as the statement it replaces.
@@ -254,8 +295,8 @@ class _Listings:
             return query.where(runs.c.job_id == sa.bindparam("job_id")) if one_job else query
 
         shapes = [(full, one_job) for full in (True, False) for one_job in (True, False)]
-        self._pages = {shape: DriverSelect(statement(*shape), dialect) for shape in shapes}
-        self._counts = {one_job: DriverSelect(count(one_job), dialect) for one_job in (True, False)}
+        self._pages = {shape: DriverStatement(statement(*shape), dialect) for shape in shapes}
+        self._counts = {one_job: DriverStatement(count(one_job), dialect) for one_job in (True, False)}
         self._load = {True: RUNS.tuple_loader(dialect), False: RUN_SUMMARIES.tuple_loader(dialect)}
         self._kept: dict[tuple[Any, ...], Run] = {}
         self._keeping = threading.Lock()  # pages are read on the event loop and in reader threads
