@@ -440,13 +440,13 @@ class JobActor:
             if stored.status is not RunStatus.QUEUED:
                 return stored
             # Queued but owned by no task (its task died with an earlier actor).
+            targets = self._env.notify_targets(self._job)
             now = self._env.clock.now()
-            await self._env.storage.cancel_queued(
-                stored,
-                now=now,
-                message="run cancelled before start",
-                notify=self._env.notify_targets(self._job),
+            final = await self._env.storage.cancel_queued(
+                stored, now=now, message="run cancelled before start", notify=targets
             )
+            if final is not None:
+                self._env.observer.run_finished(self._job, final, notified=bool(targets))
             return await self._stored_run(run_id)
         if handle.started:
             await self._request_cancel(handle.run, "cancellation requested")

@@ -45,5 +45,9 @@ async def finish_lost(env: RunEnv, interrupted: list[Run]) -> int:
         retry = rundomain.plan_retry(job.spec, run, outcome.status, now, env.rng) if job else None
         notify = env.notify_targets(job) if job else ()
         endings.append(Ending(run, outcome, retry, notify=notify))
-    await env.storage.finish_runs(endings, now=now)
+    finals = await env.storage.finish_runs(endings, now=now)
+    for ending, final in zip(endings, finals, strict=True):
+        job = jobs.get(ending.run.job_id)
+        if final is not None and job is not None:  # counted, and its webhooks go out now
+            env.observer.run_finished(job, final, notified=bool(ending.notify))
     return len(interrupted)

@@ -119,6 +119,26 @@ async def test_a_webhook_cut_off_by_a_crash_is_delivered_after_the_restart(tmp_p
     assert [e["event_type"] for e in events].count("notify_sent") == 1
 
 
+async def test_a_run_a_crash_cut_short_is_reported_as_soon_as_the_restart_ends_it(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    with trio.fail_after(LIMIT_S):
+        async with receiver(Answer(200)) as hook:
+            job = {**failing_job("cut", hook.url), "runner_config": {"command": "sleep", "args": ["60"]}}
+            async with serve(db) as server, server.client() as client:
+                await client.post("/v2/jobs", json=job)
+                run = (await client.post("/v2/jobs/cut/trigger")).json()
+                await event(client, run["id"], "running")
+                await server.stop(signal.SIGKILL)
+            async with serve(db) as server, server.client() as client:
+                # Ended by the restart's recovery; its webhook goes out at once, not
+                # with the notifier's next look at the outbox a minute later.
+                with trio.fail_after(15):
+                    await hook.wait_for(1)
+                ended = await final(client, run["id"])
+    assert (ended["status"], ended["exit_reason"]) == ("failed", "worker_lost")
+    assert json.loads(hook.received[0].body)["run"]["id"] == run["id"]
+
+
 async def test_the_server_default_target_serves_jobs_without_their_own(tmp_path: Path) -> None:
     with trio.fail_after(LIMIT_S):
         async with receiver() as default, receiver() as own:
