@@ -33,8 +33,10 @@ from benchmarks._build import once_jobs, write_jobs
 from benchmarks._server import postgres_schema, program_job, progress, report, running_server
 
 JOBS = 10  # spread over several jobs: one job admits at most 1000 active runs
-#: jobs fired together are due this long after they are written (time to start the server)
+#: jobs fired together are due this long after they are built (time to write them and to
+#: start the server), plus FIRE_LEAD_PER_JOB_S for each
 FIRE_LEAD_S = 20.0
+FIRE_LEAD_PER_JOB_S = 0.0002
 
 
 async def process_limit(runs: int, concurrency: int) -> float:
@@ -101,7 +103,7 @@ async def termjobs_rate(runs: int, workers: int, clients: int, db: str | None) -
 
 async def fired_rate(runs: int, workers: int, db: str) -> dict[str, float]:
     """``runs`` jobs due once at the same moment, each running ``true``."""
-    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=FIRE_LEAD_S)
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=FIRE_LEAD_S + runs * FIRE_LEAD_PER_JOB_S)
     await write_jobs(db, [once_jobs("noop", runs, due, dt.datetime.now(dt.UTC))])
     async with (
         running_server("--jobs-workers", str(workers), db=db) as server,
