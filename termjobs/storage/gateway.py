@@ -46,7 +46,7 @@ from termjobs.model import RunEvent
 from termjobs.storage import migrate
 from termjobs.storage.base import StorageClosed, StorageRefused, StorageUnavailable
 from termjobs.storage.engine import Engines, create_engines
-from termjobs.storage.sql import EventOrder, Fences, WriteTx, cluster
+from termjobs.storage.sql import EventOrder, Fences, WriteTx, cluster, driver_errors
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,6 @@ class Gateway:
         self._batches = self._writes = self._max_batch = 0
         self._reads_moved = 0
         self._point: PoolProxiedConnection | None = None
-        self._dbapi_error: type[Exception] = engines.reader.dialect.loaded_dbapi.Error
         #: how many connections :meth:`read_point` has opened (the current one's number)
         self.point_connections = 0
         #: in a cluster, the channel that announces committed event ids (and run events
@@ -237,12 +236,12 @@ class Gateway:
                 self._point = self.engines.reader.raw_connection()
                 self.point_connections += 1
             try:
-                return op(self._point.driver_connection)
-            except self._dbapi_error as exc:
+                with driver_errors(self.engines.reader.dialect):
+                    return op(self._point.driver_connection)
+            except sa.exc.DBAPIError as exc:
                 point, self._point = self._point, None
-                point.invalidate(exc)  # discarded: the next read opens a new connection
-                dialect = self.engines.reader.dialect
-                raise sa.exc.DBAPIError.instance(None, None, exc, self._dbapi_error, dialect=dialect) from exc
+                point.invalidate(exc.orig)  # discarded: the next read opens a new connection
+                raise
 
     def close_point_connection(self) -> None:
         """Give the connection of :meth:`read_point` back to the pool."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,18 +130,25 @@ def _driver_params(
 
 
 def execute_driver(conn: sa.Connection, statement: str, params: Any, *, many: bool = False) -> Any:
-    """Run ``statement`` on the DB-API cursor of ``conn``'s transaction (the cursor).
-
-    Driver errors leave as the same exception classes as through SQLAlchemy: callers
-    tell a transient ``OperationalError`` from an ``IntegrityError`` the usual way."""
+    """Run ``statement`` on the DB-API cursor of ``conn``'s transaction (the cursor;
+    read its rows inside :func:`driver_errors`)."""
     driver = conn.connection.driver_connection
     assert driver is not None
-    dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
-    try:
+    with driver_errors(conn.dialect, statement, params):
         if many:
             cursor = driver.cursor()
             cursor.executemany(statement, params)
             return cursor
         return driver.execute(statement, params)
+
+
+@contextmanager
+def driver_errors(dialect: Dialect, statement: str | None = None, params: Any = None) -> Iterator[None]:
+    """Driver errors raised inside leave as SQLAlchemy raises them, the same classes:
+    callers tell a transient ``OperationalError`` (a lock, a read interrupted when its
+    time on the event loop was up) from an ``IntegrityError`` the usual way."""
+    dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+    try:
+        yield
     except dbapi_error as exc:
-        raise sa.exc.DBAPIError.instance(statement, params, exc, dbapi_error, dialect=conn.dialect) from exc
+        raise sa.exc.DBAPIError.instance(statement, params, exc, dbapi_error, dialect=dialect) from exc

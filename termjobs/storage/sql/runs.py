@@ -28,7 +28,7 @@ from termjobs.model import (
 )
 from termjobs.storage.base import Page, RunFilters, storable
 from termjobs.storage.rows import RUN_SUMMARIES, RUNS
-from termjobs.storage.sql import WriteTx, bind_processors, chunks, execute_driver
+from termjobs.storage.sql import WriteTx, bind_processors, chunks, driver_errors, execute_driver
 from termjobs.storage.sql import insert_many as insert_rows
 from termjobs.storage.sql.points import DriverStatement
 from termjobs.storage.tables import runs
@@ -166,8 +166,10 @@ class _DriverMove:
         given = {
             key: values[key] if convert is None else convert(values[key]) for key, convert in self._convert
         }
-        cursor = execute_driver(conn, self._statement.sql, self._statement.params(_run_id=run_id, **given))
-        rows = cursor.fetchall()  # all of them: a statement left unfinished would hold the commit up
+        params = self._statement.params(_run_id=run_id, **given)
+        with driver_errors(conn.dialect, self._statement.sql, params):
+            # all of them: a statement left unfinished would hold the commit up
+            rows = execute_driver(conn, self._statement.sql, params).fetchall()
         return self._load(rows[0]) if rows else None
 
 
@@ -304,19 +306,14 @@ class _Listings:
     def page(
         self, conn: sa.Connection, *, limit: int, offset: int, job_id: str | None, full: bool
     ) -> Page[Run]:
-        driver = conn.connection.driver_connection
-        assert driver is not None
         one_job = job_id is not None
         select, count = self._pages[(full, one_job)], self._counts[one_job]
         bound = {"job_id": job_id} if one_job else {}
-        dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
-        try:
-            rows = driver.execute(select.sql, select.params(limit=limit, offset=offset, **bound)).fetchall()
-            total = driver.execute(count.sql, count.params(**bound)).fetchone()[0]
-        except dbapi_error as exc:
-            # As SQLAlchemy would raise it: the gateway tells an interrupted read (its
-            # time on the event loop was up) and a database gone by these errors.
-            raise sa.exc.DBAPIError.instance(None, None, exc, dbapi_error, dialect=conn.dialect) from exc
+        with driver_errors(conn.dialect):  # rows are read (and may be interrupted) after execute
+            rows = execute_driver(
+                conn, select.sql, select.params(limit=limit, offset=offset, **bound)
+            ).fetchall()
+            total = execute_driver(conn, count.sql, count.params(**bound)).fetchone()[0]
         items = [self._load[True](row) for row in rows] if full else [self._summary(row) for row in rows]
         return Page(items=items, total=total)
 
