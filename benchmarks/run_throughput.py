@@ -133,7 +133,7 @@ async def main(args: argparse.Namespace) -> None:
     limit = await process_limit(args.runs, args.workers)
     kind = args.db.split(":")[0] if args.db else "sqlite"
     progress(f"termjobs: {args.runs} runs triggered over HTTP, --jobs-workers {args.workers}, db {kind}")
-    with _database(args.db) as db:
+    with _database(args.db, "triggered") as db:
         triggered = await termjobs_rate(args.runs, args.workers, args.clients, db)
     figures: dict[str, object] = {
         "runs": triggered["runs"],
@@ -145,7 +145,7 @@ async def main(args: argparse.Namespace) -> None:
     failed = triggered["failed"]
     if not args.triggered_only:
         progress(f"termjobs: {args.runs} jobs due at once, --jobs-workers {args.workers}, db {kind}")
-        with _database(args.db) as db:
+        with _database(args.db, "fired") as db:
             fired = await fired_rate(args.runs, args.workers, db)
         figures["fired by the scheduler: completed runs/s"] = fired["rate"]
         figures["fired: ratio"] = f"{fired['rate'] / limit:.0%}"
@@ -154,14 +154,18 @@ async def main(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _database(db: str | None) -> Iterator[str]:
-    """A fresh database: a schema of ``db`` (PostgreSQL) or a temporary SQLite file."""
+def _database(db: str | None, mode: str) -> Iterator[str]:
+    """A fresh database for ``mode``: a schema of ``db`` (PostgreSQL), a new SQLite file
+    named after ``db`` and ``mode``, or a temporary one."""
     if db and db.startswith("postgres"):
         with postgres_schema(db) as url:
             yield url
         return
     if db:
-        yield db
+        path = Path(db).with_suffix(f".{mode}{Path(db).suffix}")
+        if path.exists():
+            raise SystemExit(f"{path} exists: the benchmark writes a fresh database (remove it first)")
+        yield str(path)
         return
     with tempfile.TemporaryDirectory() as tmp:
         yield str(Path(tmp) / "bench.db")
@@ -172,7 +176,9 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients triggering runs")
-    parser.add_argument("--db", default=None, help="database URL (default: a temporary SQLite file)")
+    parser.add_argument(
+        "--db", default=None, help="database URL, or a SQLite path (default: temporary SQLite files)"
+    )
     parser.add_argument("--triggered-only", action="store_true", help="skip the runs fired by the scheduler")
     parser.add_argument("--json", action="store_true")
     trio.run(main, parser.parse_args())
