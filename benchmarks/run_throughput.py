@@ -65,7 +65,7 @@ async def trigger_with_wrk(client: httpx.AsyncClient, ids: list[str], runs: int,
     )
     try:
         while (await client.get("/v2/runs?summary=1&limit=1")).json()["total"] < runs:
-            await trio.sleep(0.05)
+            await trio.sleep(0.1)
     finally:
         process.kill()
         await process.wait()
@@ -117,15 +117,27 @@ async def fired_rate(runs: int, workers: int, db: str) -> dict[str, float]:
 
 
 async def _completed(client: httpx.AsyncClient, total: int, start: float) -> dict[str, float]:
-    """Wait until ``total`` runs have succeeded; their rate since ``start``."""
-    while True:
-        page = (await client.get("/v2/runs?summary=1&status=succeeded&limit=1")).json()
-        if page["total"] >= total:
-            break
+    """Wait until ``total`` runs have finished; their rate since ``start``.
+
+    Watched on ``/metrics`` (``termjobs_runs_finished_total``, counted once a final
+    state is committed), which costs the server next to nothing; a filtered runs
+    listing polled ten times a second counts every match, and took about 8% of the
+    server's event loop. The listing then confirms the outcome once."""
+    while await _finished(client) < total:
         await trio.sleep(0.1)
     elapsed = time.perf_counter() - start
-    failed = (await client.get("/v2/runs?summary=1&status=failed&limit=1")).json()["total"]
-    return {"runs": total, "seconds": elapsed, "rate": total / elapsed, "failed": failed}
+    succeeded = (await client.get("/v2/runs?summary=1&status=succeeded&limit=1")).json()["total"]
+    return {"runs": total, "seconds": elapsed, "rate": total / elapsed, "failed": total - succeeded}
+
+
+async def _finished(client: httpx.AsyncClient) -> float:
+    """Runs with a final status recorded, over every status."""
+    text = (await client.get("/metrics")).text
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("termjobs_runs_finished_total{")
+    )
 
 
 async def main(args: argparse.Namespace) -> None:

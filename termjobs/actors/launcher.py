@@ -60,6 +60,8 @@ class Launcher:
         #: jobs whose wake-up failed (storage down), with the fire it was for: their
         #: new actor judges that fire as of its time, not as a misfire
         self._late_fires: dict[str, dt.datetime] = {}
+        #: actors running now
+        self.awake = 0
         self._nursery: trio.Nursery | None = None
         self._waker_scope = trio.CancelScope()
         #: the timer of every awake actor (stopped with the waker: at shutdown actors
@@ -210,6 +212,7 @@ class Launcher:
             )
             entry.actor, entry.retired = actor, trio.Event()
             retired = entry.retired
+            self.awake += 1
             try:
                 self._registry.retire(entry, await actor.run(task_status=status))
                 return
@@ -224,6 +227,7 @@ class Launcher:
                     )
                     return
             finally:
+                self.awake -= 1
                 if entry.actor is actor:
                     entry.actor = None
                 retired.set()

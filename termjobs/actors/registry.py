@@ -86,10 +86,6 @@ class Registry:
     def actors(self) -> list[JobActor]:
         return [entry.actor for entry in self._entries.values() if entry.actor is not None]
 
-    @property
-    def awake_count(self) -> int:
-        return sum(1 for entry in self._entries.values() if entry.actor is not None)
-
     def runs_job(self, job_id: str) -> bool:
         """Whether the job is here and not being handed over."""
         return job_id in self._entries and job_id not in self.leaving

@@ -92,6 +92,15 @@ class Observers:
             observer.fires_recorded(job, decisions, now)
 
 
+@dataclass(slots=True)
+class RunCounts:
+    """Run tasks of a server now: waiting to start, and executing (kept as they change,
+    so a metrics scrape does not walk every awake actor's runs)."""
+
+    waiting: int = 0
+    executing: int = 0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunEnv:
     """What every run task needs from the service."""
@@ -116,6 +125,7 @@ class RunEnv:
     default_notify: tuple[NotifyTarget, ...] = ()
     #: in a cluster: told when a write found that this server no longer owns a job
     lost_job: Callable[[str], None] = lambda job_id: None
+    counts: RunCounts = field(default_factory=RunCounts)
 
     def notify_targets(self, job: Job) -> tuple[NotifyTarget, ...]:
         """Who to tell when a run of ``job`` ends."""
@@ -143,6 +153,8 @@ class RunTask:
     async def __call__(self) -> None:
         run = self.handle.run
         held: list[trio.CapacityLimiter] = []
+        counts = self.env.counts
+        counts.waiting += 1
         try:
             with self.handle.wait_scope:
                 await sleep_until(self.env.clock, run.scheduled_for)
@@ -155,6 +167,8 @@ class RunTask:
                 await self._never_started()
                 return
             self.handle.started = True
+            counts.waiting -= 1
+            counts.executing += 1
             await self._execute()
         except Exception:
             # A run task must never take its actor down; the run is recorded as lost.
@@ -170,6 +184,10 @@ class RunTask:
                 ):
                     await self._record_lost()
             finally:
+                if self.handle.started:
+                    counts.executing -= 1
+                else:
+                    counts.waiting -= 1
                 final = self.handle.final
                 if final is not None and final.status.terminal:
                     self.env.observer.run_finished(self.handle.job, final, notified=self._notified)

@@ -138,19 +138,13 @@ class Supervisor:
 
     def run_counts(self) -> tuple[int, int]:
         """Runs of this server's actors: (waiting, executing)."""
-        waiting = executing = 0
-        for actor in self.registry.actors():
-            for handle in actor.active():
-                if handle.started:
-                    executing += 1
-                else:
-                    waiting += 1
-        return waiting, executing
+        counts = self._env.counts
+        return counts.waiting, counts.executing
 
     @property
     def awake_count(self) -> int:
-        """Jobs whose actor is running now."""
-        return self.registry.awake_count
+        """Job actors running now."""
+        return self._launcher.awake
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover, start the actors that have work, then run until :meth:`shutdown`."""

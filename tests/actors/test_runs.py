@@ -86,9 +86,14 @@ async def test_global_run_slots_queue_runs_in_order(
     sqlite_url: URL, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with harness(sqlite_url, workers=2) as h:
+        sup = h.services.supervisor
         jobs = [await h.create(job_body(f"j{i}", runner_config=slow(10))) for i in range(3)]
         runs = [await h.trigger(job.id) for job in jobs]
+        await trio.sleep(1)
+        # the gauges of /metrics: waiting, executing; actors running
+        assert (sup.run_counts(), sup.awake_count) == ((1, 2), 3)
         finals = [await h.wait_final(run.id) for run in runs]
+        assert sup.run_counts() == (0, 0)
         assert [f.started_at for f in finals] == [EPOCH, EPOCH, EPOCH + 10 * SECOND]
         events = await h.events(runs[2].id)
         assert [(e.event_type.value, e.created_at) for e in events][:2] == [
