@@ -32,6 +32,7 @@ import trio
 from termjobs.config import RunAs
 from termjobs.jobdef import Job
 from termjobs.model import EventType, ExitReason, RunOutput
+from termjobs.runners import spawn
 from termjobs.runners.base import RunContext, RunResult
 from termjobs.runners.config import DEFAULT_KILL_GRACE_SECONDS, PROTECTED_ENV, ProgramConfig, with_overrides
 from termjobs.runners.output import HeadTail, LiveOutput
@@ -48,6 +49,10 @@ SWEEP_BATCH_S = 0.1
 #: How long the last live output may take to be written once the program has ended.
 LIVE_CLOSE_S = 5.0
 _READ_SIZE = 65536
+
+#: A running program: started from the event loop (``runners/spawn.py``), or by
+#: ``trio.lowlevel.open_process`` where that cannot (a working directory, another user).
+Child = trio.Process | spawn.SpawnedProcess
 
 
 class ProgramRunner:
@@ -114,7 +119,7 @@ class ProgramRunner:
         env[MARKER_ENV] = marker
         return env
 
-    async def _spawn(self, config: ProgramConfig, env: dict[str, str]) -> trio.Process:
+    async def _spawn(self, config: ProgramConfig, env: dict[str, str]) -> Child:
         if config.cwd is not None and not await trio.Path(config.cwd).is_dir():
             raise FileNotFoundError(errno.ENOENT, "working directory does not exist", config.cwd)
         argv = (
@@ -123,6 +128,9 @@ class ProgramRunner:
             else [config.command, *config.args]
         )
         run_as = self._run_as
+        if spawn.usable(cwd=config.cwd, as_other_user=run_as is not None):
+            await trio.lowlevel.checkpoint()
+            return spawn.spawn(argv, env)
         return await trio.lowlevel.open_process(
             argv,
             stdin=subprocess.DEVNULL,
@@ -193,7 +201,7 @@ class _Execution:
     """One running process: its output pumps, its stop handling and its cleanup."""
 
     def __init__(
-        self, ctx: RunContext, config: ProgramConfig, proc: trio.Process, marker: str, sweep: Sweeper | None
+        self, ctx: RunContext, config: ProgramConfig, proc: Child, marker: str, sweep: Sweeper | None
     ) -> None:
         self.ctx, self.config, self.proc, self.marker, self.sweep = ctx, config, proc, marker, sweep
         self.captured = {"stdout": HeadTail(), "stderr": HeadTail()}

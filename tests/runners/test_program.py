@@ -12,7 +12,7 @@ import trio
 
 from termjobs.model import EventType, JSONValue, RunTrigger
 from termjobs.rundomain import new_run
-from termjobs.runners import program
+from termjobs.runners import program, spawn
 from termjobs.runners.base import RunContext, RunResult, StopReason, StopSignal
 from termjobs.runners.program import MARKER_ENV, ProgramRunner
 from tests.helpers import EPOCH, alive, make_job
@@ -89,6 +89,39 @@ async def test_environment_cwd_and_stdin(tmp_path: Path) -> None:
     assert lines[1] == "token=none base job"
     assert lines[2] == str(tmp_path)
     assert len(lines) == 3  # stdin is /dev/null, so cat printed nothing
+
+
+PROBE = """
+import os
+fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+env = os.environ
+print(fds[:3], len(fds), os.getsid(0) == os.getpid(), env["KEEP"], env.get("TERM_LLM_SERVE_TOKEN"))
+print(repr(open(0).read()))
+"""
+
+
+@pytest.mark.parametrize("cwd", [None, "{tmp}"], ids=["posix_spawn", "open_process"])
+async def test_a_program_starts_clean_in_its_own_session(cwd: str | None, tmp_path: Path) -> None:
+    # Started from the event loop (runners/spawn.py) or, with a working directory, by
+    # trio's open_process: the child sees the same either way.
+    env = {"PATH": os.environ["PATH"], "TERM_LLM_SERVE_TOKEN": "secret", "KEEP": "base"}
+    where = {} if cwd is None else {"cwd": cwd.format(tmp=tmp_path)}
+    assert spawn.usable(cwd=where.get("cwd"), as_other_user=False) is (cwd is None)
+    probe = await Call({"command": sys.executable, "args": ["-c", PROBE], **where}, env=env)()
+    assert probe.error is None, probe.output.stderr
+    assert (probe.output.stdout or "").splitlines() == [
+        # stdin, stdout, stderr and the directory being listed: nothing inherited;
+        # a session of its own; the server's tokens removed
+        "[0, 1, 2] 4 True base None",
+        "''",  # stdin is /dev/null
+    ]
+    status = await Call({"command": "cat", "args": ["/proc/self/status"], **where}, env=env)()
+    signals = dict(line.split(":\t") for line in (status.output.stdout or "").splitlines() if ":\t" in line)
+    # Python ignores SIGPIPE and SIGXFSZ in the server: the child must not inherit that.
+    # (glibc's posix_spawn leaves its own two real-time signals, 32 and 33, ignored;
+    # no program built on glibc can use them, see runners/spawn.py.)
+    standard = (1 << 31) - 1  # signals 1 to 31
+    assert (int(signals["SigIgn"], 16) & standard, int(signals["SigBlk"], 16)) == (0, 0)
 
 
 @pytest.mark.parametrize(
