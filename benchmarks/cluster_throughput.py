@@ -166,7 +166,7 @@ async def main(args: argparse.Namespace) -> None:
         print("skipped: needs wrk (apt-get install wrk)")
         return
     progress(f"limit: {args.runs} bare trio.run_process(['true']) at concurrency {args.workers}")
-    limit = await process_limit(args.runs, args.workers)
+    limit, _ = await process_limit(args.runs, args.workers)
     figures: dict[str, object] = {"limit: bare spawns/s (one server's concurrency)": limit}
     failed = 0
     for size in [int(n) for n in args.servers.split(",")]:

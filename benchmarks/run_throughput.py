@@ -30,7 +30,7 @@ import httpx
 import trio
 
 from benchmarks._build import once_jobs, write_jobs
-from benchmarks._server import postgres_schema, program_job, progress, report, running_server
+from benchmarks._server import Server, postgres_schema, program_job, progress, report, running_server
 
 JOBS = 10  # spread over several jobs: one job admits at most 1000 active runs
 #: jobs fired together are due this long after they are built (time to write them and to
@@ -39,19 +39,20 @@ FIRE_LEAD_S = 20.0
 FIRE_LEAD_PER_JOB_S = 0.0002
 
 
-async def process_limit(runs: int, concurrency: int) -> float:
-    """Spawns of `true` per second with bare trio at this concurrency."""
+async def process_limit(runs: int, concurrency: int) -> tuple[float, float]:
+    """Spawns of `true` per second with bare trio at this concurrency, and the CPU
+    milliseconds each cost this process."""
     limiter = trio.CapacityLimiter(concurrency)
 
     async def one() -> None:
         async with limiter:
             await trio.run_process(["true"])
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     async with trio.open_nursery() as nursery:
         for _ in range(runs):
             nursery.start_soon(one)
-    return runs / (time.perf_counter() - start)
+    return runs / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / runs
 
 
 async def trigger_with_wrk(client: httpx.AsyncClient, ids: list[str], runs: int, connections: int) -> None:
@@ -88,7 +89,7 @@ async def termjobs_rate(runs: int, workers: int, clients: int, db: str | None) -
         for i in range(JOBS):
             body = program_job(f"noop-{i}", "true", concurrent=1000)
             ids.append((await client.post("/v2/jobs", json=body)).json()["id"])
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), server_cpu(server)
         if shutil.which("wrk"):
             await trigger_with_wrk(client, ids, runs, clients)
         else:
@@ -98,7 +99,7 @@ async def termjobs_rate(runs: int, workers: int, clients: int, db: str | None) -
         progress(
             f"  {total} runs triggered in {time.perf_counter() - start:.1f}s; waiting for them to finish"
         )
-        return await _completed(client, total, start)
+        return await _completed(server, client, total, start, cpu)
 
 
 async def fired_rate(runs: int, workers: int, db: str) -> dict[str, float]:
@@ -113,21 +114,31 @@ async def fired_rate(runs: int, workers: int, db: str) -> dict[str, float]:
         if wait < 0:
             raise SystemExit(f"the server started {-wait:.1f}s after the jobs were due: raise FIRE_LEAD_S")
         await trio.sleep(wait)
-        return await _completed(client, runs, time.perf_counter())
+        return await _completed(server, client, runs, time.perf_counter(), server_cpu(server))
 
 
-async def _completed(client: httpx.AsyncClient, total: int, start: float) -> dict[str, float]:
-    """Wait until ``total`` runs have finished; their rate since ``start``.
+def server_cpu(server: Server) -> float:
+    """CPU seconds the server process has used (every thread; its children excluded)."""
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+async def _completed(
+    server: Server, client: httpx.AsyncClient, total: int, start: float, cpu: float
+) -> dict[str, float]:
+    """Wait until ``total`` runs have finished; their rate since ``start``, and the
+    server's CPU milliseconds per run since it had used ``cpu`` seconds.
 
     Watched on ``/metrics`` (``termjobs_runs_finished_total``, counted once a final
     state is committed), which costs the server next to nothing; a filtered runs
     listing polled ten times a second counts every match, and took about 8% of the
-    server's event loop. The listing then confirms the outcome once."""
+    server's event loop. The listing then counts the failed runs once."""
     while await _finished(client) < total:
         await trio.sleep(0.1)
     elapsed = time.perf_counter() - start
-    succeeded = (await client.get("/v2/runs?summary=1&status=succeeded&limit=1")).json()["total"]
-    return {"runs": total, "seconds": elapsed, "rate": total / elapsed, "failed": total - succeeded}
+    cpu_ms = 1000 * (server_cpu(server) - cpu) / total
+    failed = (await client.get("/v2/runs?summary=1&status=failed&limit=1")).json()["total"]
+    return {"runs": total, "seconds": elapsed, "rate": total / elapsed, "failed": failed, "cpu_ms": cpu_ms}
 
 
 async def _finished(client: httpx.AsyncClient) -> float:
@@ -142,7 +153,7 @@ async def _finished(client: httpx.AsyncClient) -> float:
 
 async def main(args: argparse.Namespace) -> None:
     progress(f"limit: {args.runs} bare trio.run_process(['true']) at concurrency {args.workers}")
-    limit = await process_limit(args.runs, args.workers)
+    limit, limit_cpu = await process_limit(args.runs, args.workers)
     kind = args.db.split(":")[0] if args.db else "sqlite"
     progress(f"termjobs: {args.runs} runs triggered over HTTP, --jobs-workers {args.workers}, db {kind}")
     with _database(args.db, "triggered") as db:
@@ -153,6 +164,8 @@ async def main(args: argparse.Namespace) -> None:
         "termjobs completed runs/s": triggered["rate"],
         "limit: bare spawns/s": limit,
         "ratio": f"{triggered['rate'] / limit:.0%}",
+        "server CPU per run, ms": round(triggered["cpu_ms"], 2),
+        "bare: CPU per spawn, ms": round(limit_cpu, 2),
     }
     failed = triggered["failed"]
     if not args.triggered_only:
@@ -161,6 +174,7 @@ async def main(args: argparse.Namespace) -> None:
             fired = await fired_rate(args.runs, args.workers, db)
         figures["fired by the scheduler: completed runs/s"] = fired["rate"]
         figures["fired: ratio"] = f"{fired['rate'] / limit:.0%}"
+        figures["fired: server CPU per run, ms"] = round(fired["cpu_ms"], 2)
         failed += fired["failed"]
     report(f"run throughput ({kind})", {**figures, "failed runs": int(failed)}, as_json=args.json)
 
