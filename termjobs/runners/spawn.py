@@ -76,7 +76,9 @@ def usable(*, cwd: str | None, as_other_user: bool) -> bool:
 class SpawnedProcess:
     """A child started by :func:`spawn`: the parts of ``trio.Process`` the runner uses."""
 
-    def __init__(self, pid: int, pidfd: int, stdout: trio.lowlevel.FdStream, stderr: trio.lowlevel.FdStream):
+    def __init__(
+        self, pid: int, pidfd: int, stdout: trio.lowlevel.FdStream, stderr: trio.lowlevel.FdStream
+    ) -> None:
         self.pid = pid
         self.stdout = stdout
         self.stderr = stderr
