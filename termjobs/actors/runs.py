@@ -5,7 +5,9 @@ A run task (owned by its job's actor, in the actor's run nursery):
 1. waits until ``scheduled_for``; a retry then asks its actor whether it may start
    (:class:`~termjobs.actors.protocol.RetryDue`); then it waits for a slot of its job
    (the job's concurrency limit) and a global run slot (``--jobs-workers``), FIFO;
-2. records ``claimed`` and ``running``, then executes the runner with a timeout;
+2. records ``claimed`` and ``running``, then executes the runner with a timeout, and
+   gives the global slot back once the runner has returned (the job's slot is kept
+   until the final state is recorded, so a job's runs never overlap in storage);
 3. records the final status decided by ``termjobs.rundomain`` (plus any retry) in one
    transaction, and tells its actor it has ended (:class:`RunEnded`).
 
@@ -149,10 +151,11 @@ class RunTask:
         self._actor = actor
         self._retry: Run | None = None
         self._notified = False
+        self._held: list[trio.CapacityLimiter] = []
 
     async def __call__(self) -> None:
         run = self.handle.run
-        held: list[trio.CapacityLimiter] = []
+        held = self._held
         counts = self.env.counts
         counts.waiting += 1
         try:
@@ -307,7 +310,13 @@ class RunTask:
         self.env.observer.run_started(job, running)
         # A stop that arrived while the start was being written wins: do not spawn.
         result = RunResult() if self.handle.stop.requested else await self._invoke(job, running)
+        self._release(self.env.slots)
         await self._finish(job, running, result)
+
+    def _release(self, limiter: trio.CapacityLimiter) -> None:
+        if limiter in self._held:
+            self._held.remove(limiter)
+            limiter.release_on_behalf_of(self.handle.run.id)
 
     async def _start(self, queued: Run) -> Run | None:
         """Record ``claimed`` and ``running``; the running run, or ``None`` if it will

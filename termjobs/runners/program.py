@@ -99,7 +99,7 @@ class ProgramRunner:
         marker = f"{ctx.run.id}-{secrets.token_hex(8)}"
         try:
             proc = await self._spawn(config, self._env(ctx, config, marker))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument or variable
             return RunResult(
                 error=f"program could not start: {_describe_spawn_error(exc, config)}",
                 exit_reason=ExitReason.EXCEPTION,
@@ -145,7 +145,9 @@ class ProgramRunner:
         )
 
 
-def _describe_spawn_error(exc: OSError, config: ProgramConfig) -> str:
+def _describe_spawn_error(exc: OSError | ValueError, config: ProgramConfig) -> str:
+    if isinstance(exc, ValueError):
+        return f"{exc} in the command, its arguments or its environment"
     if exc.filename == config.cwd and config.cwd is not None:
         return f"working directory {config.cwd!r} does not exist"
     if isinstance(exc, FileNotFoundError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -14,7 +14,8 @@ from termjobs.actors.runs import RunEnv
 from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import VirtualClock
 from termjobs.jobspec import definition_for_create
-from termjobs.model import EventType, RunnerType, RunStatus, RunTrigger
+from termjobs.model import EventType, Run, RunnerType, RunStatus, RunTrigger
+from termjobs.rundomain import Ending
 from termjobs.storage import RunFilters
 from termjobs.storage.memory import MemoryStorage
 from tests.helpers import EPOCH, FakeRunner, at, cron_body, job_body
@@ -30,16 +31,16 @@ class Actors:
 
 
 @asynccontextmanager
-async def actors() -> AsyncIterator[Actors]:
+async def actors(storage: MemoryStorage | None = None, *, workers: int = 2) -> AsyncIterator[Actors]:
     """A supervisor with a scripted runner on in-memory storage, at EPOCH."""
     clock = VirtualClock(EPOCH)
-    storage = MemoryStorage()
+    storage = storage or MemoryStorage()
     runner = FakeRunner(clock)
     env = RunEnv(
         storage=storage,
         clock=clock,
         runners={RunnerType.PROGRAM: runner},
-        slots=trio.CapacityLimiter(2),
+        slots=trio.CapacityLimiter(workers),
         worker_id="worker_test",
     )
     supervisor = Supervisor(env)
@@ -83,3 +84,35 @@ async def test_a_failed_run_is_retried_and_refusals_come_from_the_actor(
 
 
 SECOND = dt.timedelta(seconds=1)
+
+
+class SlowFinishes(MemoryStorage):
+    """Final states take 20 s each to be recorded."""
+
+    async def finish_runs(self, endings: Sequence[Ending], *, now: dt.datetime) -> list[Run | None]:
+        await trio.sleep(20)
+        return await super().finish_runs(endings, now=now)
+
+
+async def test_a_run_gives_its_worker_back_once_its_program_has_ended(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # --jobs-workers 1: the second run starts when the first run's program has ended,
+    # not 20 s later when its final state is recorded.
+    with trio.fail_after(3600):  # virtual time
+        async with actors(SlowFinishes(), workers=1) as a:
+            for name in ("first", "second"):
+                await a.supervisor.create_job(
+                    definition_for_create(job_body(name, runner_config={"command": "x", "seconds": 10}))
+                )
+                await a.supervisor.trigger(name)
+            await trio.sleep(21)
+            started = [when for _, when in a.runner.starts]
+            first = (await a.storage.runs_page(limit=10, offset=0, filters=RunFilters(job_ref="first"))).items
+            await trio.sleep(30)
+            second = (
+                await a.storage.runs_page(limit=10, offset=0, filters=RunFilters(job_ref="second"))
+            ).items
+    assert started == [EPOCH, EPOCH + 10 * SECOND]
+    assert first[0].status is RunStatus.RUNNING  # its final state is still being written
+    assert second[0].status is RunStatus.SUCCEEDED

@@ -100,10 +100,20 @@ print(repr(open(0).read()))
 """
 
 
-@pytest.mark.parametrize("cwd", [None, "{tmp}"], ids=["posix_spawn", "open_process"])
-async def test_a_program_starts_clean_in_its_own_session(cwd: str | None, tmp_path: Path) -> None:
-    # Started from the event loop (runners/spawn.py) or, with a working directory, by
-    # trio's open_process: the child sees the same either way.
+@pytest.mark.parametrize(
+    ("cwd", "libc"),
+    [(None, True), (None, False), ("{tmp}", True)],
+    ids=["posix_spawn-ctypes", "posix_spawn-os", "open_process"],
+)
+async def test_a_program_starts_clean_in_its_own_session(
+    cwd: str | None, libc: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Started from the event loop (runners/spawn.py: the C library's posix_spawn through
+    # ctypes, or os.posix_spawn where ctypes cannot reach it) or, with a working
+    # directory, by trio's open_process: the child sees the same either way.
+    assert spawn._LIBC is not None  # this machine's C library has it
+    if not libc:
+        monkeypatch.setattr(spawn, "_LIBC", None)
     env = {"PATH": os.environ["PATH"], "TERM_LLM_SERVE_TOKEN": "secret", "KEEP": "base"}
     where = {} if cwd is None else {"cwd": cwd.format(tmp=tmp_path)}
     assert spawn.usable(cwd=where.get("cwd"), as_other_user=False) is (cwd is None)
@@ -122,6 +132,30 @@ async def test_a_program_starts_clean_in_its_own_session(cwd: str | None, tmp_pa
     # no program built on glibc can use them, see runners/spawn.py.)
     standard = (1 << 31) - 1  # signals 1 to 31
     assert (int(signals["SigIgn"], 16) & standard, int(signals["SigBlk"], 16)) == (0, 0)
+
+
+@pytest.mark.parametrize("libc", [True, False], ids=["ctypes", "os"])
+async def test_a_command_is_looked_up_in_the_path_the_job_sets(
+    libc: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server's PATH is searched by the C library; a job's own PATH by termjobs.
+    if not libc:
+        monkeypatch.setattr(spawn, "_LIBC", None)
+    tool = tmp_path / "only-here"
+    tool.write_text('#!/bin/sh\necho found "$@"\n')
+    tool.chmod(0o755)
+    env = {"PATH": os.environ["PATH"]}
+    mine = await Call({"command": "only-here", "args": ["it"], "env": [f"PATH={tmp_path}"]}, env=env)()
+    assert (mine.error, mine.output.stdout) == (None, "found it\n")
+    servers = await Call({"command": "only-here"}, env=env)()
+    assert servers.error is not None and "command not found: 'only-here'" in servers.error
+    # an argument or a variable with a NUL byte cannot reach the C library
+    broken = await Call({"command": "echo", "args": ["a\0b"]}, env=env)()
+    assert broken.output.exit_code is None
+    assert (
+        broken.error
+        == "program could not start: embedded null byte in the command, its arguments or its environment"
+    )
 
 
 @pytest.mark.parametrize(
