@@ -355,29 +355,27 @@ class RunTask:
         runner = self.env.runners.get(job.spec.runner_type)
         if runner is None:
             return RunResult(error=f"unknown runner type: {job.spec.runner_type}")
-        ctx = RunContext(job=job, run=run, stop=self.handle.stop, emit=self._emitter(run))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._timeout_watch, rundomain.timeout_of(job.spec, run))
-            with trio.CancelScope() as runner_scope:
-                nursery.start_soon(self._backstop, runner_scope, runner.stop_grace(job))
-                try:
-                    result = await runner.run(ctx)
-                except Exception as exc:
-                    logger.exception("runner failed for run %s", run.id, extra=self._context)
-                    result = RunResult(error=f"runner failed: {exc}", exit_reason=ExitReason.EXCEPTION)
-            if runner_scope.cancelled_caught:
-                result = RunResult(error="the runner did not stop in time and was abandoned")
-            nursery.cancel_scope.cancel()
+        # The timeout is the stop signal's deadline, and the backstop (a runner that
+        # does not return once asked to stop is abandoned) this scope's: no watcher
+        # tasks, which every run would start and cancel again.
+        stop = self.handle.stop
+        stop.expire_at(trio.current_time() + rundomain.timeout_of(job.spec, run))
+        allowance = runner.stop_grace(job) + self.env.stop_backstop
+        ctx = RunContext(job=job, run=run, stop=stop, emit=self._emitter(run))
+        with trio.CancelScope(deadline=stop.deadline + allowance) as runner_scope:
+
+            def backstop() -> None:
+                runner_scope.deadline = min(runner_scope.deadline, trio.current_time() + allowance)
+
+            stop.on_request(backstop)
+            try:
+                result = await runner.run(ctx)
+            except Exception as exc:
+                logger.exception("runner failed for run %s", run.id, extra=self._context)
+                result = RunResult(error=f"runner failed: {exc}", exit_reason=ExitReason.EXCEPTION)
+        if runner_scope.cancelled_caught:
+            result = RunResult(error="the runner did not stop in time and was abandoned")
         return result
-
-    async def _timeout_watch(self, seconds: int) -> None:
-        await trio.sleep(seconds)
-        self.handle.stop.request(StopReason.TIMEOUT)
-
-    async def _backstop(self, scope: trio.CancelScope, stop_grace: float) -> None:
-        await self.handle.stop.wait()
-        await trio.sleep(stop_grace + self.env.stop_backstop)
-        scope.cancel()
 
     def _emitter(self, run: Run) -> Emit:
         async def emit(event_type: EventType, message: str | None, data: JSONValue) -> None:

@@ -126,7 +126,11 @@ def warn_missing_keys(settings: Settings, env: dict[str, str]) -> None:
     help="Disable authentication (loopback hosts only).",
 )
 @click.option(
-    "--jobs-workers", type=int, default=4, show_default=True, help="Maximum number of runs executing at once (a run's program or agent)."
+    "--jobs-workers",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Maximum number of runs executing at once (a run's program or agent).",
 )
 @click.option(
     "--db",

@@ -9,6 +9,7 @@ owner (``termjobs.actors.runs``) turns that into the final status.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -35,23 +36,65 @@ class StopReason(enum.Enum):
 
 
 class StopSignal:
-    """A one-shot request to stop, with the first reason given."""
+    """A one-shot request to stop, with the first reason given.
+
+    Reaching :attr:`deadline` (trio time; the run owner sets it from the job's timeout
+    when the runner starts) is a request too, with reason ``TIMEOUT``. It takes no task
+    to notice: :meth:`wait` returns then, a scope given to :meth:`cancels` has it as
+    its deadline, and :attr:`requested` and :attr:`reason` look at the clock.
+    """
 
     def __init__(self) -> None:
         self._event = trio.Event()
-        self.reason: StopReason | None = None
+        self._reason: StopReason | None = None
+        self.deadline = math.inf
+        self._hooks: list[Callable[[], None]] = []
 
     def request(self, reason: StopReason) -> None:
-        if self.reason is None:
-            self.reason = reason
+        if self._reason is None:
+            self._reason = reason
+        if self._event.is_set():
+            return
         self._event.set()
+        hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
+    def expire_at(self, deadline: float) -> None:
+        """Request a stop (``TIMEOUT``) at ``deadline`` (trio time) unless one comes first."""
+        self.deadline = deadline
+
+    def on_request(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` once a stop is requested (now, if it has been); not at the
+        deadline, which the caller can turn into a cancel scope's own."""
+        if self.requested:
+            hook()
+        else:
+            self._hooks.append(hook)
+
+    def cancels(self, scope: trio.CancelScope) -> None:
+        """Cancel ``scope`` when a stop is requested or the deadline comes."""
+        scope.deadline = min(scope.deadline, self.deadline)
+        self.on_request(scope.cancel)
+
+    def _expire(self) -> None:
+        if self.deadline != math.inf and not self._event.is_set() and trio.current_time() >= self.deadline:
+            self.request(StopReason.TIMEOUT)
 
     @property
     def requested(self) -> bool:
+        self._expire()
         return self._event.is_set()
 
+    @property
+    def reason(self) -> StopReason | None:
+        self._expire()
+        return self._reason
+
     async def wait(self) -> None:
-        await self._event.wait()
+        with trio.move_on_at(self.deadline):
+            await self._event.wait()
+        self._expire()
 
 
 @dataclass(frozen=True, slots=True)

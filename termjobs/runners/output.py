@@ -128,7 +128,8 @@ class LiveOutput:
         """Write everything still buffered (call once the pipes are closed)."""
         for stream, decoder in self._decoders.items():
             self._pending[stream] += decoder.decode(b"", final=True)
-        await self._write_pending(partial=True)
+        if self._dropped or any(self._pending.values()):
+            await self._write_pending(partial=True)
 
     async def flush(self) -> None:
         """Write what was fed so far now, partial lines included (an LLM runner calls

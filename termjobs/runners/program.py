@@ -129,7 +129,7 @@ class ProgramRunner:
         )
         run_as = self._run_as
         if spawn.usable(cwd=config.cwd, as_other_user=run_as is not None):
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint_if_cancelled()
             return spawn.spawn(argv, env)
         return await trio.lowlevel.open_process(
             argv,
@@ -210,6 +210,7 @@ class _Execution:
         self.live = LiveOutput(self._publish)
         self._pumps_left = 2
         self._pumps_done = trio.Event()
+        self._live_started = False
 
     async def _publish(self, stream: str, text: str) -> None:
         await self.ctx.emit(EventType.OUTPUT, None, {"stream": stream, "text": text})
@@ -217,11 +218,10 @@ class _Execution:
     async def run(self) -> RunResult:
         try:
             async with trio.open_nursery() as writer:
-                writer.start_soon(self.live.run)
                 async with trio.open_nursery() as readers:
                     assert self.proc.stdout is not None and self.proc.stderr is not None
-                    readers.start_soon(self._pump, "stdout", self.proc.stdout)
-                    readers.start_soon(self._pump, "stderr", self.proc.stderr)
+                    readers.start_soon(self._pump, "stdout", self.proc.stdout, writer)
+                    readers.start_soon(self._pump, "stderr", self.proc.stderr, writer)
                     await self._wait_or_stop()
                     await self._reap_descendants()
                     # Descendants that escaped may still hold the pipes open: stop
@@ -237,11 +237,14 @@ class _Execution:
                 await self._hard_cleanup()
         return self._result()
 
-    async def _pump(self, name: str, stream: trio.abc.ReceiveStream) -> None:
+    async def _pump(self, name: str, stream: trio.abc.ReceiveStream, writer: trio.Nursery) -> None:
         try:
             while chunk := await stream.receive_some(_READ_SIZE):
                 self.captured[name].feed(chunk)
                 self.live.feed(name, chunk)
+                if not self._live_started:  # started by the first output (many programs print none)
+                    self._live_started = True
+                    writer.start_soon(self.live.run)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
         finally:
@@ -250,16 +253,18 @@ class _Execution:
                 self._pumps_done.set()
 
     async def _wait_or_stop(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._terminate_on_stop)
+        """Wait for the program to exit; on a stop request (or at the run's timeout)
+        SIGTERM its group, and SIGKILL it after the grace."""
+        with trio.CancelScope() as waiting:
+            self.ctx.stop.cancels(waiting)
             await self.proc.wait()
-            nursery.cancel_scope.cancel()
-
-    async def _terminate_on_stop(self) -> None:
-        await self.ctx.stop.wait()
+            return
         _signal_group(self.proc.pid, signal.SIGTERM)
-        await trio.sleep(self.config.kill_grace_seconds)
+        with trio.move_on_after(self.config.kill_grace_seconds):
+            await self.proc.wait()
+            return
         _signal_group(self.proc.pid, signal.SIGKILL)
+        await self.proc.wait()
 
     async def _reap_descendants(self) -> None:
         _signal_group(self.proc.pid, signal.SIGKILL)
@@ -275,7 +280,9 @@ class _Execution:
             if self.sweep is not None:
                 await self.sweep.sweep(self.marker)
         for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
+            if isinstance(stream, trio.lowlevel.FdStream):
+                stream.close()  # what aclose() does, without its checkpoint
+            elif stream is not None:
                 await stream.aclose()
 
     def _result(self) -> RunResult:

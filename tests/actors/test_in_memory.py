@@ -13,9 +13,11 @@ import trio.testing
 from termjobs.actors.runs import RunEnv
 from termjobs.actors.supervisor import Supervisor
 from termjobs.clock import VirtualClock
+from termjobs.jobdef import Job
 from termjobs.jobspec import definition_for_create
 from termjobs.model import EventType, Run, RunnerType, RunStatus, RunTrigger
 from termjobs.rundomain import Ending
+from termjobs.runners.base import RunContext, Runner, RunResult
 from termjobs.storage import RunFilters
 from termjobs.storage.memory import MemoryStorage
 from tests.helpers import EPOCH, FakeRunner, at, cron_body, job_body
@@ -31,22 +33,24 @@ class Actors:
 
 
 @asynccontextmanager
-async def actors(storage: MemoryStorage | None = None, *, workers: int = 2) -> AsyncIterator[Actors]:
-    """A supervisor with a scripted runner on in-memory storage, at EPOCH."""
+async def actors(
+    storage: MemoryStorage | None = None, *, workers: int = 2, runner: Runner | None = None
+) -> AsyncIterator[Actors]:
+    """A supervisor with a scripted runner (or ``runner``) on in-memory storage, at EPOCH."""
     clock = VirtualClock(EPOCH)
     storage = storage or MemoryStorage()
-    runner = FakeRunner(clock)
+    fake = FakeRunner(clock)
     env = RunEnv(
         storage=storage,
         clock=clock,
-        runners={RunnerType.PROGRAM: runner},
+        runners={RunnerType.PROGRAM: runner or fake},
         slots=trio.CapacityLimiter(workers),
         worker_id="worker_test",
     )
     supervisor = Supervisor(env)
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
-        yield Actors(supervisor, storage, runner)
+        yield Actors(supervisor, storage, fake)
         await supervisor.shutdown(grace=5)
 
 
@@ -116,3 +120,37 @@ async def test_a_run_gives_its_worker_back_once_its_program_has_ended(
     assert started == [EPOCH, EPOCH + 10 * SECOND]
     assert first[0].status is RunStatus.RUNNING  # its final state is still being written
     assert second[0].status is RunStatus.SUCCEEDED
+
+
+class Stubborn:
+    """A runner that ignores stop requests."""
+
+    def stop_grace(self, job: Job) -> float:
+        return 5.0
+
+    async def run(self, ctx: RunContext) -> RunResult:
+        await trio.sleep(3600)
+        return RunResult()
+
+
+async def test_a_runner_that_ignores_a_stop_is_abandoned_after_its_grace_and_the_backstop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # stop grace 5 s, backstop 15 s (RunEnv's default): abandoned 20 s after the stop,
+    # the timeout's (10 s) or a cancel's (at 2 s)
+    with trio.fail_after(3 * 3600):  # virtual time
+        async with actors(runner=Stubborn()) as a:
+            for name in ("times-out", "cancelled"):
+                await a.supervisor.create_job(
+                    definition_for_create(job_body(name, runner_config={"command": "x"}, timeout_seconds=10))
+                )
+            timed_out = await a.supervisor.trigger("times-out")
+            cancelled = await a.supervisor.trigger("cancelled")
+            await trio.sleep(2)
+            await a.supervisor.cancel_run(cancelled.id)
+            await trio.sleep(60)
+            ended = {run.id: run for run in (await a.storage.runs_page(limit=10, offset=0)).items}
+    first, second = ended[timed_out.id], ended[cancelled.id]
+    assert (first.status, first.finished_at) == (RunStatus.TIMED_OUT, EPOCH + 30 * SECOND)
+    assert (second.status, second.finished_at) == (RunStatus.CANCELLED, EPOCH + 22 * SECOND)
+    assert second.error == "cancelled by request"
