@@ -49,6 +49,11 @@ SWEEP_BATCH_S = 0.1
 #: How long the last live output may take to be written once the program has ended.
 LIVE_CLOSE_S = 5.0
 _READ_SIZE = 65536
+#: After a read of less than SETTLE_BELOW bytes, a pipe is left to fill for this long
+#: (unless the program ends): a program printing a line at a time is read a few lines
+#: at a time, not a wake-up and a read per line.
+PUMP_SETTLE_S = 0.005
+SETTLE_BELOW = 4096
 
 #: A running program: started from the event loop (``runners/spawn.py``), or by
 #: ``trio.lowlevel.open_process`` where that cannot (a working directory, another user).
@@ -210,6 +215,7 @@ class _Execution:
         self.live = LiveOutput(self._publish)
         self._pumps_left = 2
         self._pumps_done = trio.Event()
+        self._exited = trio.Event()
         self._live_started = False
 
     async def _publish(self, stream: str, text: str) -> None:
@@ -223,6 +229,7 @@ class _Execution:
                     readers.start_soon(self._pump, "stdout", self.proc.stdout, writer)
                     readers.start_soon(self._pump, "stderr", self.proc.stderr, writer)
                     await self._wait_or_stop()
+                    self._exited.set()
                     await self._reap_descendants()
                     # Descendants that escaped may still hold the pipes open: stop
                     # reading after a short drain instead of waiting for them.
@@ -245,6 +252,9 @@ class _Execution:
                 if not self._live_started:  # started by the first output (many programs print none)
                     self._live_started = True
                     writer.start_soon(self.live.run)
+                if len(chunk) < SETTLE_BELOW and not self._exited.is_set():
+                    with trio.move_on_after(PUMP_SETTLE_S):
+                        await self._exited.wait()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
         finally:

@@ -282,6 +282,17 @@ async def test_output_streams_live_before_the_program_ends() -> None:
     assert stdout[0][0] - start < end - start - 0.4  # the first line arrived well before the end
 
 
+async def test_a_line_at_a_time_is_read_a_few_lines_at_a_time() -> None:
+    # 300 lines, one a millisecond: a pipe is left to fill for PUMP_SETTLE_S after a
+    # small read, so the lines arrive several to an event, all of them, in order.
+    program = "import os, time\nfor i in range(300):\n    os.write(1, b'%d\\n' % i)\n    time.sleep(0.001)\n"
+    call = Call({"command": sys.executable, "args": ["-c", program]})
+    result = await call()
+    expected = "".join(f"{i}\n" for i in range(300))
+    assert result.output.stdout == expected and call.live() == expected
+    assert len(call.events) < 150  # one read and one event per line would make 300
+
+
 async def test_marker_is_set_for_children() -> None:
     result = await Call(sh(f'echo "${MARKER_ENV}"'))()
     assert (result.output.stdout or "").startswith("run_")
