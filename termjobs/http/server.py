@@ -40,7 +40,7 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import MAX_RECV
-from hypercorn.trio.worker_context import TrioSingleTask, WorkerContext
+from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 from quart_trio import QuartTrio
@@ -97,9 +97,12 @@ class _Connection:
         self._limits = limits
         self._stream = stream
         self._send_lock = trio.Lock()
-        self._idle_task = TrioSingleTask()
+        # The keep-alive timer: one task for the connection's life whose deadline each
+        # request moves (hypercorn starts a timer task after every response).
+        self._idle_scope = trio.CancelScope(deadline=inf)
+        self._idle = True
+        self._stopping = False
         self._closed = False
-        self._task_group: TaskGroup
         self._protocol: _ProtocolWrapper
         self.peer = "?"
 
@@ -139,7 +142,6 @@ class _Connection:
 
     async def _serve(self, client: tuple[str, int] | None, server: tuple[str, int] | None) -> None:
         async with TaskGroup() as task_group:
-            self._task_group = task_group
             self._protocol = _ProtocolWrapper(
                 self._app,
                 self._config,
@@ -153,13 +155,19 @@ class _Connection:
                 "http/1.1",
             )
             await self._protocol.initiate()
-            await self._idle_task.restart(task_group, self._idle_timeout)
+            self._set_idle(True)
+            task_group.spawn(self._idle_watch)
             await self._read_data()
 
     async def _protocol_send(self, event: Event) -> None:
         # Called from the app's task too, which quart-trio cancels once the response is
         # out: shielded so a close or the keep-alive timer is never cancelled half-way,
         # and bounded so a client that never reads cannot hold the task.
+        if isinstance(event, Updated):
+            self._set_idle(event.idle)
+            return
+        if isinstance(event, RawData) and not event.data:
+            return  # h11 ends a response of known length with no bytes: nothing to send
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self._limits.write_timeout
             if isinstance(event, RawData):
@@ -168,11 +176,6 @@ class _Connection:
             elif isinstance(event, Closed):
                 await self._close()
                 await self._protocol.handle(Closed())
-            elif isinstance(event, Updated):
-                if event.idle:
-                    await self._idle_task.restart(self._task_group, self._idle_timeout)
-                else:
-                    await self._idle_task.stop()
         if scope.cancelled_caught:
             logger.info("connection from %s: the client did not take the response in time", self.peer)
             await self._close()
@@ -223,9 +226,25 @@ class _Connection:
                     await self._stream.send_eof()
         await self._stream.aclose()
 
-    async def _idle_timeout(self) -> None:
-        with trio.move_on_after(self._limits.keep_alive_timeout):
+    def _set_idle(self, idle: bool) -> None:
+        """Between requests the connection may stay open for the keep-alive timeout
+        (not at all once the server stops); while a request is served, for ever."""
+        self._idle = idle
+        if not idle:
+            self._idle_scope.deadline = inf
+        elif self._stopping:
+            self._idle_scope.deadline = -inf
+        else:
+            self._idle_scope.deadline = trio.current_time() + self._limits.keep_alive_timeout
+
+    async def _idle_watch(self) -> None:
+        """Close the connection when it has been idle too long, or once it is idle
+        after the server started stopping."""
+        with self._idle_scope:
             await self._context.terminated.wait()
+            self._stopping = True
+            if not self._idle:
+                await trio.sleep_forever()  # until the response is out: _set_idle(True)
         with trio.CancelScope(shield=True):
             await self._protocol.handle(Closed())
             await self._close()

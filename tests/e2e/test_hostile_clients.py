@@ -210,6 +210,21 @@ async def test_connections_are_closed_when_they_should_be(tmp_path: Path) -> Non
             assert trio.current_time() - start < 4
 
 
+async def test_a_stop_closes_idle_keep_alive_connections_at_once(tmp_path: Path) -> None:
+    # Keep-alive 60 s: an idle connection is closed when the server stops.
+    with trio.fail_after(LIMIT_S):
+        async with victim(tmp_path, "--keep-alive-timeout", "60") as (server, _, _):
+            idle = await connect(server)
+            await idle.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b" 200" in (await read_response(idle)).split(b"\r\n")[0]
+            start = trio.current_time()
+            assert await server.stop(within=20) == 0
+            _, closed = await read_until_closed(idle, within=1)
+            # closed as the stop began, not after the grace that ends what is left (2 s)
+            assert closed and trio.current_time() - start < 1.5
+            await idle.aclose()
+
+
 async def test_slowloris_and_held_connections_do_not_lock_others_out(tmp_path: Path) -> None:
     with trio.fail_after(LIMIT_S):
         async with victim(tmp_path, "--max-connections", "20", "--keep-alive-timeout", "2") as (server, _, _):
