@@ -36,6 +36,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
@@ -259,7 +261,36 @@ class _H11Protocol(H11Protocol):
     * h11 suggests ``501`` for a request it cannot parse because of a feature it lacks
       (``Transfer-Encoding: gzip``); a request we cannot read is the client's problem,
       and clients never get a 5xx for their input, so it is a ``400``.
+
+    And the head of a final response waits for what follows it (its body, its end), so
+    that a small response leaves in one write instead of two.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deliver = self.send
+        self.send = self._send_coalesced
+        self._holding = False
+        self._head: bytes | None = None
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        self._holding = isinstance(event, Response) and event.status_code >= 200
+        try:
+            await super().stream_send(event)
+        finally:
+            self._holding = False
+
+    async def _send_coalesced(self, event: Event) -> None:
+        if self._holding and isinstance(event, RawData):
+            self._head = event.data
+            return
+        if self._head is not None:
+            head, self._head = self._head, None
+            if isinstance(event, RawData):
+                event = RawData(data=head + event.data)
+            else:
+                await self._deliver(RawData(data=head))
+        await self._deliver(event)
 
     async def _send_error_response(self, status_code: int) -> None:
         await super()._send_error_response(status_code if status_code < 500 else 400)
