@@ -104,6 +104,7 @@ class _Connection:
         self._idle_scope = trio.CancelScope(deadline=inf)
         self._idle = True
         self._stopping = False
+        self._read_done = False
         self._closed = False
         self._protocol: _ProtocolWrapper
         self.peer = "?"
@@ -160,6 +161,10 @@ class _Connection:
             self._set_idle(True)
             task_group.spawn(self._idle_watch)
             await self._read_data()
+            # The client is gone: no timer to wait for (the socket is closed once a
+            # response still being written is out, when this connection's tasks end).
+            self._read_done = True
+            self._idle_scope.cancel()
 
     async def _protocol_send(self, event: Event) -> None:
         # Called from the app's task too, which quart-trio cancels once the response is
@@ -247,6 +252,8 @@ class _Connection:
             self._stopping = True
             if not self._idle:
                 await trio.sleep_forever()  # until the response is out: _set_idle(True)
+        if self._read_done:
+            return
         with trio.CancelScope(shield=True):
             await self._protocol.handle(Closed())
             await self._close()

@@ -225,6 +225,27 @@ async def test_a_stop_closes_idle_keep_alive_connections_at_once(tmp_path: Path)
             await idle.aclose()
 
 
+async def test_clients_that_leave_mid_request_give_their_connection_back(tmp_path: Path) -> None:
+    # --max-connections 4, keep-alive 60 s: twelve clients that send a request and go
+    # (closed or reset) before the answer; each one's place is free again at once.
+    with trio.fail_after(LIMIT_S):
+        async with victim(tmp_path, "--max-connections", "4", "--keep-alive-timeout", "60") as (server, _, _):
+            for round_ in range(3):
+                for _ in range(4):
+                    stream = await connect(server)
+                    await stream.send_all(request_head("GET", "/v2/runs?summary=1", auth=True) + b"\r\n")
+                    if round_ % 2:
+                        reset(stream)
+                    else:
+                        await stream.aclose()
+                with trio.move_on_after(0.5):
+                    await trio.sleep_forever()  # real time: let the server see them go
+            check = await connect(server)
+            await check.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b" 200" in (await read_response(check)).split(b"\r\n")[0]
+            await check.aclose()
+
+
 async def test_slowloris_and_held_connections_do_not_lock_others_out(tmp_path: Path) -> None:
     with trio.fail_after(LIMIT_S):
         async with victim(tmp_path, "--max-connections", "20", "--keep-alive-timeout", "2") as (server, _, _):
