@@ -155,7 +155,7 @@ class RunTask:
 
     async def __call__(self) -> None:
         run = self.handle.run
-        held = self._held
+        held = self._held  # a worker slot is given back early by _execute (see _release)
         counts = self.env.counts
         counts.waiting += 1
         try:

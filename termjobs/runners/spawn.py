@@ -131,6 +131,7 @@ class _Libc:
     SETSID = 0x80
     #: glibc's posix_spawnattr_t is 336 bytes, posix_spawn_file_actions_t 80, sigset_t 128
     OPAQUE_WORDS = 128
+    DEVNULL = os.fsencode(os.devnull)
 
     def __init__(self) -> None:
         gil_kept = ctypes.PyDLL(None)
@@ -192,7 +193,7 @@ class _Libc:
         for key in env:
             if not key or "=" in key:
                 raise ValueError(f"illegal environment variable name: {key!r}")
-        if any(b"\0" in item for item in (*args, *environ)) or "\0" in command:
+        if any(b"\0" in item for item in (*args, *environ)):  # the command is argv[0] or found for it
             raise ValueError("embedded null byte")
         c_argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
         c_env = (ctypes.c_char_p * (len(environ) + 1))(*environ, None)
@@ -201,7 +202,7 @@ class _Libc:
         self._check(self._fa_init(actions))
         try:
             self._check(
-                self._fa_open(actions, 0, os.devnull.encode(), os.O_RDONLY, 0),
+                self._fa_open(actions, 0, self.DEVNULL, os.O_RDONLY, 0),
                 self._fa_dup2(actions, out, 1),
                 self._fa_dup2(actions, err, 2),
             )
@@ -228,12 +229,12 @@ def _start(argv: list[str], env: dict[str, str], out: int, err: int) -> int:
     # The server's own PATH is the child's (the usual case): the C library looks the
     # command up, as execvp does, without a Python lookup of every PATH entry first.
     search = "/" not in argv[0] and env.get("PATH") == os.environ.get("PATH")
+    command = argv[0] if search else _executable(argv[0], env)
     if _LIBC is not None:
-        command = argv[0] if search else _executable(argv[0], env)
         return _LIBC.spawn(command, argv, env, out, err, search=search)
     start = os.posix_spawnp if search else os.posix_spawn
     return start(
-        argv[0] if search else _executable(argv[0], env),
+        command,
         argv,
         env,
         file_actions=[
