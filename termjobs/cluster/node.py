@@ -303,15 +303,17 @@ class ClusterNode:
 
     async def _adopt_given(self) -> None:
         given, self._since = await self.storage.jobs_given(self.worker_id, since=self._since)
-        new = [job_id for job_id in given if job_id not in self.owner.owned()]
+        owned = self.owner.owned()  # a set built afresh: once, not once per job
+        new = [job_id for job_id in given if job_id not in owned]
         if new:
             await self.owner.adopt(new)
 
     async def _hand_over(self) -> None:
+        owned = self.owner.owned()
         moves = {
             job_id: target
             for job_id, target in self._waiting_moves.items()
-            if target in self.live and job_id in self.owner.owned()
+            if target in self.live and job_id in owned
         }
         self._waiting_moves = moves
         if not moves:

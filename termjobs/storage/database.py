@@ -11,10 +11,10 @@ are fenced: they commit only while this server owns the job.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.engine import URL, Connection
 
@@ -54,6 +54,8 @@ from termjobs.storage.sql.points import PointReads
 from termjobs.storage.transactions import Fence
 
 T = TypeVar("T")
+R = TypeVar("R")
+Item = TypeVar("Item")
 
 #: Read pages of the firehose replay are at most this long.
 DEFAULT_EVENTS_LIMIT = 1000
@@ -72,7 +74,8 @@ class SqlStorage(Storage):
         self._points = PointReads(gateway.engines.reader.dialect) if gateway.engines.is_sqlite else None
         #: in a cluster: the writes that act on a job check that this server owns it
         self.fence: Fence | None = None
-        self._fenced_fires: tuple[Fence, Bulk[ops.Fires, list[Run]]] | None = None
+        #: the fenced form of each bulk write, for the fence it was made for
+        self._fenced_bulks: dict[str, tuple[Fence, Bulk[Any, Any]]] = {}
 
     def _fenced(self, op: WriteOp[T], *job_ids: str, first: bool = False) -> WriteOp[T]:
         """``op``, on condition (in a cluster) that this server owns the jobs: checked
@@ -144,26 +147,29 @@ class SqlStorage(Storage):
         notify: tuple[NotifyTarget, ...] = (),
     ) -> list[Run]:
         fires = ops.Fires(job, decisions, now, notify)
-        return await self.gateway.write_bulk(self._fires_bulk(), fires)
+        return await self.gateway.write_bulk(self._bulk(ops.FIRES, ops.fires_jobs), fires)
 
-    def _fires_bulk(self) -> Bulk[ops.Fires, list[Run]]:
-        """Fires of many jobs are written together (with the fence, in a cluster); the
-        same object every time while the fence stays, so the gateway can group them."""
-        if self.fence is None:
-            return ops.FIRES
-        if self._fenced_fires is None or self._fenced_fires[0] is not self.fence:
-            self._fenced_fires = (self.fence, ops.fenced_fires(self.fence))
-        return self._fenced_fires[1]
+    def _bulk(self, bulk: Bulk[Item, R], job_ids: Callable[[Item], Iterable[str]]) -> Bulk[Item, R]:
+        """``bulk``, fenced in a cluster; the same object every time while the fence
+        stays, so the gateway can gather its items."""
+        fence = self.fence
+        if fence is None:
+            return bulk
+        name = job_ids.__name__
+        made = self._fenced_bulks.get(name)
+        if made is None or made[0] is not fence:
+            made = self._fenced_bulks[name] = (fence, ops.fenced_bulk(bulk, fence, job_ids))
+        return cast(Bulk[Item, R], made[1])
 
     async def start_run(self, run: Run, *, worker_id: str, now: dt.datetime) -> Run | None:
-        op = partial(ops.start_run, run=run, worker_id=worker_id, now=now)
-        return await self.gateway.write(self._fenced(op, run.job_id))
+        start = ops.Start(run, worker_id, now)
+        return await self.gateway.write_bulk(self._bulk(ops.STARTS, ops.start_jobs), start)
 
     async def finish_runs(self, endings: Sequence[Ending], *, now: dt.datetime) -> list[Run | None]:
         # Fenced too: a server that lost a job must not end its runs (nor queue their
         # retries); the new owner ends them as lost.
-        op = partial(ops.finish_runs, endings=endings, now=now)
-        return await self.gateway.write(self._fenced(op, *(ending.run.job_id for ending in endings)))
+        finish = ops.Finish(endings, now)
+        return await self.gateway.write_bulk(self._bulk(ops.FINISHES, ops.finish_jobs), finish)
 
     async def cancel_queued(
         self, run: Run, *, now: dt.datetime, message: str, notify: tuple[NotifyTarget, ...] = ()

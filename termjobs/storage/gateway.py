@@ -46,7 +46,7 @@ from termjobs.model import RunEvent
 from termjobs.storage import migrate
 from termjobs.storage.base import StorageClosed, StorageRefused, StorageUnavailable
 from termjobs.storage.engine import Engines, create_engines
-from termjobs.storage.sql import EventOrder, Fences, WriteTx, cluster, driver_errors
+from termjobs.storage.sql import EventOrder, Fences, HeldEvents, WriteTx, cluster, driver_errors, events
 
 logger = logging.getLogger(__name__)
 
@@ -378,10 +378,10 @@ class Gateway:
         if together:
             try:
                 with self.engines.writer.begin() as conn:
-                    order, fences = self._order(), Fences()
+                    shared = self._shared(conn)
                     for request in batch:
-                        self._apply(conn, request, order, fences)
-                    self._before_commit(conn, order, fences)
+                        self._apply(shared, request)
+                    self._before_commit(shared)
                 return
             except sa.exc.OperationalError:
                 raise  # transient (locked, connection lost): the caller retries the batch
@@ -398,9 +398,9 @@ class Gateway:
                 continue
             try:
                 with self.engines.writer.begin() as conn:
-                    order, fences = self._order(), Fences()
-                    self._apply(conn, request, order, fences)
-                    self._before_commit(conn, order, fences)
+                    shared = self._shared(conn)
+                    self._apply(shared, request)
+                    self._before_commit(shared)
             except Exception as exc:
                 if raise_transient and isinstance(exc, sa.exc.OperationalError):
                     raise
@@ -422,10 +422,9 @@ class Gateway:
             items = request.items[start:end]
             try:
                 with self.engines.writer.begin() as conn:
-                    order, fences = self._order(), Fences()
-                    tx = WriteTx(conn, order=order, fences=fences)
+                    tx = self._shared(conn)
                     found = [bulk.one(tx, items[0])] if len(items) == 1 else _many_of(bulk, items, tx)
-                    self._before_commit(conn, order, fences)
+                    self._before_commit(tx)
             except Exception as exc:
                 if len(items) == 1:
                     results[start] = outcome.Error(exc)
@@ -437,21 +436,31 @@ class Gateway:
             request.events.extend(tx.events)
         request.item_results = results
 
-    def _order(self) -> EventOrder | None:
-        return EventOrder() if self.events_channel is not None else None
+    def _shared(self, conn: sa.Connection) -> WriteTx:
+        """A new transaction's state, shared by its requests: the cluster's event order,
+        the jobs to fence, the run events held until it commits (PostgreSQL, where each
+        statement is a round trip to the server; SQLite is in the process)."""
+        return WriteTx(
+            conn,
+            order=EventOrder() if self.events_channel is not None else None,
+            fences=Fences(),
+            held=None if self.engines.is_sqlite else HeldEvents(),
+        )
 
-    def _before_commit(self, conn: sa.Connection, order: EventOrder | None, fences: Fences) -> None:
-        """In a cluster: check that this server still owns the jobs written to (else
-        :class:`NotOwner` rolls the transaction back), then tell every server (at
-        commit) the newest event id written."""
-        if fences.job_ids:
-            cluster.check_owners(conn, fences)
+    def _before_commit(self, tx: WriteTx) -> None:
+        """Insert the events still held; in a cluster, check that this server still
+        owns the jobs written to (else :class:`NotOwner` rolls the transaction back),
+        then tell every server (at commit) the newest event id written."""
+        events.send_held(tx)
+        fences, order = tx.fences, tx.order
+        if fences is not None and fences.job_ids:
+            cluster.check_owners(tx.conn, fences)
         if order is not None and order.newest and self.events_channel is not None:
-            conn.execute(sa.select(sa.func.pg_notify(self.events_channel, str(order.newest))))
+            tx.conn.execute(sa.select(sa.func.pg_notify(self.events_channel, str(order.newest))))
 
     @staticmethod
-    def _apply(conn: sa.Connection, request: _Request[Any], order: EventOrder | None, fences: Fences) -> None:
-        tx = WriteTx(conn, order=order, fences=fences)
+    def _apply(shared: WriteTx, request: _Request[Any]) -> None:
+        tx = WriteTx(shared.conn, order=shared.order, fences=shared.fences, held=shared.held)
         request.result = outcome.Value(request.op(tx))
         request.events = tx.events
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -29,6 +29,7 @@ from termjobs.rundomain import (
     Ending,
     FireDecision,
     Outcome,
+    Retry,
     Skip,
     queued_data,
     terminal_data,
@@ -48,6 +49,7 @@ from termjobs.storage.gateway import Bulk, WriteOp
 from termjobs.storage.sql import Fences, WriteTx, cluster, events, jobs, outbox, runs
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 
 def at_head(conn: sa.Connection) -> bool:
@@ -106,7 +108,7 @@ def insert_queued(tx: WriteTx, run: Run, data: JSONObject | None) -> Run:
 
 
 def queued_event(tx: WriteTx, run: Run, data: JSONObject | None) -> None:
-    events.insert(
+    events.record(
         tx, run, EventType.QUEUED, QUEUED_MESSAGES[run.trigger], queued_data(run, data), now=run.created_at
     )
 
@@ -154,7 +156,7 @@ def record_many_fires(tx: WriteTx, batch: Sequence[Fires]) -> list[list[Run]]:
     runs.insert_many(tx, rows)
     for run, decision, now, notify in timeline:
         if isinstance(decision, Skip):
-            events.insert(tx, run, EventType.SKIPPED, decision.message, decision.data, now=now)
+            events.record(tx, run, EventType.SKIPPED, decision.message, decision.data, now=now)
             outbox.enqueue(tx, run, notify, now=now)
         else:
             queued_event(tx, run, decision.data)
@@ -162,45 +164,83 @@ def record_many_fires(tx: WriteTx, batch: Sequence[Fires]) -> list[list[Run]]:
     return queued
 
 
-def start_run(tx: WriteTx, *, run: Run, worker_id: str, now: dt.datetime) -> Run | None:
-    running = runs.start(tx, run.id, worker_id=worker_id, now=now)
-    if running is not None:
-        data: JSONObject = {"worker_id": worker_id}
-        events.insert(tx, running, EventType.CLAIMED, "run claimed by worker", data, now=now)
-        events.insert(tx, running, EventType.RUNNING, "run started", data, now=now)
-    return running
+@dataclass(frozen=True, slots=True)
+class Start:
+    """A queued run to start, by this server (``worker_id``)."""
+
+    run: Run
+    worker_id: str
+    now: dt.datetime
 
 
-def finish_runs(tx: WriteTx, *, endings: Sequence[Ending], now: dt.datetime) -> list[Run | None]:
-    return [finish(tx, ending, now) for ending in endings]
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Runs that ended, with what to record of each (:class:`Ending`)."""
+
+    endings: Sequence[Ending]
+    now: dt.datetime
 
 
-def finish(tx: WriteTx, ending: Ending, now: dt.datetime) -> Run | None:
-    outcome, retry = ending.outcome, ending.retry
-    final = end(tx, ending.run, outcome, now)
-    if final is None:
-        outcome, retry = ending.if_cancel_requested, None
-        final = end(tx, ending.run, outcome, now, only_from=RunStatus.CANCEL_REQUESTED)
-    if final is None:
-        return None
-    events.insert(tx, final, EventType(final.status.value), ending.message, terminal_data(final), now=now)
-    outbox.enqueue(tx, final, ending.notify, now=now)
-    if retry is not None and final.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
-        insert_queued(tx, retry.run, None)
-        data: JSONObject = {
-            "retry_run_id": retry.run.id,
-            "next_attempt": retry.run.attempt,
-            "delay": retry.delay,
-        }
-        events.insert(tx, final, EventType.RETRY_SCHEDULED, "retry run scheduled", data, now=now)
-    return final
+def start_run(tx: WriteTx, start: Start) -> Run | None:
+    return start_runs(tx, [start])[0]
 
 
-def end(
-    tx: WriteTx, run: Run, outcome: Outcome, now: dt.datetime, *, only_from: RunStatus | None = None
-) -> Run | None:
-    return runs.end(
-        tx,
+def start_runs(tx: WriteTx, starts: Sequence[Start]) -> list[Run | None]:
+    """Start each run (``queued -> running``, the timeline's ``claimed`` and
+    ``running``); each one's running run, ``None`` for a run that was not queued any
+    more. Their moves go together (``runs.move_many``)."""
+    moves = [runs.start_move(s.run.id, worker_id=s.worker_id, now=s.now) for s in starts]
+    started = runs.move_many(tx, moves)
+    for running, start in zip(started, starts, strict=True):
+        if running is not None:
+            data: JSONObject = {"worker_id": start.worker_id}
+            events.record(tx, running, EventType.CLAIMED, "run claimed by worker", data, now=start.now)
+            events.record(tx, running, EventType.RUNNING, "run started", data, now=start.now)
+    return started
+
+
+def finish_runs(tx: WriteTx, finish: Finish) -> list[Run | None]:
+    return finish_many(tx, [finish])[0]
+
+
+def finish_many(tx: WriteTx, batch: Sequence[Finish]) -> list[list[Run | None]]:
+    """Record the end of every run of ``batch``: its final status (or, for a run whose
+    cancel was requested meanwhile, the ending that says so), its timeline's last
+    event, its notifications and its retry. The final moves of the lot go together
+    (``runs.move_many``), then the rest, run by run in order. Each run's final state,
+    ``None`` where the run had ended already."""
+    flat = [(ending, finish.now) for finish in batch for ending in finish.endings]
+    finals = runs.move_many(tx, [_end_move(ending.run, ending.outcome, now) for ending, now in flat])
+    refused = [index for index, final in enumerate(finals) if final is None]
+    if refused:
+        moves = [
+            _end_move(
+                flat[i][0].run,
+                flat[i][0].if_cancel_requested,
+                flat[i][1],
+                only_from=RunStatus.CANCEL_REQUESTED,
+            )
+            for i in refused
+        ]
+        for index, final in zip(refused, runs.move_many(tx, moves), strict=True):
+            finals[index] = final
+    cancelled = set(refused)  # the cancel won: not retried
+    for index, ((ending, now), final) in enumerate(zip(flat, finals, strict=True)):
+        if final is not None:
+            retry = None if index in cancelled else ending.retry
+            _record_end(tx, ending, final, retry, now)
+    results: list[list[Run | None]] = []
+    taken = 0
+    for finish in batch:
+        results.append(finals[taken : taken + len(finish.endings)])
+        taken += len(finish.endings)
+    return results
+
+
+def _end_move(
+    run: Run, outcome: Outcome, now: dt.datetime, *, only_from: RunStatus | None = None
+) -> runs.Move:
+    return runs.end_move(
         run.id,
         status=outcome.status,
         now=now,
@@ -209,6 +249,19 @@ def end(
         output=outcome.output,
         only_from=only_from,
     )
+
+
+def _record_end(tx: WriteTx, ending: Ending, final: Run, retry: Retry | None, now: dt.datetime) -> None:
+    events.record(tx, final, EventType(final.status.value), ending.message, terminal_data(final), now=now)
+    outbox.enqueue(tx, final, ending.notify, now=now)
+    if retry is not None and final.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+        insert_queued(tx, retry.run, None)
+        data: JSONObject = {
+            "retry_run_id": retry.run.id,
+            "next_attempt": retry.run.attempt,
+            "delay": retry.delay,
+        }
+        events.record(tx, final, EventType.RETRY_SCHEDULED, "retry run scheduled", data, now=now)
 
 
 def end_queued(
@@ -224,7 +277,7 @@ def end_queued(
     error = message if status is RunStatus.SKIPPED else None
     ended = runs.end(tx, run.id, status=status, now=now, error=error)
     if ended is not None:
-        events.insert(tx, ended, EventType(status.value), message, data, now=now)
+        events.record(tx, ended, EventType(status.value), message, data, now=now)
         outbox.enqueue(tx, ended, notify, now=now)
     return ended
 
@@ -240,13 +293,13 @@ def notification_done(
 ) -> None:
     run = runs.get(tx.conn, notification.run_id, full=False)
     if outbox.remove(tx, notification.id) and run is not None:
-        events.insert(tx, run, event_type, message, data, now=now)
+        events.record(tx, run, event_type, message, data, now=now)
 
 
 def request_cancel(tx: WriteTx, *, run: Run, now: dt.datetime, message: str) -> Run | None:
     updated = runs.request_cancel(tx, run.id, now=now)
     if updated is not None:
-        events.insert(tx, updated, EventType.CANCEL_REQUESTED, message, None, now=now)
+        events.record(tx, updated, EventType.CANCEL_REQUESTED, message, None, now=now)
     return updated
 
 
@@ -276,19 +329,34 @@ def fence_jobs(tx: WriteTx, fence: Fence, job_ids: Iterable[str]) -> None:
     fences.job_ids.update(job_ids)
 
 
-#: Recording fires, for the gateway to run many jobs' fires at once.
+#: Recording fires, starting runs and finishing runs: the gateway gathers many at once.
 FIRES: Bulk[Fires, list[Run]] = Bulk(one=record_fires, many=record_many_fires)
+STARTS: Bulk[Start, Run | None] = Bulk(one=start_run, many=start_runs)
+FINISHES: Bulk[Finish, list[Run | None]] = Bulk(one=finish_runs, many=finish_many)
 
 
-def fenced_fires(fence: Fence) -> Bulk[Fires, list[Run]]:
-    """:data:`FIRES`, on condition that this server owns the jobs (see ``fenced_op``)."""
+def fenced_bulk(bulk: Bulk[Item, T], fence: Fence, job_ids: Callable[[Item], Iterable[str]]) -> Bulk[Item, T]:
+    """``bulk``, on condition that this server owns the jobs of its items
+    (``job_ids``; see ``fenced_op``)."""
 
-    def one(tx: WriteTx, fires: Fires) -> list[Run]:
-        fence_jobs(tx, fence, [fires.job.id])
-        return record_fires(tx, fires)
+    def one(tx: WriteTx, item: Item) -> T:
+        fence_jobs(tx, fence, job_ids(item))
+        return bulk.one(tx, item)
 
-    def many(tx: WriteTx, batch: Sequence[Fires]) -> list[list[Run]]:
-        fence_jobs(tx, fence, [fires.job.id for fires in batch])
-        return record_many_fires(tx, batch)
+    def many(tx: WriteTx, items: Sequence[Item]) -> list[T]:
+        fence_jobs(tx, fence, (job_id for item in items for job_id in job_ids(item)))
+        return bulk.many(tx, items)
 
     return Bulk(one=one, many=many)
+
+
+def fires_jobs(fires: Fires) -> tuple[str]:
+    return (fires.job.id,)
+
+
+def start_jobs(start: Start) -> tuple[str]:
+    return (start.run.job_id,)
+
+
+def finish_jobs(finish: Finish) -> list[str]:
+    return [ending.run.job_id for ending in finish.endings]

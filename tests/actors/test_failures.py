@@ -22,15 +22,16 @@ Write = Callable[..., Any]
 
 
 def slow_storage(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    """Every write takes ``seconds`` (of virtual time) after it commits."""
-    original: Write = Gateway.write
+    """Every write (gathered or not) takes ``seconds`` (of virtual time) after it commits."""
+    for name in ("write", "write_bulk"):
+        original: Write = getattr(Gateway, name)
 
-    async def write(self: Gateway, op: Any) -> Any:
-        result = await original(self, op)
-        await trio.sleep(seconds)
-        return result
+        async def write(self: Gateway, *args: Any, original: Write = original) -> Any:
+            result = await original(self, *args)
+            await trio.sleep(seconds)
+            return result
 
-    monkeypatch.setattr(Gateway, "write", write)
+        monkeypatch.setattr(Gateway, name, write)
 
 
 class Outage:
@@ -38,16 +39,16 @@ class Outage:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.down = False
-        for name in ("read", "write"):
+        for name in ("read", "write", "write_bulk"):
             original = getattr(Gateway, name)
             monkeypatch.setattr(Gateway, name, self._wrap(original))
 
     def _wrap(self, original: Write) -> Write:
-        async def call(gateway: Gateway, op: Any, **options: Any) -> Any:
+        async def call(gateway: Gateway, *args: Any, **options: Any) -> Any:
             if self.down:
                 await trio.sleep(0.1)
                 raise StorageUnavailable()
-            return await original(gateway, op, **options)
+            return await original(gateway, *args, **options)
 
         return call
 

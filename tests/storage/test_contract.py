@@ -439,6 +439,108 @@ async def test_fires_of_many_jobs_due_at_once_are_each_recorded_once(storage: St
     assert (await storage.runs_page(limit=100, offset=0)).total == 30
 
 
+async def test_runs_started_and_finished_together_each_get_their_own_outcome(
+    storage: Storage, published: Published
+) -> None:
+    # Runs started and finished side by side reach the store together (the SQL store
+    # moves them with one statement per kind of move); each run gets exactly what
+    # starting or finishing it alone would have given.
+    jobs = [await add_job(storage, make_job(f"batch{i}")) for i in range(3)]
+    queued = [await add_run(storage, make_run(jobs[i % 3])) for i in range(12)]
+    gone = await storage.cancel_queued(queued[11], now=EPOCH, message="run cancelled before start")
+    assert gone is not None
+    later = EPOCH + SECOND
+    started: dict[int, list[Run | None]] = {}
+
+    async def start(index: int) -> None:
+        started.setdefault(index, []).append(await storage.start_run(queued[index], worker_id="w", now=later))
+
+    async with trio.open_nursery() as nursery:
+        for index in [*range(12), 0]:  # run 0 twice: started once, then refused
+            nursery.start_soon(start, index)
+    assert all(run is not None and run.status is RunStatus.RUNNING for run in started[1][:1] + started[5])
+    assert sorted(run is None for run in started[0]) == [False, True]
+    assert started[11] == [None]  # cancelled before it started
+    running = {i: next(run for run in started[i] if run is not None) for i in range(11)}
+    assert await storage.request_cancel(running[4], now=later, message="cancellation requested") is not None
+
+    ok = Outcome(
+        RunStatus.SUCCEEDED, ExitReason.NATURAL_COMPLETION, output=RunOutput(exit_code=0, stdout="hi")
+    )
+    failed = Outcome(RunStatus.FAILED, ExitReason.EXCEPTION, "boom", RunOutput(exit_code=3))
+    retries = {i: Retry(run=make_run(jobs[i % 3], trigger=RunTrigger.RETRY), delay="5s") for i in (2, 4)}
+    endings = {i: Ending(running[i], failed if i in (2, 4, 7) else ok, retries.get(i)) for i in range(11)}
+    finished: dict[int, list[Run | None]] = {}
+    end = later + SECOND
+
+    async def finish_one(index: int) -> None:
+        (final,) = await storage.finish_runs([endings[index]], now=end)
+        finished.setdefault(index, []).append(final)
+
+    async with trio.open_nursery() as nursery:
+        for index in [*range(11), 3]:  # run 3 twice: ended once, then refused
+            nursery.start_soon(finish_one, index)
+    assert sorted(run is None for run in finished[3]) == [False, True]
+    for index in range(11):
+        final = next(run for run in finished[index] if run is not None)
+        stored = await storage.get_run(queued[index].id)
+        assert stored == final and stored.finished_at == end, index
+        if index == 4:  # its cancel was requested: cancelled, not retried
+            assert stored.status is RunStatus.CANCELLED and stored.output.exit_code == 3
+            assert await storage.get_run(retries[4].run.id) is None
+        elif index in (2, 7):
+            assert stored.status is RunStatus.FAILED and stored.error == "boom"
+        else:
+            assert stored.status is RunStatus.SUCCEEDED and stored.output.stdout == "hi"
+    retried = await storage.get_run(retries[2].run.id)
+    assert retried is not None and retried.status is RunStatus.QUEUED
+    assert await event_types(storage, queued[2].id) == [
+        EventType.QUEUED,
+        EventType.CLAIMED,
+        EventType.RUNNING,
+        EventType.FAILED,
+        EventType.RETRY_SCHEDULED,
+    ]
+    assert await event_types(storage, queued[4].id) == [
+        EventType.QUEUED,
+        EventType.CLAIMED,
+        EventType.RUNNING,
+        EventType.CANCEL_REQUESTED,
+        EventType.CANCELLED,
+    ]
+    assert await event_types(storage, queued[0].id) == [
+        EventType.QUEUED,
+        EventType.CLAIMED,
+        EventType.RUNNING,
+        EventType.SUCCEEDED,
+    ]
+    stored_events = await storage.events_after(0, limit=1000)
+    assert [event.id for event in stored_events] == published.ids == sorted(published.ids)
+
+
+async def test_a_job_deleted_beside_its_runs_last_writes_leaves_nothing_behind(storage: Storage) -> None:
+    # Whichever of the two the store commits first, the job ends deleted with its runs
+    # and their events; neither write fails.
+    job = await add_job(storage, make_job("short-lived"))
+    run = await add_run(storage, make_run(job))
+    running = await storage.start_run(run, worker_id="w", now=EPOCH)
+    assert running is not None
+    deleted: list[bool] = []
+
+    async def finish_it() -> None:
+        await finish(storage, Ending(running, Outcome(RunStatus.SUCCEEDED, ExitReason.NATURAL_COMPLETION)))
+
+    async def delete_it() -> None:
+        deleted.append(await storage.delete_job(job.id))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(finish_it)
+        nursery.start_soon(delete_it)
+    assert deleted == [True]
+    assert await storage.get_job(job.id) is None and await storage.get_run(run.id) is None
+    assert await storage.events_after(0, run_id=run.id) == []
+
+
 async def test_events_are_published_after_commit_in_id_order(storage: Storage, published: Published) -> None:
     job = await add_job(storage, make_job("p"))
     run = await add_run(storage, make_run(job))

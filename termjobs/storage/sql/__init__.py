@@ -8,6 +8,7 @@ parameter: no SQL-side ``now()``.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from termjobs.model import RunEvent
+from termjobs.model import EventType, JSONValue, RunEvent
 
 
 @dataclass(slots=True)
@@ -36,6 +37,35 @@ class EventOrder:
 
 
 @dataclass(slots=True)
+class HeldEvent:
+    """A run event recorded in a transaction and not yet sent to the database: its
+    row's values, and the list its event joins once it has an id."""
+
+    values: tuple[Any, ...]
+    run_id: str
+    job_id: str
+    event_type: EventType
+    message: str | None
+    data: JSONValue | None
+    created_at: dt.datetime
+    joins: list[RunEvent]
+
+
+@dataclass(slots=True)
+class HeldEvents:
+    """The run events of one transaction, held to be inserted together (PostgreSQL).
+
+    Each event inserted on its own cost a round trip to the server, and a run records
+    three to five of them in the storage writer (queued, claimed, running, its end):
+    with the run's moves, the writer thread spent most of its time waiting for answers.
+    Held, they are sent in one pipelined ``executemany`` just before the transaction
+    commits (or sooner, when a statement must see them: ``events.send_held``), in the
+    order they were recorded, so their ids keep that order."""
+
+    events: list[HeldEvent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class WriteTx:
     """A write transaction in progress.
 
@@ -43,12 +73,15 @@ class WriteTx:
     to live subscribers only after the transaction commits. ``order`` is set in a
     cluster (shared by every request of one transaction), and so is ``fences``: the
     jobs the transaction acts on as their owner, checked together before it commits.
+    ``held``, when set (PostgreSQL, shared by every request of the transaction), holds
+    the events recorded through ``events.record`` until they are sent together.
     """
 
     conn: sa.Connection
     events: list[RunEvent] = field(default_factory=list)
     order: EventOrder | None = None
     fences: Fences | None = None
+    held: HeldEvents | None = None
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from termjobs.model import EventType, JSONValue, Run, RunEvent
 from termjobs.storage.base import Page
 from termjobs.storage.rows import EVENTS
-from termjobs.storage.sql import WriteTx, execute_driver
+from termjobs.storage.sql import HeldEvent, WriteTx, driver_errors, execute_driver
 from termjobs.storage.sql.cluster import EVENTS_LOCK_KEY
 from termjobs.storage.tables import run_events
 from termjobs.wire import compact
@@ -33,7 +33,9 @@ _PG_INSERT_LOCKED = (
 def insert(
     tx: WriteTx, run: Run, event_type: EventType, message: str | None, data: JSONValue, *, now: dt.datetime
 ) -> RunEvent:
-    """Append an event to ``run``'s timeline (the message is trimmed; blank = none)."""
+    """Append an event to ``run``'s timeline at once, and return it with its id (the
+    message is trimmed; blank = none). Events held in the transaction go first."""
+    send_held(tx)
     text = (message.strip() if message else None) or None
     payload = None if data is None else compact(data)
     order = tx.order
@@ -55,6 +57,66 @@ def insert(
     )
     tx.events.append(event)
     return event
+
+
+def record(
+    tx: WriteTx, run: Run, event_type: EventType, message: str | None, data: JSONValue, *, now: dt.datetime
+) -> None:
+    """Append an event to ``run``'s timeline, as :func:`insert`; held until the
+    transaction commits where the transaction holds events (see ``HeldEvents``)."""
+    held = tx.held
+    if held is None:
+        insert(tx, run, event_type, message, data, now=now)
+        return
+    text = (message.strip() if message else None) or None
+    payload = None if data is None else compact(data)
+    values = (run.id, run.job_id, event_type.value, text, payload, now.astimezone(dt.UTC))
+    held.events.append(HeldEvent(values, run.id, run.job_id, event_type, text, data, now, tx.events))
+
+
+def send_held(tx: WriteTx) -> None:
+    """Insert the events held in the transaction, in the order they were recorded, in
+    one pipelined ``executemany``; each event joins its request's ``events`` with its
+    id. Called before the transaction commits, and before any statement that must see
+    them (an insert that needs its id at once, a delete of runs)."""
+    held = tx.held
+    if held is None or not held.events:
+        return
+    pending, held.events = held.events, []
+    order = tx.order
+    if order is None:
+        statement, rows = _PG_INSERT, [event.values for event in pending]
+    else:
+        # Every row takes the cluster's event lock: taken once, the others are no-ops
+        # (a transaction holds its advisory locks until it ends).
+        statement, rows = _PG_INSERT_LOCKED, [(EVENTS_LOCK_KEY, *event.values) for event in pending]
+    driver = tx.conn.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    ids: list[int] = []
+    with driver_errors(tx.conn.dialect, statement, rows):
+        cursor.executemany(statement, rows, returning=True)
+        while True:
+            ids.append(cursor.fetchone()[0])
+            if not cursor.nextset():
+                break
+    if len(ids) != len(pending):  # pragma: no cover - a driver that lost a result
+        raise RuntimeError(f"{len(pending)} events inserted, {len(ids)} ids returned")
+    for event, event_id in zip(pending, ids, strict=True):
+        event.joins.append(
+            RunEvent(
+                id=event_id,
+                run_id=event.run_id,
+                job_id=event.job_id,
+                event_type=event.event_type,
+                message=event.message,
+                data=event.data,
+                created_at=event.created_at,
+            )
+        )
+    if order is not None:
+        order.taken = True
+        order.newest = max(order.newest, max(ids))
 
 
 def _insert_row(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from termjobs.storage.sql import WriteTx
+from termjobs.storage.sql import WriteTx, events
 from termjobs.storage.sql.runs import TERMINAL
 from termjobs.storage.tables import runs
 
@@ -55,4 +55,5 @@ def delete_terminal(tx: WriteTx, run_ids: Sequence[str]) -> int:
     if not run_ids:
         return 0
     query = runs.delete().where(runs.c.id.in_(list(run_ids)), runs.c.status.in_(TERMINAL))
+    events.send_held(tx)  # events held for these runs go first, and go with them
     return tx.conn.execute(query).rowcount

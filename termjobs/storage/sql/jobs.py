@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from termjobs.jobdef import Job
 from termjobs.storage.base import JobFilters, NameTaken, Page, ScheduleEntry
 from termjobs.storage.rows import JOBS
-from termjobs.storage.sql import WriteTx, chunks, update_many
+from termjobs.storage.sql import WriteTx, chunks, events, update_many
 from termjobs.storage.tables import jobs, row_counts
 
 # Statements built once: SQLAlchemy runs a constant statement object much faster than
@@ -73,6 +73,7 @@ def advance(tx: WriteTx, advanced: Sequence[Job]) -> None:
 
 def delete(tx: WriteTx, job_id: str) -> bool:
     """Delete a job with its runs and events (by cascade); whether it existed."""
+    events.send_held(tx)  # events held for its runs go first, and go with them
     return tx.conn.execute(jobs.delete().where(jobs.c.id == job_id)).rowcount == 1
 
 

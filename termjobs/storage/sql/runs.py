@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,15 +49,57 @@ def insert_many(tx: WriteTx, new_runs: Sequence[Run]) -> None:
     insert_rows(tx.conn, runs, [RUNS.values(run) for run in new_runs])
 
 
-def start(tx: WriteTx, run_id: str, *, worker_id: str, now: dt.datetime) -> Run | None:
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A run's move to ``status``, setting ``values`` (see :func:`move_many`)."""
+
+    run_id: str
+    status: RunStatus
+    now: dt.datetime
+    values: dict[str, Any]
+    via: RunStatus | None = None
+    only_from: RunStatus | None = None
+
+
+def start_move(run_id: str, *, worker_id: str, now: dt.datetime) -> Move:
     """``queued -> claimed -> running`` in one update."""
     values = {"worker_id": worker_id, "started_at": now}
-    return _move(tx, run_id, RunStatus.RUNNING, now, values, via=RunStatus.CLAIMED)
+    return Move(run_id, RunStatus.RUNNING, now, values, via=RunStatus.CLAIMED)
+
+
+def start(tx: WriteTx, run_id: str, *, worker_id: str, now: dt.datetime) -> Run | None:
+    """``queued -> claimed -> running`` in one update."""
+    return _move(tx, start_move(run_id, worker_id=worker_id, now=now))
 
 
 def request_cancel(tx: WriteTx, run_id: str, *, now: dt.datetime) -> Run | None:
     """``running -> cancel_requested``."""
-    return _move(tx, run_id, RunStatus.CANCEL_REQUESTED, now, {})
+    return _move(tx, Move(run_id, RunStatus.CANCEL_REQUESTED, now, {}))
+
+
+def end_move(
+    run_id: str,
+    *,
+    status: RunStatus,
+    now: dt.datetime,
+    error: str | None = None,
+    exit_reason: ExitReason | None = None,
+    output: RunOutput | None = None,
+    only_from: RunStatus | None = None,
+) -> Move:
+    """The move to a terminal ``status`` (``finished_at = now``); ``output``, when
+    given, replaces what the run keeps of its runner's report; ``only_from`` narrows
+    the statuses the run may be in to that one."""
+    values: dict[str, Any] = {
+        "finished_at": now,
+        "error": storable(error),
+        "exit_reason": exit_reason.value if exit_reason else None,
+    }
+    if output is not None:
+        for item in dataclasses.fields(RunOutput):
+            value = getattr(output, item.name)
+            values[item.name] = storable(value) if isinstance(value, str) else value
+    return Move(run_id, status, now, values, only_from=only_from)
 
 
 def end(
@@ -70,19 +113,17 @@ def end(
     output: RunOutput | None = None,
     only_from: RunStatus | None = None,
 ) -> Run | None:
-    """Move to a terminal ``status`` (``finished_at = now``); ``output``, when given,
-    replaces what the run keeps of its runner's report; ``only_from`` narrows the
-    statuses the run may be in to that one."""
-    values: dict[str, Any] = {
-        "finished_at": now,
-        "error": storable(error),
-        "exit_reason": exit_reason.value if exit_reason else None,
-    }
-    if output is not None:
-        for item in dataclasses.fields(RunOutput):
-            value = getattr(output, item.name)
-            values[item.name] = storable(value) if isinstance(value, str) else value
-    return _move(tx, run_id, status, now, values, only_from=only_from)
+    """Move to a terminal ``status`` (see :func:`end_move`)."""
+    move = end_move(
+        run_id,
+        status=status,
+        now=now,
+        error=error,
+        exit_reason=exit_reason,
+        output=output,
+        only_from=only_from,
+    )
+    return _move(tx, move)
 
 
 #: The statuses in which a run may still report output (``update_output``).
@@ -110,32 +151,90 @@ def _output_statement(keys: tuple[str, ...]) -> sa.Update:
     )
 
 
-def _move(
-    tx: WriteTx,
-    run_id: str,
-    status: RunStatus,
-    now: dt.datetime,
-    values: dict[str, Any],
-    *,
-    via: RunStatus | None = None,
-    only_from: RunStatus | None = None,
-) -> Run | None:
-    """Move a run to ``status`` (setting ``values``) if the transition table allows it
-    from the stored status (or, with ``via``, through ``via`` in one step; with
-    ``only_from``, from that status alone); the updated run, or ``None`` if the guard
-    refused."""
-    for source in (via, only_from):
+def _move(tx: WriteTx, move: Move) -> Run | None:
+    """Move a run to ``move.status`` (setting its values) if the transition table
+    allows it from the stored status (or, with ``via``, through ``via`` in one step;
+    with ``only_from``, from that status alone); the updated run, or ``None`` if the
+    guard refused."""
+    if tx.conn.dialect.name != "sqlite":
+        return move_many(tx, [move])[0]
+    keys, sources, values = _shape(move)
+    return _driver_move(keys, sources, tx.conn.dialect)(tx.conn, move.run_id, values)
+
+
+def _shape(move: Move) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]]:
+    """The columns a move sets, the statuses it moves from, and the values it sets."""
+    for source in (move.via, move.only_from):
         if source is not None:
-            lifecycle.check(source, status)
-    values = {**values, "status": status.value, "updated_at": now}
-    allowed = {only_from} if only_from is not None else lifecycle.allowed_from(via or status)
-    sources = tuple(sorted(source.value for source in allowed))
-    keys = tuple(sorted(values))
+            lifecycle.check(source, move.status)
+    values = {**move.values, "status": move.status.value, "updated_at": move.now}
+    allowed: Iterable[RunStatus] = (
+        {move.only_from} if move.only_from is not None else lifecycle.allowed_from(move.via or move.status)
+    )
+    return tuple(sorted(values)), tuple(sorted(source.value for source in allowed)), values
+
+
+def move_many(tx: WriteTx, moves: Sequence[Move]) -> list[Run | None]:
+    """:func:`_move` of each move, in order, with one statement for the moves of the
+    same shape on PostgreSQL (where every statement is a round trip to the server:
+    the starts and ends of the runs of a batch were most of the writer's time).
+
+    A run moved more than once is moved in that order: its first move goes in the
+    first round of statements, its second in the next, as one after the other would
+    have. On SQLite, where a statement costs no round trip, each move is its own."""
     if tx.conn.dialect.name == "sqlite":
-        return _driver_move(keys, sources, tx.conn.dialect)(tx.conn, run_id, values)
-    statement = _update_statement(keys)
-    row = tx.conn.execute(statement, {**values, "_run_id": run_id, "_sources": sources}).mappings().first()
-    return None if row is None else RUNS.load(row)
+        return [_move(tx, move) for move in moves]
+    moved: list[Run | None] = [None] * len(moves)
+    rounds: list[dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[int, dict[str, Any]]]]] = []
+    seen: dict[str, int] = {}
+    for index, move in enumerate(moves):
+        keys, sources, values = _shape(move)
+        turn = seen.get(move.run_id, 0)
+        seen[move.run_id] = turn + 1
+        if turn == len(rounds):
+            rounds.append({})
+        rounds[turn].setdefault((keys, sources), []).append((index, {**values, "id": move.run_id}))
+    for shapes in rounds:
+        for (keys, sources), group in shapes.items():
+            found = _bulk_move(keys, sources, tx.conn.dialect)(tx.conn, [values for _, values in group])
+            for index, values in group:
+                moved[index] = found.get(values["id"])
+    return moved
+
+
+class _BulkMove:
+    """One shape of move (its columns and the statuses it moves from) for many runs in
+    one constant statement on PostgreSQL: the values come as one array per column,
+    ``unnest``-ed side by side into the rows to update."""
+
+    def __init__(self, keys: tuple[str, ...], sources: tuple[str, ...], dialect: sa.Dialect) -> None:
+        names = ("id", *keys)
+        arrays = ", ".join(f"%s::{runs.c[name].type.compile(dialect=dialect)}[]" for name in names)
+        assignments = ", ".join(f'"{name}" = v."{name}"' for name in keys)
+        columns = ", ".join(f'"{name}"' for name in names)
+        moved_from = ", ".join(f"'{source}'" for source in sources)  # enum values, not input
+        returned = ", ".join(f'runs."{column.name}"' for column in RUNS.columns)
+        self.sql = (
+            f"UPDATE runs SET {assignments} FROM unnest({arrays}) AS v({columns}) "
+            f"WHERE runs.id = v.id AND runs.status IN ({moved_from}) RETURNING {returned}"
+        )
+        self._convert = bind_processors(runs, names, dialect)
+        self._load = RUNS.tuple_loader(dialect)
+        self._id = [column.name for column in RUNS.columns].index("id")
+
+    def __call__(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> dict[str, Run]:
+        params = [
+            [row[key] if convert is None else convert(row[key]) for row in rows]
+            for key, convert in self._convert
+        ]
+        with driver_errors(conn.dialect, self.sql, params):
+            found = execute_driver(conn, self.sql, params).fetchall()
+        return {row[self._id]: self._load(row) for row in found}
+
+
+@functools.lru_cache(maxsize=64)
+def _bulk_move(keys: tuple[str, ...], sources: tuple[str, ...], dialect: sa.Dialect) -> _BulkMove:
+    return _BulkMove(keys, sources, dialect)
 
 
 class _DriverMove:
@@ -176,20 +275,6 @@ class _DriverMove:
 @functools.lru_cache(maxsize=64)
 def _driver_move(keys: tuple[str, ...], sources: tuple[str, ...], dialect: sa.Dialect) -> _DriverMove:
     return _DriverMove(keys, sources, dialect)
-
-
-@functools.lru_cache(maxsize=64)
-def _update_statement(keys: tuple[str, ...]) -> sa.Update:
-    # Built once per set of columns: a statement object that is the same every time is
-    # much cheaper for SQLAlchemy than a new one per call (this is the hot path).
-    return (
-        runs.update()
-        .where(
-            runs.c.id == sa.bindparam("_run_id"), runs.c.status.in_(sa.bindparam("_sources", expanding=True))
-        )
-        .values({key: sa.bindparam(key) for key in keys})
-        .returning(*runs.c)
-    )
 
 
 _SCHEDULED = sa.select(runs.c.id).where(
