@@ -76,3 +76,29 @@ async def test_a_refused_write_in_a_batch_leaves_the_others_committed(postgres_u
         assert outcomes == {i: "refused" if i == 5 else "stored" for i in range(20)}
         assert len(await storage.active_runs([mine.id])) == 19
         assert await storage.active_runs([theirs.id]) == []
+
+
+async def test_runs_started_together_are_refused_only_where_the_server_lost_the_job(
+    postgres_url: URL,
+) -> None:
+    async with open_storage(postgres_url) as storage:
+        mine, theirs = await fenced_as_a(storage)
+        storage.fence = None  # runs queued before the fence applies
+        queued = [await storage.create_run(make_run(theirs if i == 3 else mine)) for i in range(10)]
+        storage.fence = Fence("a", LEASE_S)
+        outcomes: dict[int, str] = {}
+
+        async def start(i: int) -> None:
+            try:
+                running = await storage.start_run(queued[i], worker_id="a", now=EPOCH)
+                outcomes[i] = "started" if running is not None else "not queued"
+            except NotOwner:
+                outcomes[i] = "refused"
+
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(start, i)
+        assert outcomes == {i: "refused" if i == 3 else "started" for i in range(10)}
+        assert [r.id for r in await storage.active_runs([theirs.id])] == [queued[3].id]
+        still = await storage.get_run(queued[3].id)
+        assert still is not None and still.status.value == "queued"

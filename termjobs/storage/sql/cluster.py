@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from termjobs.model import RunStatus
 from termjobs.storage.base import NotOwner
-from termjobs.storage.sql import Fences, WriteTx, chunks
+from termjobs.storage.sql import Fences, WriteTx, chunks, driver_errors, execute_driver
 from termjobs.storage.tables import cluster_requests, jobs, runs, workers
 
 #: Channel every server listens on for event ids committed anywhere.
@@ -314,22 +314,31 @@ def runs_left_behind(conn: sa.Connection, run_ids: Sequence[str], *, lease_s: fl
     return found
 
 
+#: Each job of ``fences`` (an array), share-locked, with whether this server owns it
+#: with a fresh lease. The jobs are found by id alone: with the owner in the
+#: condition too, the planner went by the owner index when its statistics said the
+#: owner had few jobs (just after a takeover, a start with jobs handed over) and read
+#: every job the server owned, on every commit (9 ms a commit at 5,000 jobs).
+_CHECK_OWNERS = (
+    "SELECT j.id, j.owner_id = %s AND w.left_at IS NULL "
+    "AND w.heartbeat_at > now() - make_interval(secs => %s) "
+    "FROM jobs j LEFT JOIN workers w ON w.id = j.owner_id "
+    "WHERE j.id = ANY(%s) FOR SHARE OF j"
+)
+
+
 def check_owners(conn: sa.Connection, fences: Fences) -> None:
     """The fence, just before a transaction commits: :class:`NotOwner` unless this
     server owns every job in ``fences`` and its lease is fresh. The jobs' rows stay
     share-locked until the transaction ends, so a takeover waits for these writes and
     then sees them (or the transaction saw the takeover, and rolls back)."""
     wanted = sorted(fences.job_ids)
-    for chunk in chunks(wanted):
-        query = (
-            sa.select(jobs.c.id)
-            .select_from(jobs.join(workers, workers.c.id == jobs.c.owner_id))
-            .where(jobs.c.id.in_(chunk), jobs.c.owner_id == fences.worker_id, _live(fences.lease_s))
-            .with_for_update(read=True, of=jobs)
-        )
-        held = set(conn.execute(query).scalars())
-        if len(held) < len(chunk):
-            raise NotOwner(next(job_id for job_id in chunk if job_id not in held))
+    params = (fences.worker_id, float(fences.lease_s), wanted)
+    with driver_errors(conn.dialect, _CHECK_OWNERS, params):
+        rows = execute_driver(conn, _CHECK_OWNERS, params).fetchall()
+    held = {job_id for job_id, owned in rows if owned}
+    if len(held) < len(wanted):
+        raise NotOwner(next(job_id for job_id in wanted if job_id not in held))
 
 
 # ------------------------------------------------------------------------ requests

@@ -29,21 +29,22 @@ from termjobs.storage.tables import jobs, runs
 
 
 class DriverStatement:
-    """A constant statement, compiled once for ``dialect``: its SQL text and how to
-    order its parameters for the driver (``qmark`` style)."""
+    """A constant statement, compiled once for ``dialect``: its SQL text and its
+    parameters in the driver's form (a tuple for SQLite's ``qmark`` style, a mapping
+    for psycopg's named style)."""
 
     def __init__(self, statement: sa.Select[Any] | sa.Update, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
-        if compiled.positiontup is None:  # pragma: no cover - a named paramstyle
-            raise ValueError(f"{dialect.name} does not use positional parameters")
         self.sql = str(compiled)
-        self._names = tuple(compiled.positiontup)
+        self._names = None if compiled.positiontup is None else tuple(compiled.positiontup)
         self._constants = dict(compiled.params)
 
-    def params(self, **values: Any) -> tuple[Any, ...]:
+    def params(self, **values: Any) -> tuple[Any, ...] | dict[str, Any]:
         """The driver's parameters, ``values`` by bind name, constants (a ``LIMIT``)
         as compiled."""
         given = self._constants | values
+        if self._names is None:
+            return given
         return tuple(given[name] for name in self._names)
 
 

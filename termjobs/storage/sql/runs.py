@@ -175,9 +175,9 @@ def _shape(move: Move) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, Any]
 
 
 def move_many(tx: WriteTx, moves: Sequence[Move]) -> list[Run | None]:
-    """:func:`_move` of each move, in order, with one statement for the moves of the
-    same shape on PostgreSQL (where every statement is a round trip to the server:
-    the starts and ends of the runs of a batch were most of the writer's time).
+    """:func:`_move` of each move, in order; on PostgreSQL (where every statement is a
+    round trip to the server: the starts and ends of the runs of a batch were most of
+    the writer's time), the moves of the same shape are sent together, pipelined.
 
     A run moved more than once is moved in that order: its first move goes in the
     first round of statements, its second in the next, as one after the other would
@@ -193,43 +193,61 @@ def move_many(tx: WriteTx, moves: Sequence[Move]) -> list[Run | None]:
         seen[move.run_id] = turn + 1
         if turn == len(rounds):
             rounds.append({})
-        rounds[turn].setdefault((keys, sources), []).append((index, {**values, "id": move.run_id}))
+        rounds[turn].setdefault((keys, sources), []).append((index, {**values, "_run_id": move.run_id}))
     for shapes in rounds:
         for (keys, sources), group in shapes.items():
             found = _bulk_move(keys, sources, tx.conn.dialect)(tx.conn, [values for _, values in group])
-            for index, values in group:
-                moved[index] = found.get(values["id"])
+            for (index, _), run in zip(group, found, strict=True):
+                moved[index] = run
     return moved
 
 
 class _BulkMove:
-    """One shape of move (its columns and the statuses it moves from) for many runs in
-    one constant statement on PostgreSQL: the values come as one array per column,
-    ``unnest``-ed side by side into the rows to update."""
+    """One shape of move (its columns and the statuses it moves from) for many runs on
+    PostgreSQL: the single-row ``UPDATE`` of each, sent in one pipelined
+    ``executemany``, each row's answer read back in order.
+
+    One row per statement, found by its unique id whatever the table's statistics
+    say. A single ``UPDATE ... FROM unnest(...)`` for the lot took as long on the
+    server, and its plan followed the statistics: in a burst of new runs, before they
+    were analysed, it went through every queued run (by the status index) or every run
+    (a sequential scan), for each batch."""
 
     def __init__(self, keys: tuple[str, ...], sources: tuple[str, ...], dialect: sa.Dialect) -> None:
-        names = ("id", *keys)
-        arrays = ", ".join(f"%s::{runs.c[name].type.compile(dialect=dialect)}[]" for name in names)
-        assignments = ", ".join(f'"{name}" = v."{name}"' for name in keys)
-        columns = ", ".join(f'"{name}"' for name in names)
-        moved_from = ", ".join(f"'{source}'" for source in sources)  # enum values, not input
-        returned = ", ".join(f'runs."{column.name}"' for column in RUNS.columns)
-        self.sql = (
-            f"UPDATE runs SET {assignments} FROM unnest({arrays}) AS v({columns}) "
-            f"WHERE runs.id = v.id AND runs.status IN ({moved_from}) RETURNING {returned}"
-        )
-        self._convert = bind_processors(runs, names, dialect)
-        self._load = RUNS.tuple_loader(dialect)
-        self._id = [column.name for column in RUNS.columns].index("id")
-
-    def __call__(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> dict[str, Run]:
-        params = [
-            [row[key] if convert is None else convert(row[key]) for row in rows]
-            for key, convert in self._convert
+        moved_from: list[sa.BindParameter[str]] = [
+            sa.bindparam(f"_from{i}", source) for i, source in enumerate(sources)
         ]
-        with driver_errors(conn.dialect, self.sql, params):
-            found = execute_driver(conn, self.sql, params).fetchall()
-        return {row[self._id]: self._load(row) for row in found}
+        statement = (
+            runs.update()
+            .where(runs.c.id == sa.bindparam("_run_id"), runs.c.status.in_(moved_from))
+            .values({key: sa.bindparam(key) for key in keys})
+            .returning(*RUNS.columns)
+        )
+        self._statement = DriverStatement(statement, dialect)
+        self._convert = bind_processors(runs, keys, dialect)
+        self._load = RUNS.tuple_loader(dialect)
+
+    def __call__(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[Run | None]:
+        params = [
+            self._statement.params(
+                _run_id=row["_run_id"],
+                **{key: row[key] if convert is None else convert(row[key]) for key, convert in self._convert},
+            )
+            for row in rows
+        ]
+        sql = self._statement.sql
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        cursor = driver.cursor()
+        found: list[Run | None] = []
+        with driver_errors(conn.dialect, sql, params):
+            cursor.executemany(sql, params, returning=True)
+            while True:
+                row = cursor.fetchone()
+                found.append(None if row is None else self._load(row))
+                if not cursor.nextset():
+                    break
+        return found
 
 
 @functools.lru_cache(maxsize=64)
