@@ -46,7 +46,8 @@ from termjobs.model import RunEvent
 from termjobs.storage import migrate
 from termjobs.storage.base import StorageClosed, StorageRefused, StorageUnavailable
 from termjobs.storage.engine import Engines, create_engines
-from termjobs.storage.sql import EventOrder, Fences, HeldEvents, WriteTx, cluster, driver_errors, events
+from termjobs.storage.sql import EventOrder, Fences, HeldEvents, WriteTx, driver_errors
+from termjobs.storage.sql.seal import seal
 
 logger = logging.getLogger(__name__)
 
@@ -450,13 +451,10 @@ class Gateway:
     def _before_commit(self, tx: WriteTx) -> None:
         """Insert the events still held; in a cluster, check that this server still
         owns the jobs written to (else :class:`NotOwner` rolls the transaction back),
-        then tell every server (at commit) the newest event id written."""
-        events.send_held(tx)
-        fences, order = tx.fences, tx.order
-        if fences is not None and fences.job_ids:
-            cluster.check_owners(tx.conn, fences)
-        if order is not None and order.newest and self.events_channel is not None:
-            tx.conn.execute(sa.select(sa.func.pg_notify(self.events_channel, str(order.newest))))
+        then tell every server (at commit) the newest event id written. On PostgreSQL
+        in one round trip (``sql.seal``); SQLite holds no events and has no cluster."""
+        if not self.engines.is_sqlite:
+            seal(tx, self.events_channel)
 
     @staticmethod
     def _apply(shared: WriteTx, request: _Request[Any]) -> None:

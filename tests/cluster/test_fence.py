@@ -5,7 +5,9 @@ commit leaves the others of its batch in place."""
 from __future__ import annotations
 
 import dataclasses
+import secrets
 
+import psycopg
 import pytest
 import trio
 from sqlalchemy.engine import URL
@@ -102,3 +104,26 @@ async def test_runs_started_together_are_refused_only_where_the_server_lost_the_
         assert [r.id for r in await storage.active_runs([theirs.id])] == [queued[3].id]
         still = await storage.get_run(queued[3].id)
         assert still is not None and still.status.value == "queued"
+
+
+async def test_a_commit_announces_the_newest_event_it_wrote(postgres_url: URL) -> None:
+    # The announcement goes out with the commit's held events and fence, in one round
+    # trip; its payload is the newest event id of the commit.
+    channel = f"test_announce_{secrets.token_hex(4)}"
+    raw = postgres_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    async with open_storage(postgres_url) as storage:
+        mine, _ = await fenced_as_a(storage)
+        storage.gateway.events_channel = channel
+        with psycopg.connect(raw, autocommit=True) as listener:
+            listener.execute(f"LISTEN {channel}")
+            run = await storage.create_run(make_run(mine))  # its queued event
+            running = await storage.start_run(run, worker_id="a", now=EPOCH)  # claimed, running
+            assert running is not None
+            payloads = [int(note.payload) for note in listener.notifies(timeout=1, stop_after=2)]
+        stored = await storage.events_after(0, run_id=run.id)
+        assert [event.event_type for event in stored] == [
+            EventType.QUEUED,
+            EventType.CLAIMED,
+            EventType.RUNNING,
+        ]
+        assert payloads == [stored[0].id, stored[2].id]

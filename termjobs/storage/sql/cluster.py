@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -332,13 +333,23 @@ def check_owners(conn: sa.Connection, fences: Fences) -> None:
     server owns every job in ``fences`` and its lease is fresh. The jobs' rows stay
     share-locked until the transaction ends, so a takeover waits for these writes and
     then sees them (or the transaction saw the takeover, and rolls back)."""
-    wanted = sorted(fences.job_ids)
-    params = (fences.worker_id, float(fences.lease_s), wanted)
-    with driver_errors(conn.dialect, _CHECK_OWNERS, params):
-        rows = execute_driver(conn, _CHECK_OWNERS, params).fetchall()
+    statement, params = owners_check(fences)
+    with driver_errors(conn.dialect, statement, params):
+        rows = execute_driver(conn, statement, params).fetchall()
+    owners_checked(fences, rows)
+
+
+def owners_check(fences: Fences) -> tuple[str, tuple[Any, ...]]:
+    """The statement of :func:`check_owners`, and its parameters."""
+    return _CHECK_OWNERS, (fences.worker_id, float(fences.lease_s), sorted(fences.job_ids))
+
+
+def owners_checked(fences: Fences, rows: Sequence[tuple[str, bool | None]]) -> None:
+    """:class:`NotOwner` unless ``rows`` (the answer to :func:`owners_check`) hold every
+    job of ``fences`` as this server's."""
     held = {job_id for job_id, owned in rows if owned}
-    if len(held) < len(wanted):
-        raise NotOwner(next(job_id for job_id in wanted if job_id not in held))
+    if len(held) < len(fences.job_ids):
+        raise NotOwner(next(job_id for job_id in sorted(fences.job_ids) if job_id not in held))
 
 
 # ------------------------------------------------------------------------ requests

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -77,29 +79,46 @@ def record(
 def send_held(tx: WriteTx) -> None:
     """Insert the events held in the transaction, in the order they were recorded, in
     one pipelined ``executemany``; each event joins its request's ``events`` with its
-    id. Called before the transaction commits, and before any statement that must see
-    them (an insert that needs its id at once, a delete of runs)."""
-    held = tx.held
-    if held is None or not held.events:
+    id. Called before any statement that must see them (an insert that needs its id at
+    once, a delete of runs), and as the transaction ends (``sql.seal``)."""
+    taken = take_held(tx)
+    if taken is None:
         return
-    pending, held.events = held.events, []
-    order = tx.order
-    if order is None:
-        statement, rows = _PG_INSERT, [event.values for event in pending]
-    else:
-        # Every row takes the cluster's event lock: taken once, the others are no-ops
-        # (a transaction holds its advisory locks until it ends).
-        statement, rows = _PG_INSERT_LOCKED, [(EVENTS_LOCK_KEY, *event.values) for event in pending]
+    statement, rows, pending = taken
     driver = tx.conn.connection.driver_connection
     assert driver is not None
     cursor = driver.cursor()
-    ids: list[int] = []
     with driver_errors(tx.conn.dialect, statement, rows):
         cursor.executemany(statement, rows, returning=True)
-        while True:
-            ids.append(cursor.fetchone()[0])
-            if not cursor.nextset():
-                break
+        ids = returned_ids(cursor)
+    join_held(tx, pending, ids)
+
+
+def take_held(tx: WriteTx) -> tuple[str, list[tuple[Any, ...]], list[HeldEvent]] | None:
+    """The events held in the transaction (no longer held), as the statement and rows
+    that insert them (see :func:`send_held`); ``None`` when there are none."""
+    held = tx.held
+    if held is None or not held.events:
+        return None
+    pending, held.events = held.events, []
+    if tx.order is None:
+        return _PG_INSERT, [event.values for event in pending], pending
+    # Every row takes the cluster's event lock: taken once, the others are no-ops (a
+    # transaction holds its advisory locks until it ends).
+    return _PG_INSERT_LOCKED, [(EVENTS_LOCK_KEY, *event.values) for event in pending], pending
+
+
+def returned_ids(cursor: Any) -> list[int]:
+    """The id each row of an ``executemany(..., returning=True)`` of inserts returned."""
+    ids: list[int] = []
+    while True:
+        ids.append(cursor.fetchone()[0])
+        if not cursor.nextset():
+            return ids
+
+
+def join_held(tx: WriteTx, pending: Sequence[HeldEvent], ids: Sequence[int]) -> None:
+    """Each inserted event joins its request's ``events``, with its id."""
     if len(ids) != len(pending):  # pragma: no cover - a driver that lost a result
         raise RuntimeError(f"{len(pending)} events inserted, {len(ids)} ids returned")
     for event, event_id in zip(pending, ids, strict=True):
@@ -114,9 +133,9 @@ def send_held(tx: WriteTx) -> None:
                 created_at=event.created_at,
             )
         )
-    if order is not None:
-        order.taken = True
-        order.newest = max(order.newest, max(ids))
+    if tx.order is not None:
+        tx.order.taken = True
+        tx.order.newest = max(tx.order.newest, max(ids))
 
 
 def _insert_row(
