@@ -135,8 +135,8 @@ class SqlStorage(Storage):
     async def create_run(
         self, run: Run, *, data: JSONObject | None = None, receipt: Receipt | None = None
     ) -> Run:
-        op = partial(ops.create_run, run=run, data=data, receipt=receipt)
-        return await self.gateway.write(self._fenced(op, run.job_id))
+        creation = ops.Creation(run, data, receipt)
+        return await self.gateway.write_bulk(self._bulk(ops.CREATES, ops.creation_jobs), creation)
 
     async def record_fires(
         self,

@@ -93,12 +93,49 @@ def create_job(tx: WriteTx, *, job: Job, receipt: Receipt | None, owner: str | N
         cluster.set_owner(tx, job.id, owner)
 
 
-def create_run(tx: WriteTx, *, run: Run, data: JSONObject | None, receipt: Receipt | None) -> Run:
-    if receipt is not None:
-        outbox.store_receipt(tx, receipt, expired_before=receipt.created_at - RECEIPT_LIFETIME)
-    if run.trigger is RunTrigger.SCHEDULE and runs.scheduled_exists(tx.conn, run.job_id, run.scheduled_for):
-        raise DuplicateRun(f"a scheduled run of {run.job_id} for {run.scheduled_for} is already stored")
-    return insert_queued(tx, run, data)
+@dataclass(frozen=True, slots=True)
+class Creation:
+    """A new queued run to store, with its ``queued`` event's extra data and the
+    receipt of the request that created it (an idempotency key)."""
+
+    run: Run
+    data: JSONObject | None = None
+    receipt: Receipt | None = None
+
+
+def create_run(tx: WriteTx, creation: Creation) -> Run:
+    return create_runs(tx, [creation])[0]
+
+
+def create_runs(tx: WriteTx, creations: Sequence[Creation]) -> list[Run]:
+    """Store each new run with its ``queued`` event, in order; the rows of runs created
+    together (manual triggers arriving side by side) go in one ``executemany``. A run
+    with a receipt, or a scheduled one (unique per nominal time: :class:`DuplicateRun`),
+    is checked and stored on its own, after the runs before it."""
+    together: list[Creation] = []
+    for creation in creations:
+        run, receipt = creation.run, creation.receipt
+        if receipt is None and run.trigger is not RunTrigger.SCHEDULE:
+            together.append(creation)
+            continue
+        _insert_created(tx, together)
+        together = []
+        if receipt is not None:
+            outbox.store_receipt(tx, receipt, expired_before=receipt.created_at - RECEIPT_LIFETIME)
+        if run.trigger is RunTrigger.SCHEDULE and runs.scheduled_exists(
+            tx.conn, run.job_id, run.scheduled_for
+        ):
+            raise DuplicateRun(f"a scheduled run of {run.job_id} for {run.scheduled_for} is already stored")
+        _insert_created(tx, [creation])
+    _insert_created(tx, together)
+    return [creation.run for creation in creations]
+
+
+def _insert_created(tx: WriteTx, creations: Sequence[Creation]) -> None:
+    if creations:
+        runs.insert_many(tx, [creation.run for creation in creations])
+        for creation in creations:
+            queued_event(tx, creation.run, creation.data)
 
 
 def insert_queued(tx: WriteTx, run: Run, data: JSONObject | None) -> Run:
@@ -329,8 +366,9 @@ def fence_jobs(tx: WriteTx, fence: Fence, job_ids: Iterable[str]) -> None:
     fences.job_ids.update(job_ids)
 
 
-#: Recording fires, starting runs and finishing runs: the gateway gathers many at once.
+#: Recording fires, creating, starting and finishing runs: the gateway gathers many at once.
 FIRES: Bulk[Fires, list[Run]] = Bulk(one=record_fires, many=record_many_fires)
+CREATES: Bulk[Creation, Run] = Bulk(one=create_run, many=create_runs)
 STARTS: Bulk[Start, Run | None] = Bulk(one=start_run, many=start_runs)
 FINISHES: Bulk[Finish, list[Run | None]] = Bulk(one=finish_runs, many=finish_many)
 
@@ -352,6 +390,10 @@ def fenced_bulk(bulk: Bulk[Item, T], fence: Fence, job_ids: Callable[[Item], Ite
 
 def fires_jobs(fires: Fires) -> tuple[str]:
     return (fires.job.id,)
+
+
+def creation_jobs(creation: Creation) -> tuple[str]:
+    return (creation.run.job_id,)
 
 
 def start_jobs(start: Start) -> tuple[str]:

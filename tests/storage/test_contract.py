@@ -24,7 +24,7 @@ from termjobs.model import (
     TriggerType,
 )
 from termjobs.rundomain import Ending, Enqueue, FireDecision, Outcome, Retry, Skip
-from termjobs.storage import DuplicateRun, JobFilters, NameTaken, RunFilters, Storage
+from termjobs.storage import DuplicateRun, JobFilters, NameTaken, Receipt, RunFilters, Storage
 from tests.helpers import EPOCH, cron_body, make_job, make_run
 from tests.storage.conftest import Published
 
@@ -383,6 +383,41 @@ async def test_scheduled_fires_are_unique_per_nominal_time(storage: Storage) -> 
     with pytest.raises(DuplicateRun):
         await add_run(storage, make_run(job, trigger=RunTrigger.SCHEDULE))
     await add_run(storage, make_run(job, trigger=RunTrigger.MANUAL))  # manual runs may share the time
+
+
+async def test_runs_created_side_by_side_are_each_stored_with_their_event(storage: Storage) -> None:
+    # Triggers arriving together reach the store together (the SQL store inserts their
+    # rows at once); a scheduled duplicate among them is refused alone, and a run made
+    # with an idempotency key keeps its receipt.
+    job = await add_job(storage, make_job("side-by-side"))
+    scheduled = await add_run(storage, make_run(job, trigger=RunTrigger.SCHEDULE))
+    manual = [make_run(job) for _ in range(8)]
+    receipt = Receipt("key-1", "fingerprint", 202, "{}", EPOCH)
+    keyed = make_run(job)
+    outcomes: dict[str, str] = {}
+
+    async def create(run: Run, receipt: Receipt | None = None) -> None:
+        try:
+            stored = await storage.create_run(run, receipt=receipt)
+            outcomes[run.id] = "stored" if stored == run else "changed"
+        except DuplicateRun:
+            outcomes[run.id] = "duplicate"
+
+    again = make_run(job, trigger=RunTrigger.SCHEDULE)  # the same nominal time
+    async with trio.open_nursery() as nursery:
+        for run in manual:
+            nursery.start_soon(create, run)
+        nursery.start_soon(create, again)
+        nursery.start_soon(create, keyed, receipt)
+    assert outcomes == {**{run.id: "stored" for run in [*manual, keyed]}, again.id: "duplicate"}
+    assert await storage.get_run(again.id) is None
+    for run in [*manual, keyed]:
+        assert await storage.get_run(run.id) == run
+        assert await event_types(storage, run.id) == [EventType.QUEUED]
+    assert await storage.receipt("key-1", since=EPOCH - SECOND) == receipt
+    assert (await storage.runs_page(limit=100, offset=0)).total == 10
+    active = await storage.active_runs([job.id])
+    assert len(active) == 10 and active[0].id == scheduled.id  # the oldest first
 
 
 async def test_recorded_fires_queue_skip_and_advance_the_schedule_at_once(storage: Storage) -> None:
