@@ -312,7 +312,7 @@ def end_queued(
     notify: tuple[NotifyTarget, ...],
 ) -> Run | None:
     error = message if status is RunStatus.SKIPPED else None
-    ended = runs.end(tx, run.id, status=status, now=now, error=error)
+    (ended,) = runs.move_many(tx, [runs.end_move(run.id, status=status, now=now, error=error)])
     if ended is not None:
         events.record(tx, ended, EventType(status.value), message, data, now=now)
         outbox.enqueue(tx, ended, notify, now=now)

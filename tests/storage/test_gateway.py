@@ -176,6 +176,43 @@ async def test_a_driver_error_on_the_event_fast_path_is_a_storage_error(db_url: 
         assert await storage.max_event_id() == 0  # nothing half-written
 
 
+async def test_an_event_refused_only_as_its_transaction_ends_fails_its_own_write_alone(db_url: URL) -> None:
+    # On PostgreSQL recorded events are held and inserted as the transaction ends, so
+    # an event of a run that does not exist is refused then, not when it was recorded:
+    # still only its own write fails, and the others of its batch are committed.
+    published = Published()
+    async with open_storage(db_url, on_commit=published) as storage:
+        job = make_job("held")
+        await storage.create_job(job)
+        stored = [await storage.create_run(make_run(job)) for _ in range(12)]
+        orphan = make_run(make_job("never-stored"))
+        published.batches.clear()
+        results: dict[int, object] = {}
+
+        async def write(i: int) -> None:
+            run = orphan if i == 5 else stored[i]
+
+            def op(tx: WriteTx) -> str:
+                events.record(tx, run, EventType.OUTPUT, f"line {i}", None, now=EPOCH)
+                return run.id
+
+            try:
+                results[i] = await storage.gateway.write(op)
+            except StorageRefused as exc:
+                results[i] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i in range(12):
+                nursery.start_soon(write, i)
+        assert isinstance(results[5], StorageRefused)
+        assert {i: r for i, r in results.items() if i != 5} == {i: stored[i].id for i in range(12) if i != 5}
+        lines = await storage.events_after(0, limit=100)
+        assert sorted(e.message or "" for e in lines if e.event_type is EventType.OUTPUT) == sorted(
+            f"line {i}" for i in range(12) if i != 5
+        )
+        assert published.ids == [e.id for e in lines if e.event_type is EventType.OUTPUT]
+
+
 async def test_a_write_that_keeps_failing_transiently_does_not_take_its_batch_down(
     db_url: URL, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -8,7 +8,6 @@ parameter: no SQL-side ``now()``.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from termjobs.model import EventType, JSONValue, RunEvent
+from termjobs.model import RunEvent
 
 
 @dataclass(slots=True)
@@ -39,15 +38,10 @@ class EventOrder:
 @dataclass(slots=True)
 class HeldEvent:
     """A run event recorded in a transaction and not yet sent to the database: its
-    row's values, and the list its event joins once it has an id."""
+    row's values, the event (its id still 0) and the list it joins once inserted."""
 
     values: tuple[Any, ...]
-    run_id: str
-    job_id: str
-    event_type: EventType
-    message: str | None
-    data: JSONValue | None
-    created_at: dt.datetime
+    event: RunEvent
     joins: list[RunEvent]
 
 
@@ -173,6 +167,28 @@ def execute_driver(conn: sa.Connection, statement: str, params: Any, *, many: bo
             cursor.executemany(statement, params)
             return cursor
         return driver.execute(statement, params)
+
+
+def execute_many_returning(conn: sa.Connection, statement: str, params: Sequence[Any]) -> list[Any]:
+    """Run ``statement`` once per set of ``params`` on the driver connection of
+    ``conn``'s transaction, in one pipelined ``executemany`` (PostgreSQL), and return
+    the row each one returned (``None`` where it returned none), in order."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    with driver_errors(conn.dialect, statement, params):
+        cursor.executemany(statement, params, returning=True)
+        return returned_rows(cursor)
+
+
+def returned_rows(cursor: Any) -> list[Any]:
+    """The row each statement of an ``executemany(..., returning=True)`` returned
+    (``None`` where it returned none), in order."""
+    rows: list[Any] = []
+    while True:
+        rows.append(cursor.fetchone())
+        if not cursor.nextset():
+            return rows
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from termjobs.model import EventType, JSONValue, Run, RunEvent
 from termjobs.storage.base import Page
 from termjobs.storage.rows import EVENTS
-from termjobs.storage.sql import HeldEvent, WriteTx, driver_errors, execute_driver
+from termjobs.storage.sql import HeldEvent, WriteTx, execute_driver, execute_many_returning
 from termjobs.storage.sql.cluster import EVENTS_LOCK_KEY
 from termjobs.storage.tables import run_events
 from termjobs.wire import compact
@@ -38,8 +39,7 @@ def insert(
     """Append an event to ``run``'s timeline at once, and return it with its id (the
     message is trimmed; blank = none). Events held in the transaction go first."""
     send_held(tx)
-    text = (message.strip() if message else None) or None
-    payload = None if data is None else compact(data)
+    text, payload = _stored(message, data)
     order = tx.order
     lock = order is not None and not order.taken
     event_id = _insert_row(tx.conn, run, event_type.value, text, payload, now, lock=lock)
@@ -48,15 +48,7 @@ def insert(
         order.taken = True
     if order is not None:
         order.newest = max(order.newest, event_id)
-    event = RunEvent(
-        id=event_id,
-        run_id=run.id,
-        job_id=run.job_id,
-        event_type=event_type,
-        message=text,
-        data=data,
-        created_at=now,
-    )
+    event = _event(event_id, run, event_type, text, data, now)
     tx.events.append(event)
     return event
 
@@ -70,10 +62,29 @@ def record(
     if held is None:
         insert(tx, run, event_type, message, data, now=now)
         return
-    text = (message.strip() if message else None) or None
-    payload = None if data is None else compact(data)
+    text, payload = _stored(message, data)
     values = (run.id, run.job_id, event_type.value, text, payload, now.astimezone(dt.UTC))
-    held.events.append(HeldEvent(values, run.id, run.job_id, event_type, text, data, now, tx.events))
+    event = _event(0, run, event_type, text, data, now)  # its id given once inserted
+    held.events.append(HeldEvent(values, event, tx.events))
+
+
+def _stored(message: str | None, data: JSONValue) -> tuple[str | None, str | None]:
+    """An event's message as stored (trimmed; blank = none) and its data as stored."""
+    return (message.strip() if message else None) or None, None if data is None else compact(data)
+
+
+def _event(
+    event_id: int, run: Run, event_type: EventType, text: str | None, data: JSONValue, now: dt.datetime
+) -> RunEvent:
+    return RunEvent(
+        id=event_id,
+        run_id=run.id,
+        job_id=run.job_id,
+        event_type=event_type,
+        message=text,
+        data=data,
+        created_at=now,
+    )
 
 
 def send_held(tx: WriteTx) -> None:
@@ -82,16 +93,9 @@ def send_held(tx: WriteTx) -> None:
     id. Called before any statement that must see them (an insert that needs its id at
     once, a delete of runs), and as the transaction ends (``sql.seal``)."""
     taken = take_held(tx)
-    if taken is None:
-        return
-    statement, rows, pending = taken
-    driver = tx.conn.connection.driver_connection
-    assert driver is not None
-    cursor = driver.cursor()
-    with driver_errors(tx.conn.dialect, statement, rows):
-        cursor.executemany(statement, rows, returning=True)
-        ids = returned_ids(cursor)
-    join_held(tx, pending, ids)
+    if taken is not None:
+        statement, rows, pending = taken
+        join_held(tx, pending, execute_many_returning(tx.conn, statement, rows))
 
 
 def take_held(tx: WriteTx) -> tuple[str, list[tuple[Any, ...]], list[HeldEvent]] | None:
@@ -108,31 +112,14 @@ def take_held(tx: WriteTx) -> tuple[str, list[tuple[Any, ...]], list[HeldEvent]]
     return _PG_INSERT_LOCKED, [(EVENTS_LOCK_KEY, *event.values) for event in pending], pending
 
 
-def returned_ids(cursor: Any) -> list[int]:
-    """The id each row of an ``executemany(..., returning=True)`` of inserts returned."""
-    ids: list[int] = []
-    while True:
-        ids.append(cursor.fetchone()[0])
-        if not cursor.nextset():
-            return ids
-
-
-def join_held(tx: WriteTx, pending: Sequence[HeldEvent], ids: Sequence[int]) -> None:
-    """Each inserted event joins its request's ``events``, with its id."""
-    if len(ids) != len(pending):  # pragma: no cover - a driver that lost a result
-        raise RuntimeError(f"{len(pending)} events inserted, {len(ids)} ids returned")
-    for event, event_id in zip(pending, ids, strict=True):
-        event.joins.append(
-            RunEvent(
-                id=event_id,
-                run_id=event.run_id,
-                job_id=event.job_id,
-                event_type=event.event_type,
-                message=event.message,
-                data=event.data,
-                created_at=event.created_at,
-            )
-        )
+def join_held(tx: WriteTx, pending: Sequence[HeldEvent], rows: Sequence[Any]) -> None:
+    """Each inserted event joins its request's ``events``, with the id its row
+    (``rows``, in order) returned."""
+    if len(rows) != len(pending):  # pragma: no cover - a driver that lost a result
+        raise RuntimeError(f"{len(pending)} events inserted, {len(rows)} ids returned")
+    ids = [row[0] for row in rows]
+    for held, event_id in zip(pending, ids, strict=True):
+        held.joins.append(dataclasses.replace(held.event, id=event_id))
     if tx.order is not None:
         tx.order.taken = True
         tx.order.newest = max(tx.order.newest, max(ids))

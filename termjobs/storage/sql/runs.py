@@ -1,8 +1,9 @@
 """Statements on the ``runs`` table.
 
-Every status change goes through :func:`_move`, guarded by the transition table in
-``termjobs.lifecycle`` (``UPDATE ... WHERE status IN allowed_from(target)``), so a
-terminal state is never overwritten and two racing writers cannot both win.
+Every status change goes through :func:`_move` (or :func:`move_many`, for the moves of
+a batch), guarded by the transition table in ``termjobs.lifecycle`` (``UPDATE ...
+WHERE status IN allowed_from(target)``), so a terminal state is never overwritten and
+two racing writers cannot both win.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from termjobs.model import (
 )
 from termjobs.storage.base import Page, RunFilters, storable
 from termjobs.storage.rows import RUN_SUMMARIES, RUNS
-from termjobs.storage.sql import WriteTx, bind_processors, chunks, driver_errors, execute_driver
+from termjobs.storage.sql import (
+    WriteTx,
+    bind_processors,
+    chunks,
+    driver_errors,
+    execute_driver,
+    execute_many_returning,
+)
 from termjobs.storage.sql import insert_many as insert_rows
 from termjobs.storage.sql.points import DriverStatement
 from termjobs.storage.tables import runs
@@ -67,11 +75,6 @@ def start_move(run_id: str, *, worker_id: str, now: dt.datetime) -> Move:
     return Move(run_id, RunStatus.RUNNING, now, values, via=RunStatus.CLAIMED)
 
 
-def start(tx: WriteTx, run_id: str, *, worker_id: str, now: dt.datetime) -> Run | None:
-    """``queued -> claimed -> running`` in one update."""
-    return _move(tx, start_move(run_id, worker_id=worker_id, now=now))
-
-
 def request_cancel(tx: WriteTx, run_id: str, *, now: dt.datetime) -> Run | None:
     """``running -> cancel_requested``."""
     return _move(tx, Move(run_id, RunStatus.CANCEL_REQUESTED, now, {}))
@@ -100,30 +103,6 @@ def end_move(
             value = getattr(output, item.name)
             values[item.name] = storable(value) if isinstance(value, str) else value
     return Move(run_id, status, now, values, only_from=only_from)
-
-
-def end(
-    tx: WriteTx,
-    run_id: str,
-    *,
-    status: RunStatus,
-    now: dt.datetime,
-    error: str | None = None,
-    exit_reason: ExitReason | None = None,
-    output: RunOutput | None = None,
-    only_from: RunStatus | None = None,
-) -> Run | None:
-    """Move to a terminal ``status`` (see :func:`end_move`)."""
-    move = end_move(
-        run_id,
-        status=status,
-        now=now,
-        error=error,
-        exit_reason=exit_reason,
-        output=output,
-        only_from=only_from,
-    )
-    return _move(tx, move)
 
 
 #: The statuses in which a run may still report output (``update_output``).
@@ -185,7 +164,7 @@ def move_many(tx: WriteTx, moves: Sequence[Move]) -> list[Run | None]:
     if tx.conn.dialect.name == "sqlite":
         return [_move(tx, move) for move in moves]
     moved: list[Run | None] = [None] * len(moves)
-    rounds: list[dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[int, dict[str, Any]]]]] = []
+    rounds: list[dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[int, str, dict[str, Any]]]]] = []
     seen: dict[str, int] = {}
     for index, move in enumerate(moves):
         keys, sources, values = _shape(move)
@@ -193,77 +172,33 @@ def move_many(tx: WriteTx, moves: Sequence[Move]) -> list[Run | None]:
         seen[move.run_id] = turn + 1
         if turn == len(rounds):
             rounds.append({})
-        rounds[turn].setdefault((keys, sources), []).append((index, {**values, "_run_id": move.run_id}))
+        rounds[turn].setdefault((keys, sources), []).append((index, move.run_id, values))
     for shapes in rounds:
         for (keys, sources), group in shapes.items():
-            found = _bulk_move(keys, sources, tx.conn.dialect)(tx.conn, [values for _, values in group])
-            for (index, _), run in zip(group, found, strict=True):
+            mover = _driver_move(keys, sources, tx.conn.dialect)
+            found = mover.many(tx.conn, [(run_id, values) for _, run_id, values in group])
+            for (index, _, _), run in zip(group, found, strict=True):
                 moved[index] = run
     return moved
 
 
-class _BulkMove:
-    """One shape of move (its columns and the statuses it moves from) for many runs on
-    PostgreSQL: the single-row ``UPDATE`` of each, sent in one pipelined
-    ``executemany``, each row's answer read back in order.
-
-    One row per statement, found by its unique id whatever the table's statistics
-    say. A single ``UPDATE ... FROM unnest(...)`` for the lot took as long on the
-    server, and its plan followed the statistics: in a burst of new runs, before they
-    were analysed, it went through every queued run (by the status index) or every run
-    (a sequential scan), for each batch."""
-
-    def __init__(self, keys: tuple[str, ...], sources: tuple[str, ...], dialect: sa.Dialect) -> None:
-        moved_from: list[sa.BindParameter[str]] = [
-            sa.bindparam(f"_from{i}", source) for i, source in enumerate(sources)
-        ]
-        statement = (
-            runs.update()
-            .where(runs.c.id == sa.bindparam("_run_id"), runs.c.status.in_(moved_from))
-            .values({key: sa.bindparam(key) for key in keys})
-            .returning(*RUNS.columns)
-        )
-        self._statement = DriverStatement(statement, dialect)
-        self._convert = bind_processors(runs, keys, dialect)
-        self._load = RUNS.tuple_loader(dialect)
-
-    def __call__(self, conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[Run | None]:
-        params = [
-            self._statement.params(
-                _run_id=row["_run_id"],
-                **{key: row[key] if convert is None else convert(row[key]) for key, convert in self._convert},
-            )
-            for row in rows
-        ]
-        sql = self._statement.sql
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        cursor = driver.cursor()
-        found: list[Run | None] = []
-        with driver_errors(conn.dialect, sql, params):
-            cursor.executemany(sql, params, returning=True)
-            while True:
-                row = cursor.fetchone()
-                found.append(None if row is None else self._load(row))
-                if not cursor.nextset():
-                    break
-        return found
-
-
-@functools.lru_cache(maxsize=64)
-def _bulk_move(keys: tuple[str, ...], sources: tuple[str, ...], dialect: sa.Dialect) -> _BulkMove:
-    return _BulkMove(keys, sources, dialect)
-
-
 class _DriverMove:
-    """One shape of :func:`_move` (its columns and the statuses it moves from) on
-    SQLite, as one constant statement on the driver connection of the transaction.
+    """One shape of :func:`_move` (its columns and the statuses it moves from), as one
+    constant statement on the driver connection of the transaction.
 
     Every run's start and end is one of these, in the storage writer: through
     SQLAlchemy, the execution and the row processing cost more than the update itself
     (the profile of no-op runs fired together). The values are converted as their
     columns' types convert them, and the returned row is loaded by the same row
-    mapping as every other read."""
+    mapping as every other read.
+
+    On SQLite each move runs on its own (``__call__``); on PostgreSQL the moves of a
+    batch go together (``many``): the single-row ``UPDATE`` of each, found by its
+    unique id whatever the table's statistics say, in one pipelined ``executemany``.
+    A single ``UPDATE ... FROM unnest(...)`` for the lot took as long on the server,
+    and its plan followed the statistics: in a burst of new runs, before they were
+    analysed, it went through every queued run (by the status index) or every run (a
+    sequential scan), for each batch."""
 
     def __init__(self, keys: tuple[str, ...], sources: tuple[str, ...], dialect: sa.Dialect) -> None:
         moved_from: list[sa.BindParameter[str]] = [
@@ -280,14 +215,23 @@ class _DriverMove:
         self._load = RUNS.tuple_loader(dialect)
 
     def __call__(self, conn: sa.Connection, run_id: str, values: dict[str, Any]) -> Run | None:
-        given = {
-            key: values[key] if convert is None else convert(values[key]) for key, convert in self._convert
-        }
-        params = self._statement.params(_run_id=run_id, **given)
+        params = self._params(run_id, values)
         with driver_errors(conn.dialect, self._statement.sql, params):
             # all of them: a statement left unfinished would hold the commit up
             rows = execute_driver(conn, self._statement.sql, params).fetchall()
         return self._load(rows[0]) if rows else None
+
+    def many(self, conn: sa.Connection, moves: Sequence[tuple[str, dict[str, Any]]]) -> list[Run | None]:
+        """Each ``(run_id, values)`` moved, in order (see the class docstring)."""
+        params = [self._params(run_id, values) for run_id, values in moves]
+        rows = execute_many_returning(conn, self._statement.sql, params)
+        return [None if row is None else self._load(row) for row in rows]
+
+    def _params(self, run_id: str, values: dict[str, Any]) -> Any:
+        given = {
+            key: values[key] if convert is None else convert(values[key]) for key, convert in self._convert
+        }
+        return self._statement.params(_run_id=run_id, **given)
 
 
 @functools.lru_cache(maxsize=64)

@@ -10,7 +10,7 @@ their answers read once it has synced.
 
 from __future__ import annotations
 
-from termjobs.storage.sql import WriteTx, cluster, driver_errors, events
+from termjobs.storage.sql import WriteTx, cluster, driver_errors, events, returned_rows
 
 #: The newest event id this transaction inserted: the session's last ``nextval`` of
 #: the events' sequence (every event id is one).
@@ -29,7 +29,7 @@ def seal(tx: WriteTx, events_channel: str | None) -> None:
         return
     driver = tx.conn.connection.driver_connection
     assert driver is not None
-    inserts, checks = driver.cursor(), driver.cursor()
+    inserts, checks = driver.cursor(), driver.cursor()  # their answers read after the sync
     with driver_errors(tx.conn.dialect), driver.pipeline():
         if held is not None:
             inserts.executemany(held[0], held[1], returning=True)
@@ -39,6 +39,6 @@ def seal(tx: WriteTx, events_channel: str | None) -> None:
             driver.execute(_ANNOUNCE, (events_channel,))
     with driver_errors(tx.conn.dialect):
         if held is not None:
-            events.join_held(tx, held[2], events.returned_ids(inserts))
+            events.join_held(tx, held[2], returned_rows(inserts))
         if fences is not None:
             cluster.owners_checked(fences, checks.fetchall())
