@@ -20,7 +20,10 @@
   ``inline`` mode (tests under a virtual clock) they run on the trio thread instead,
   so trio's ``MockClock`` never jumps while a query is in flight.
 * After a commit, the run events it inserted are handed to ``on_commit`` (the event
-  hub) in id order; subscribers never see an event that could still roll back.
+  hub) in id order; subscribers never see an event that could still roll back. On
+  PostgreSQL the events a transaction records are held and inserted together as it
+  ends, with its fence and the announcement of its newest event, in one round trip
+  (``sql.HeldEvents``, ``sql.seal``).
 * Driver errors leave as storage errors: :class:`StorageUnavailable` when the database
   could not be reached or stayed locked (worth retrying), :class:`StorageRefused` when
   it refused the request for good. Other errors (raised by the operation) pass as is.
