@@ -1,14 +1,17 @@
 """Async access to the synchronous store.
 
-* **Writes** go through one writer task. It takes every request waiting in its queue,
-  runs them in a single transaction, commits once, and then answers each request:
-  *group commit*. Writes of a kind that is cheaper done many at once (a :class:`Bulk`,
-  such as the fires of many jobs due together) are gathered into one request while
-  they wait, and run as one call (``executemany`` instead of statements each). If one request
-  fails, the batch is rolled back and every request runs again in a transaction of its
-  own, so a failing request never undoes the others. Transient errors (a lock, a lost
-  connection) are retried with backoff. The single writer also means SQLite never sees
-  two writers.
+* **Writes** go through one writer thread. It takes every request waiting in its
+  queue, runs them in a single transaction, commits once, hands the outcomes to the
+  event loop (which answers each request) and takes the next batch at once: *group
+  commit*, at the pace of the database rather than of a busy event loop. Writes of a
+  kind that is cheaper done many at once (a :class:`Bulk`, such as the fires of many
+  jobs due together) are gathered into one request while they wait, and run as one
+  call (``executemany`` instead of statements each). If one request fails, the batch
+  is rolled back and every request runs again in a transaction of its own, so a
+  failing request never undoes the others. Transient errors (a lock, a lost
+  connection) are retried with backoff. The single writer also means SQLite never
+  sees two writers. The queue holds :data:`QUEUE_SIZE` requests (queued or being
+  committed); a writer waits for room.
 * **Reads** run on a small pool of reader connections (see :meth:`Gateway.read`). A
   read in a worker thread that takes longer than ``read_timeout`` (a stalled
   database) is abandoned and raises :class:`StorageUnavailable`; the thread keeps its
@@ -16,9 +19,10 @@
 * **Write timeouts** belong to the callers: a write is never abandoned by the writer
   (its outcome must be known), and whoever waits on behalf of a client bounds that
   wait (the supervisor's request timeout), knowing the write may still complete.
-* Both run in worker threads (SQLAlchemy's async engine does not support trio). In
-  ``inline`` mode (tests under a virtual clock) they run on the trio thread instead,
-  so trio's ``MockClock`` never jumps while a query is in flight.
+* Both run in threads (SQLAlchemy's async engine does not support trio). In
+  ``inline`` mode (tests under a virtual clock) they run on the trio thread instead
+  (the writer is then a task), so trio's ``MockClock`` never jumps while a query is
+  in flight.
 * After a commit, the run events it inserted are handed to ``on_commit`` (the event
   hub) in id order; subscribers never see an event that could still roll back. On
   PostgreSQL the events a transaction records are held and inserted together as it
@@ -32,6 +36,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -138,11 +144,23 @@ class Gateway:
         self._read_timeout = read_timeout
         self._on_commit = on_commit
         self._on_batch = on_batch
-        self._send, self._receive = trio.open_memory_channel[_Request[Any]](QUEUE_SIZE)
-        #: per :class:`Bulk`, its request still in the queue, which new items join
+        #: the writer's queue (``None`` marks its end); the event loop puts requests in,
+        #: the writer thread takes them out (see :meth:`_writer`)
+        self._queue: queue.SimpleQueue[_Request[Any] | None] = queue.SimpleQueue()
+        #: places in the queue: a request holds one until it is answered
+        self._places = trio.Semaphore(QUEUE_SIZE)
+        #: per :class:`Bulk`, its request still in the queue, which new items join;
+        #: guarded by ``_lock``, as the writer thread seals the requests it takes
         self._open: dict[Bulk[Any, Any], _Request[Any]] = {}
+        self._lock = threading.Lock()
+        #: set when a request is queued (the writer task of ``inline`` mode waits on it)
+        self._wakeup = trio.Event()
+        self._closing = False
+        #: the writer was cancelled: it stops after the commit under way
+        self._stop_now = False
+        #: the batch the writer thread is committing (not yet handed to the event loop)
+        self._in_flight: list[_Request[Any]] = []
         self._read_limiter = trio.CapacityLimiter(engines.readers)
-        self._write_limiter = trio.CapacityLimiter(1)
         self._batches = self._writes = self._max_batch = 0
         self._reads_moved = 0
         self._point: PoolProxiedConnection | None = None
@@ -260,13 +278,9 @@ class Gateway:
 
         If the caller is cancelled while waiting, the write may still commit.
         """
-        return await self._request(_Request(op))
-
-    async def _request(self, request: _Request[T]) -> T:
-        try:
-            await self._send.send(request)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise StorageClosed() from None
+        request = _Request(op)
+        await self._room()
+        self._put(request)
         await request.done.wait()
         assert request.result is not None
         with _translated_errors():
@@ -276,25 +290,19 @@ class Gateway:
         """:meth:`write` of ``bulk.one(tx, item)``, gathered with the other items of
         ``bulk`` written meanwhile (see :class:`Bulk`): thousands of them cost one
         request in the queue and one ``many`` call."""
-        request = self._open.get(bulk)
-        if request is not None and len(request.items) < MAX_BULK_ITEMS:
-            index = len(request.items)
-            request.items.append(item)
-            await request.done.wait()
-        else:
+        with self._lock:  # the writer thread seals requests under it (see _take)
+            request = self._open.get(bulk)
+            if request is not None and len(request.items) < MAX_BULK_ITEMS:
+                index = len(request.items)
+                request.items.append(item)
+            else:
+                request = None
+        if request is None:
             index, items = 0, [item]
             request = _Request(partial(_many_of, bulk, items), bulk=bulk, items=items)
-            try:
-                try:
-                    self._send.send_nowait(request)
-                    self._open[bulk] = request  # queued: others join it until the writer takes it
-                except trio.WouldBlock:
-                    # The queue is full: this request waits for room alone (others may not
-                    # join a request that is not queued yet: its sender could give up).
-                    await self._send.send(request)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                raise StorageClosed() from None
-            await request.done.wait()
+            await self._room()
+            self._put(request)  # queued: others join it until the writer takes it
+        await request.done.wait()
         found = request.item_results[index] if request.item_results is not None else request.result
         with _translated_errors():
             if isinstance(found, outcome.Error):
@@ -302,76 +310,178 @@ class Gateway:
             assert isinstance(found, outcome.Value)
             return found.value if request.item_results is not None else found.value[index]  # type: ignore[no-any-return]
 
-    def _seal(self, batch: list[_Request[Any]]) -> None:
-        """Items written from now on start new requests: these are being committed."""
-        for request in batch:
-            if request.bulk is not None and self._open.get(request.bulk) is request:
-                del self._open[request.bulk]
-
     async def submit(self, op: WriteOp[object]) -> None:
         """Queue ``op`` for the next group commit without waiting for it (for writes
         whose result nobody needs, such as live output events). It is committed in
         order with every other write; a failure is logged. Waits only while the queue
         is full, which slows a producer down instead of letting memory grow."""
         request: _Request[object] = _Request(op, detached=True)
+        await self._room()
+        self._put(request)
+
+    async def _room(self) -> None:
+        """Wait for a place in the queue (:data:`QUEUE_SIZE` requests queued or being
+        committed at most); :class:`StorageClosed` once the gateway is closing."""
         try:
-            await self._send.send(request)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise StorageClosed() from None
+            self._places.acquire_nowait()
+        except trio.WouldBlock:
+            await self._places.acquire()
+        if self._closing:
+            self._places.release()
+            raise StorageClosed()
+
+    def _put(self, request: _Request[Any]) -> None:
+        """Queue a request that has its place (no checkpoint since :meth:`_room`)."""
+        if request.bulk is not None:
+            with self._lock:
+                self._open[request.bulk] = request
+                self._queue.put(request)
+        else:
+            self._queue.put(request)
+        self._wakeup.set()
+
+    def _close(self) -> None:
+        """Take no more writes; the writer stops once it has committed those queued."""
+        self._closing = True
+        self._queue.put(None)
+        self._wakeup.set()
+
+    def _take(self, *, block: bool) -> list[_Request[Any]] | None:
+        """The next batch (up to :data:`MAX_BATCH` requests, sealed: items written from
+        now on start new requests); ``[]`` if none waits and not ``block``; ``None``
+        once the gateway is closed and every request before that was taken."""
+        batch: list[_Request[Any]] = []
+        try:
+            first = self._queue.get(block=block)
+        except queue.Empty:
+            return batch
+        if first is None:
+            return None
+        batch.append(first)
+        while len(batch) < MAX_BATCH:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is None:
+                self._queue.put(None)  # the end comes after this batch
+                break
+            batch.append(request)
+        with self._lock:
+            for request in batch:
+                if request.bulk is not None and self._open.get(request.bulk) is request:
+                    del self._open[request.bulk]
+        return batch
+
+    def _left(self) -> list[_Request[Any]]:
+        """Every request still queued (the writer stopped without committing them)."""
+        left: list[_Request[Any]] = []
+        with self._lock:
+            self._open.clear()
+            while True:
+                try:
+                    request = self._queue.get_nowait()
+                except queue.Empty:
+                    return left
+                if request is not None:
+                    left.append(request)
 
     async def _writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit what is queued until the gateway closes. Cancelled, it stops after the
+        commit under way (its outcome must be known) and fails what is left with
+        :class:`StorageClosed`, so that nobody waits forever."""
+        if self._inline:
+            await self._write_on_the_loop(task_status)
+            return
+        token = trio.lowlevel.current_trio_token()
+        ended = trio.Event()
+        crashed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._write_in_thread(token)
+            except BaseException as exc:  # a bug: nobody may wait forever
+                crashed.append(exc)
+                token.run_sync_soon(self._fail, self._in_flight + self._left(), StorageClosed())
+            finally:
+                token.run_sync_soon(ended.set)  # after every answer it posted (in order)
+
+        threading.Thread(target=run, name="termjobs-writer", daemon=True).start()
+        task_status.started()
+        try:
+            await ended.wait()
+        finally:
+            if not ended.is_set():  # cancelled
+                self._closing = self._stop_now = True
+                self._queue.put(None)  # wakes the thread if it waits for work
+                with trio.CancelScope(shield=True):
+                    await ended.wait()
+        if crashed:
+            raise crashed[0]
+
+    def _write_in_thread(self, token: trio.lowlevel.TrioToken) -> None:
+        """The writer thread: it takes the next batch as soon as one is committed,
+        whatever the event loop is doing; the loop is told each outcome (and wakes
+        whoever waits for it) in its own time, in commit order."""
+        while True:
+            batch = self._take(block=True)
+            if batch is None or self._stop_now:
+                left = (batch or []) + self._left()
+                if left:
+                    token.run_sync_soon(self._fail, left, StorageClosed())
+                return
+            self._in_flight, started = batch, time.perf_counter()
+            for delay in self._attempts(batch):
+                time.sleep(delay)  # noqa: TID251 (the writer thread, not the event loop)
+            token.run_sync_soon(self._answer, batch, time.perf_counter() - started)
+            self._in_flight = []
+
+    async def _write_on_the_loop(self, task_status: trio.TaskStatus[None]) -> None:
+        """The writer in ``inline`` mode: a task on the event loop."""
         task_status.started()
         batch: list[_Request[Any]] = []
-        async with self._receive:
-            try:
-                async for first in self._receive:
-                    batch = [first]
-                    while len(batch) < MAX_BATCH:
-                        try:
-                            batch.append(self._receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    self._seal(batch)
-                    await self._commit_with_retry(batch)
-            finally:
-                # Stopped without draining (cancelled): whoever waits must not wait forever.
-                self._open.clear()
-                left = [request for request in batch if not request.done.is_set()]
-                while True:
-                    try:
-                        left.append(self._receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                self._fail(left, StorageClosed())
+        try:
+            while True:
+                await trio.lowlevel.checkpoint()  # let the writes of this turn queue up
+                taken = self._take(block=False)
+                if taken is None:
+                    return
+                batch = taken
+                if not batch:
+                    self._wakeup = trio.Event()
+                    await self._wakeup.wait()
+                    continue
+                started = time.perf_counter()
+                for delay in self._attempts(batch):
+                    await trio.sleep(delay)
+                self._answer(batch, time.perf_counter() - started)
+        finally:
+            self._closing = True
+            left = [request for request in batch if not request.done.is_set()]
+            self._fail(left + self._left(), StorageClosed())
 
-    async def _commit_with_retry(self, batch: list[_Request[Any]]) -> None:
-        started = trio.current_time()
+    def _attempts(self, batch: list[_Request[Any]]) -> Iterator[float]:
+        """Commit ``batch``, retrying transient errors with backoff: yields each delay
+        to wait before the next attempt. Outcomes are left in the requests."""
         delay = 0.05
         for attempt in range(1, _TRANSIENT_RETRIES + 1):
             try:
-                await self._in_thread(self._commit, batch, limiter=self._write_limiter)
-                break
+                self._commit(batch)
+                return
             except sa.exc.OperationalError as exc:
                 if attempt == _TRANSIENT_RETRIES:
                     if len(batch) == 1 and len(batch[0].items) <= 1:
-                        self._fail(batch, exc)
+                        self._settle(batch, exc)
                         return
                     # It may be one request's (or item's) own error: run each on its own, once.
-                    await self._in_thread(self._commit_each, batch, False, limiter=self._write_limiter)
-                    break
+                    self._commit_each(batch, False)
+                    return
                 logger.warning("write transaction failed (%s); retrying in %.2fs", exc, delay)
-                await trio.sleep(delay)
+                yield delay
                 delay *= 2
             except Exception as exc:
-                self._fail(batch, exc)
+                self._settle(batch, exc)
                 return
-        size = sum(_size(request) for request in batch)
-        self._batches += 1
-        self._writes += size
-        self._max_batch = max(self._max_batch, size)
-        if self._on_batch is not None:
-            self._on_batch(size, trio.current_time() - started)
-        self._publish_and_answer(batch)
 
     def _commit(self, batch: list[_Request[Any]]) -> None:
         """Run the whole batch in one transaction. If any request fails, the batch is
@@ -465,11 +575,18 @@ class Gateway:
         request.result = outcome.Value(request.op(tx))
         request.events = tx.events
 
-    def _fail(self, batch: list[_Request[Any]], exc: Exception) -> None:
+    @staticmethod
+    def _settle(batch: list[_Request[Any]], exc: Exception) -> None:
         for request in batch:
             request.result = outcome.Error(exc)
             request.events = []
+
+    def _fail(self, batch: list[_Request[Any]], exc: Exception) -> None:
+        """Answer every request of ``batch`` with ``exc`` (on the event loop)."""
+        self._settle(batch, exc)
+        for request in batch:
             request.done.set()
+            self._places.release()
         self._log_detached_failures(batch)
 
     @staticmethod
@@ -479,13 +596,22 @@ class Gateway:
             assert isinstance(failed[0].result, outcome.Error)
             logger.error("%d queued write(s) failed: %s", len(failed), failed[0].result.error)
 
-    def _publish_and_answer(self, batch: list[_Request[Any]]) -> None:
+    def _answer(self, batch: list[_Request[Any]], seconds: float) -> None:
+        """Publish a committed batch's events, then answer its requests (on the event
+        loop, in commit order)."""
+        size = sum(_size(request) for request in batch)
+        self._batches += 1
+        self._writes += size
+        self._max_batch = max(self._max_batch, size)
+        if self._on_batch is not None:
+            self._on_batch(size, seconds)
         if self._on_commit is not None:
             events = [event for request in batch for event in request.events]
             if events:
                 self._on_commit(events)
         for request in batch:
             request.done.set()
+            self._places.release()
         self._log_detached_failures(batch)
 
 
@@ -535,7 +661,7 @@ async def open_gateway(
     on_batch: OnBatch | None = None,
     read_timeout: float = READ_TIMEOUT_S,
 ) -> AsyncIterator[Gateway]:
-    """Open the database at ``url``, apply migrations and run the writer task.
+    """Open the database at ``url``, apply migrations and run the writer.
 
     On exit, writes already queued are committed before the engines are closed.
     """
@@ -544,14 +670,14 @@ async def open_gateway(
         gateway = Gateway(
             engines, inline=inline, on_commit=on_commit, on_batch=on_batch, read_timeout=read_timeout
         )
-        await gateway._in_thread(migrate.upgrade, engines.writer, limiter=gateway._write_limiter)
+        await gateway._in_thread(migrate.upgrade, engines.writer, limiter=trio.CapacityLimiter(1))
         async with trio.open_nursery() as nursery:
             await nursery.start(gateway._writer)
             try:
                 yield gateway
             finally:
                 # Ends the writer once it has drained its queue.
-                gateway._send.close()
+                gateway._close()
                 gateway.close_point_connection()
     finally:
         engines.dispose()

@@ -159,12 +159,80 @@ async def test_writes_waiting_when_the_writer_is_cancelled_fail_instead_of_hangi
                 await trio.testing.wait_all_tasks_blocked()
                 writer.cancel_scope.cancel()  # the writer dies once the commit under way ends
                 release.set()
-            assert outcomes[0] == "committed" and len(outcomes) == 5
-            assert all(isinstance(o, StorageClosed) for o in outcomes[1:])
+            assert len(outcomes) == 5 and outcomes.count("committed") == 1
+            assert sum(isinstance(o, StorageClosed) for o in outcomes) == 4
             with pytest.raises(StorageClosed):  # and later writes are refused, not parked
                 await gateway.write_bulk(bulk, 9)
     finally:
         engines.dispose()
+
+
+async def test_the_writer_commits_the_next_batch_while_the_event_loop_is_held(tmp_path: Path) -> None:
+    # The writer thread takes its next batch as soon as one is committed: a busy event
+    # loop delays the answers, not the commits.
+    first_running, release_first, second_ran = threading.Event(), threading.Event(), threading.Event()
+
+    def first(tx: WriteTx) -> str:
+        first_running.set()
+        release_first.wait(5)
+        return "first"
+
+    def second(tx: WriteTx) -> str:
+        second_ran.set()
+        return "second"
+
+    answers: list[str] = []
+
+    async def write(op: Callable[[WriteTx], str]) -> None:
+        answers.append(await gateway.write(op))
+
+    with trio.fail_after(20):
+        async with (
+            open_gateway(sa.make_url(f"sqlite:///{tmp_path / 'busy.db'}")) as gateway,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(write, first)
+            await trio.to_thread.run_sync(first_running.wait)
+            nursery.start_soon(write, second)
+            await trio.testing.wait_all_tasks_blocked()  # queued behind the first
+            release_first.set()
+            held_loop_saw_it = second_ran.wait(5)  # the loop is held: no checkpoint here
+    assert held_loop_saw_it
+    assert answers == ["first", "second"]
+
+
+async def test_a_full_queue_makes_writers_wait_for_room_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("termjobs.storage.gateway.QUEUE_SIZE", 2)  # queued or being committed
+    committing, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def op(name: str, tx: WriteTx) -> None:
+        if name == "a":
+            committing.set()
+            release.wait(5)
+        ran.append(name)
+
+    submitted: list[str] = []
+
+    async def submit(name: str) -> None:
+        await gateway.submit(partial(op, name))
+        submitted.append(name)
+
+    with trio.fail_after(20):
+        async with open_gateway(sa.make_url(f"sqlite:///{tmp_path / 'full.db'}")) as gateway:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(submit, "a")
+                await trio.to_thread.run_sync(committing.wait)
+                for name in "bcd":
+                    nursery.start_soon(submit, name)
+                    await trio.testing.wait_all_tasks_blocked()
+                assert submitted == ["a", "b"]  # "c" and "d" wait for room
+                release.set()
+            last = await gateway.write(lambda tx: list(ran))
+    assert sorted(submitted) == ["a", "b", "c", "d"]
+    assert last == ["a", "b", "c", "d"]  # committed in the order they were queued
 
 
 async def test_a_driver_error_on_the_event_fast_path_is_a_storage_error(db_url: URL) -> None:
