@@ -1,7 +1,7 @@
 """API throughput with wrk on loopback (50 connections, 3 rounds of 5 s per endpoint).
 
-Endpoints: ``GET /v2/jobs/{id}``, ``GET /v2/runs?summary=1`` (on an idle server, and
-while 10 runs a second are triggered, so that kept listings keep going stale) and
+Endpoints: ``GET /v2/jobs/{id}`` and ``GET /v2/runs?summary=1`` (each on an idle server,
+and while 10 runs a second are triggered, so that kept answers keep going stale) and
 ``POST /v2/jobs/{id}/trigger`` on an ``allow`` job. The limit is a trivial quart-trio JSON
 route of the same server process (``GET /healthz``: no storage, no auth), measured
 right before each endpoint, round after round, under the same load (for the listing
@@ -67,6 +67,13 @@ async def main(args: argparse.Namespace) -> None:
         limit_url, listing = f"{base}/healthz", f"{base}/v2/runs?summary=1"
         cases = [
             ("GET /v2/jobs/{id}", f"{base}/v2/jobs/{job['id']}", False),
+            # Kept rendered too while nothing is written: the same job while runs are
+            # written (of this very job: its newest run keeps changing).
+            (
+                f"GET /v2/jobs/{{id}} while {WRITES_PER_S} runs/s are triggered",
+                f"{base}/v2/jobs/{job['id']}",
+                True,
+            ),
             ("GET /v2/runs?summary=1", listing, False),
             # Listings are kept rendered while nothing is written (http/cache.py): the
             # same listing while runs are written, so every few requests read again.

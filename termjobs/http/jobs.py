@@ -22,6 +22,8 @@ from termjobs.storage import JobFilters
 
 JOB_PAGE_DEFAULT = 50
 JOB_PAGE_MAX = 200
+#: single jobs' answers kept (``GET /v2/jobs/{id}``, see http/cache.py)
+JOB_VIEWS_KEPT = 256
 _REF = {"ref": "a job id or its exact name"}
 _JOB_LINKS = dict.fromkeys(("getJob", "updateJob", "deleteJob", "triggerJob", "pauseJob", "resumeJob"), "ref")
 _RUN_LINKS = dict.fromkeys(("getRun", "listRunEvents", "cancelRun"), "run_id")
@@ -47,6 +49,7 @@ def register(api: Api, services: Services) -> None:
     """Add the job routes."""
     storage, supervisor = services.storage, services.control
     listings = ListingCache(storage)
+    views = ListingCache(storage, answers=JOB_VIEWS_KEPT)
 
     async def render(job: Job) -> Response:
         """The job with its newest run."""
@@ -129,10 +132,13 @@ def register(api: Api, services: Services) -> None:
         )
     )
     async def get_job(ref: str) -> Response:
-        view = await storage.job_view(ref)
-        if view is None:
-            raise JobNotFound()
-        return json_response(wire.job_json(view.job, view.last_run))
+        async def one() -> str:
+            view = await storage.job_view(ref)
+            if view is None:
+                raise JobNotFound()
+            return wire.dumps(wire.job_json(view.job, view.last_run))
+
+        return await views.answer((request.path, b""), one)
 
     @api.route(
         Operation(

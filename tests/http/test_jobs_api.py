@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import URL
 
+from termjobs.storage import JobView
 from tests.helpers import cron_body, job_body
 from tests.http.conftest import TOKEN, Api
 
@@ -256,3 +260,42 @@ async def test_unknown_paths_and_methods_get_json_errors(api: Api) -> None:
     )
     item = await api.call("POST", "/v2/jobs/x")
     assert item.status == 405 and item.headers["allow"] == "DELETE, GET, PATCH"
+
+
+async def test_a_job_is_answered_again_only_while_the_database_is_unchanged(
+    api: Api, sqlite_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /v2/jobs/{id} keeps its rendered answer between writes: a change to the job,
+    a new run, or a write by another process is seen by the next request."""
+    storage = api.services.storage
+    reads = 0
+    job_view = storage.job_view
+
+    async def counted(ref: str) -> JobView | None:
+        nonlocal reads
+        reads += 1
+        return await job_view(ref)
+
+    monkeypatch.setattr(storage, "job_view", counted)
+    job = await api.create(job_body("kept", runner_config={"command": "true"}))
+    first = (await api.get(f"/v2/jobs/{job['id']}")).body
+    again = await api.get(f"/v2/jobs/{job['id']}")
+    assert again.body == first and reads == 1  # nothing written: answered again
+    assert (await api.get("/v2/jobs/kept")).body == first and reads == 2  # by name: its own answer
+
+    assert (await api.call("PATCH", f"/v2/jobs/{job['id']}", {"timeout_seconds": 30})).status == 200
+    assert (await api.get(f"/v2/jobs/{job['id']}")).body["timeout_seconds"] == 30
+    run = (await api.post(f"/v2/jobs/{job['id']}/trigger")).body["id"]
+    await api.wait_final(run)
+    shown = (await api.get(f"/v2/jobs/{job['id']}")).body
+    assert shown["last_run"]["id"] == run and shown["last_run"]["status"] == "succeeded"
+
+    database = sqlite_url.database
+    assert database is not None
+    with contextlib.closing(sqlite3.connect(database)) as other:  # behind the server's back
+        other.execute("UPDATE jobs SET timeout_seconds = 45 WHERE id = ?", (job["id"],))
+        other.commit()
+    assert (await api.get(f"/v2/jobs/{job['id']}")).body["timeout_seconds"] == 45
+
+    for _ in range(2):  # an unknown job is not kept: 404 every time
+        assert (await api.get("/v2/jobs/nope")).status == 404
