@@ -120,6 +120,32 @@ async def test_cancel_a_queued_run(sqlite_url: URL, autojump_clock: trio.testing
         assert h.runner.starts == [(h.runner.starts[0][0], EPOCH)]  # the cancelled run never started
 
 
+async def test_cancel_a_queued_run_that_no_task_owns(
+    sqlite_url: URL, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A queued run whose task died with an earlier actor: the actor answers the cancel
+    # from storage, ends the run, and tells the observers like any other final state.
+    async with harness(sqlite_url) as h:
+        job = await h.create(job_body("orphan"))
+        orphan = await h.services.storage.create_run(
+            new_run(job.id, trigger=RunTrigger.MANUAL, scheduled_for=EPOCH, now=EPOCH)
+        )
+        await trio.sleep(5)
+        assert (await h.run(orphan.id)).status is RunStatus.QUEUED  # no task picked it up
+        cancelled = await h.cancel(orphan.id)
+        assert cancelled.status is RunStatus.CANCELLED and cancelled.finished_at == EPOCH + 5 * SECOND
+        assert [(e.event_type.value, e.message) for e in await h.events(orphan.id)] == [
+            ("queued", "manual run queued"),
+            ("cancelled", "run cancelled before start"),
+        ]
+        finished = h.services.metrics.registry.get_sample_value(
+            "termjobs_runs_finished_total", {"runner": "program", "status": "cancelled"}
+        )
+        assert finished == 1.0
+        assert h.runner.starts == []  # it never started
+        assert (await h.cancel(orphan.id)).status is RunStatus.CANCELLED  # cancelling again is a no-op
+
+
 async def test_cancel_a_running_run(sqlite_url: URL, autojump_clock: trio.testing.MockClock) -> None:
     async with harness(sqlite_url) as h:
         job = await h.create(job_body("c", runner_config=slow(1000)))
