@@ -112,7 +112,7 @@ async def test_watch_resumes_after_server_restarts_without_gaps_repeats_or_old_h
                     await wait_for_run(client, old)
                     watcher = Lines(await start_cli(server, "--json", "watch", "watched"))
                     nursery.start_soon(watcher.read)
-                    await trio.sleep(1)  # the watcher has connected, and seen no event yet
+                    await wait_for_subscribers(client, 1)  # connected, and seen no event yet
                     await server.stop(signal.SIGTERM)
                 # a watch that lost its connection before any event resumes from where it
                 # started: neither the run before it nor anything after is lost
@@ -152,6 +152,15 @@ async def test_watch_with_a_refused_token_is_a_clear_error(tmp_path: Path) -> No
 async def wait_for_run(client: httpx.AsyncClient, run_id: str) -> None:
     while True:
         if (await client.get(f"/v2/runs/{run_id}")).json()["status"] in {"succeeded", "failed"}:
+            return
+        await trio.sleep(0.05)
+
+
+async def wait_for_subscribers(client: httpx.AsyncClient, count: int) -> None:
+    """Until the server holds ``count`` live-stream subscriptions (a CLI just started
+    can take seconds to import and connect on a loaded machine)."""
+    while True:
+        if f"termjobs_stream_subscribers {count:.1f}" in (await client.get("/metrics")).text:
             return
         await trio.sleep(0.05)
 
