@@ -169,6 +169,28 @@ async def all_runs(api: httpx.AsyncClient, **params: str) -> list[dict[str, Any]
             return runs
 
 
+async def metric(api: httpx.AsyncClient, sample: str) -> float:
+    """The value of the ``/metrics`` sample ``sample`` (name and labels as printed), 0
+    when absent."""
+    reply = await api.get("/metrics")
+    reply.raise_for_status()
+    for line in reply.text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
+async def wait_for_metric(
+    api: httpx.AsyncClient, sample: str, at_least: float, *, within: float = 60
+) -> None:
+    """Until ``sample`` reaches ``at_least``: what a drill waits for instead of a fixed
+    time that a busy machine outlasts."""
+    with trio.fail_after(within):
+        while await metric(api, sample) < at_least:
+            await trio.sleep(0.05)
+
+
 async def all_jobs(api: httpx.AsyncClient) -> list[dict[str, Any]]:
     """Every job, paging through the list."""
     jobs: list[dict[str, Any]] = []

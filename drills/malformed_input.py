@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from drills._common import Report, all_runs, client, database, main, server
+from drills._common import TERMINAL, Report, all_runs, client, database, main, server
 from drills._fuzz import Fuzzer, Probe, Targets, base_job
 from termjobs.testing import ServerProcess
 
@@ -75,8 +75,16 @@ async def seed(proc: ServerProcess, rng: random.Random) -> tuple[Targets, dict[s
                 run = (await api.post(f"/v2/jobs/{created['id']}/trigger")).json()
                 ids[kind].append(created["id"])
                 ids[f"{kind}_runs"].append(run["id"])
-        await trio.sleep(1.0)  # let the runs finish
+        await finished(api, ids["seeded_runs"] + ids["spare_runs"])
         return Targets(**ids), await snapshot(api, ids["seeded"])
+
+
+async def finished(api: Any, run_ids: list[str]) -> None:
+    """Until every run in ``run_ids`` has ended (bounded: a busy machine is slower)."""
+    with trio.fail_after(60):
+        for run_id in run_ids:
+            while (await api.get(f"/v2/runs/{run_id}")).json()["status"] not in TERMINAL:
+                await trio.sleep(0.05)
 
 
 async def snapshot(api: Any, job_ids: list[str]) -> dict[str, Any]:

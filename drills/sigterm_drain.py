@@ -28,6 +28,7 @@ from drills._common import (
     processes_with_marker,
     program_job,
     server,
+    wait_for_metric,
 )
 from termjobs.storage.database import open_storage
 from termjobs.storage.engine import resolve_url
@@ -66,7 +67,8 @@ async def one_round(db: str, marker: str, report: Report, counts: Counter[str], 
             job = (await api.post("/v2/jobs", json=body)).json()
             for _ in range(plan[name]):
                 runs[name].append((await api.post(f"/v2/jobs/{job['id']}/trigger")).json()["id"])
-        await trio.sleep(0.5)  # 8 running, 4 waiting for a worker
+        # 8 running, 4 waiting for a worker (a busy machine may take a while to start them)
+        await wait_for_metric(api, 'termjobs_runs_started_total{runner="program"}', 8)
         started = trio.current_time()
         status = await proc.stop(signal.SIGTERM, within=GRACE_S + KILL_GRACE_S + 60)
         took = trio.current_time() - started

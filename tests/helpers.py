@@ -75,6 +75,17 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+async def gone(pid: int, within: float = 5) -> bool:
+    """Whether ``pid`` is gone within ``within`` seconds (a killed process needs CPU time
+    to die, which a busy machine may be slow to give)."""
+    with trio.move_on_after(within):
+        while True:
+            if not alive(pid):
+                return True
+            await trio.sleep(0.01)
+    return False
+
+
 def job_body(name: str = "job", **fields: Any) -> dict[str, Any]:
     """A valid manual program job body, with overrides."""
     body: dict[str, Any] = {

@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import trio
+
 from termjobs.testing import ServerProcess, free_port, serve_process
 
 TOKEN = "e2e-token"
 Server = ServerProcess
 
-__all__ = ["TOKEN", "Server", "free_port", "serve"]
+__all__ = ["TOKEN", "Server", "free_port", "serve", "wait_for_metric"]
 
 
 @asynccontextmanager
@@ -35,3 +37,13 @@ async def serve(
         "--db", str(db), *extra, token=TOKEN, port=port, env=env, teardown=signal.SIGKILL
     ) as server:
         yield server
+
+
+async def wait_for_metric(server: Server, sample: str) -> None:
+    """Until ``/metrics`` shows the line ``sample`` (such as ``termjobs_stream_subscribers
+    1.0``): what a test waits for instead of a fixed time that a busy machine outlasts."""
+    async with server.client() as client:
+        while True:
+            if sample in (await client.get("/metrics")).text.splitlines():
+                return
+            await trio.sleep(0.05)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import trio
 
-from tests.e2e.server import TOKEN, Server, free_port, serve
+from tests.e2e.server import TOKEN, Server, free_port, serve, wait_for_metric
 from tests.e2e.test_cli import CLEAN_ENV, term_llm
 
 LIMIT_S = 60
@@ -65,9 +65,14 @@ async def create(client: httpx.AsyncClient, name: str, script: str) -> dict[str,
 async def test_trigger_follow_shows_output_as_the_program_prints_it(tmp_path: Path) -> None:
     with trio.fail_after(LIMIT_S):
         async with serve(tmp_path / "jobs.db") as server, server.client() as client:
-            await create(client, "ticker", TICKER)
+            go = tmp_path / "go"  # the program ticks once the CLI follows (a busy machine
+            # may start the CLI late, and then the ticks would come as one replay)
+            await create(client, "ticker", f"while [ ! -e {go} ]; do sleep 0.02; done; {TICKER}")
             cli = Lines(await start_cli(server, "trigger", "ticker", "--follow"))
-            await cli.read()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cli.read)
+                await wait_for_metric(server, "termjobs_stream_subscribers 1.0")
+                go.touch()
             code = await cli.process.wait()
             await server.stop()
     texts = cli.texts()
@@ -112,7 +117,8 @@ async def test_watch_resumes_after_server_restarts_without_gaps_repeats_or_old_h
                     await wait_for_run(client, old)
                     watcher = Lines(await start_cli(server, "--json", "watch", "watched"))
                     nursery.start_soon(watcher.read)
-                    await wait_for_subscribers(client, 1)  # connected, and seen no event yet
+                    # connected (a CLI can take seconds to start on a busy machine), no event seen yet
+                    await wait_for_metric(server, "termjobs_stream_subscribers 1.0")
                     await server.stop(signal.SIGTERM)
                 # a watch that lost its connection before any event resumes from where it
                 # started: neither the run before it nor anything after is lost
@@ -152,15 +158,6 @@ async def test_watch_with_a_refused_token_is_a_clear_error(tmp_path: Path) -> No
 async def wait_for_run(client: httpx.AsyncClient, run_id: str) -> None:
     while True:
         if (await client.get(f"/v2/runs/{run_id}")).json()["status"] in {"succeeded", "failed"}:
-            return
-        await trio.sleep(0.05)
-
-
-async def wait_for_subscribers(client: httpx.AsyncClient, count: int) -> None:
-    """Until the server holds ``count`` live-stream subscriptions (a CLI just started
-    can take seconds to import and connect on a loaded machine)."""
-    while True:
-        if f"termjobs_stream_subscribers {count:.1f}" in (await client.get("/metrics")).text:
             return
         await trio.sleep(0.05)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import trio
 
-from tests.e2e.server import TOKEN, Server, serve
+from tests.e2e.server import TOKEN, Server, serve, wait_for_metric
 
 LIMIT_S = 60
 AUTH = f"Authorization: Bearer {TOKEN}\r\n"
@@ -217,12 +217,20 @@ async def test_a_stop_closes_idle_keep_alive_connections_at_once(tmp_path: Path)
             idle = await connect(server)
             await idle.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert b" 200" in (await read_response(idle)).split(b"\r\n")[0]
-            start = trio.current_time()
-            assert await server.stop(within=20) == 0
-            _, closed = await read_until_closed(idle, within=1)
-            # closed as the stop began, not after the grace that ends what is left (2 s)
-            assert closed and trio.current_time() - start < 1.5
+            closed_after: list[float] = []
+
+            async def time_the_close(start: float) -> None:
+                _, closed = await read_until_closed(idle, within=20)
+                if closed:
+                    closed_after.append(trio.current_time() - start)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(time_the_close, trio.current_time())
+                # timed apart from the stop: the exit after it may be slow on a busy machine
+                assert await server.stop(within=20) == 0
             await idle.aclose()
+    # closed as the stop began, not after the grace that ends what is left (2 s)
+    assert closed_after and closed_after[0] < 1.5, closed_after
 
 
 async def test_clients_that_leave_mid_request_give_their_connection_back(tmp_path: Path) -> None:
@@ -294,7 +302,7 @@ async def test_streams_over_the_subscriber_cap_are_refused_with_503(tmp_path: Pa
                 assert received.startswith(b"HTTP/1.1 503"), received
                 assert b"retry-after: 5" in received.lower() and b"--max-subscribers" in received
                 await held[0].aclose()
-                await trio.sleep(0.2)  # the server notices the close
+                await wait_for_metric(server, "termjobs_stream_subscribers 2.0")  # it saw the close
                 again = await trio_websocket.connect_websocket_url(nursery, url)
                 for stream in (*held[1:], again):
                     await stream.aclose()

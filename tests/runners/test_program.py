@@ -15,7 +15,7 @@ from termjobs.rundomain import new_run
 from termjobs.runners import program, spawn
 from termjobs.runners.base import RunContext, RunResult, StopReason, StopSignal
 from termjobs.runners.program import MARKER_ENV, ProgramRunner
-from tests.helpers import EPOCH, alive, make_job
+from tests.helpers import EPOCH, alive, gone, make_job
 
 LIMIT_S = 20
 
@@ -194,8 +194,7 @@ async def test_stop_kills_the_whole_process_group_including_background_grandchil
     (result,) = result_box
     assert trio.current_time() - started < 3
     assert result.output.exit_code == 143  # SIGTERM
-    await trio.sleep(0.05)
-    assert not alive(grandchild)
+    assert await gone(grandchild)
 
 
 async def test_a_program_ignoring_sigterm_is_killed_after_the_grace() -> None:
@@ -217,8 +216,7 @@ async def test_a_program_ignoring_sigterm_is_killed_after_the_grace() -> None:
 async def test_background_children_of_a_successful_run_do_not_outlive_it() -> None:
     result = await Call(sh("sleep 1000 >/dev/null 2>&1 & echo $!"))()
     assert result.output.exit_code == 0
-    await trio.sleep(0.05)
-    assert not alive(int((result.output.stdout or "").strip()))
+    assert await gone(int((result.output.stdout or "").strip()))
 
 
 def escaping(tmp_path: Path) -> str:
@@ -234,8 +232,7 @@ def escaping(tmp_path: Path) -> str:
 async def test_descendants_that_left_the_group_are_found_by_their_marker(tmp_path: Path) -> None:
     result = await Call(sh(escaping(tmp_path)))()
     pid = int((result.output.stdout or "").strip())
-    await trio.sleep(0.05)
-    assert not alive(pid)
+    assert await gone(pid)
 
 
 async def test_a_batched_sweep_still_kills_escaped_processes_when_the_server_stops(
@@ -250,8 +247,7 @@ async def test_a_batched_sweep_still_kills_escaped_processes_when_the_server_sto
             pid = int((result.output.stdout or "").strip())
             assert alive(pid)  # waiting for the next batched scan
             nursery.cancel_scope.cancel()  # shutdown before it came
-    await trio.sleep(0.05)
-    assert not alive(pid)
+    assert await gone(pid)
 
 
 async def test_killed_by_a_foreign_signal_reports_128_plus_n() -> None:
