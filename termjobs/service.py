@@ -1,7 +1,7 @@
 """The composition root: builds every component and decides start and stop order.
 
 Start order (each component is ready before the next starts): event hub, storage
-gateway (migrations, writer thread), supervisor (crash recovery, one actor per job),
+gateway (migrations, its writer), supervisor (crash recovery, one actor per job),
 then the HTTP server. Stop order is the reverse: stop accepting HTTP, close live
 streams, stop firing schedules, give running runs ``shutdown_grace`` seconds, stop the
 rest and record their final state, then close storage.

@@ -5,7 +5,7 @@ timeout; write transactions start with ``BEGIN IMMEDIATE`` so a read-then-write
 transaction never fails to upgrade its lock. PostgreSQL uses psycopg 3 (sync).
 
 Two engines per database: the *writer* (one connection, used only by the gateway's
-writer thread) and the *readers* (a small pool; autocommit on PostgreSQL).
+writer, one batch at a time) and the *readers* (a small pool; autocommit on PostgreSQL).
 """
 
 from __future__ import annotations

@@ -1,12 +1,23 @@
 """Async access to the synchronous store.
 
-* **Writes** go through one writer thread. It takes every request waiting in its
-  queue, runs them in a single transaction, commits once, hands the outcomes to the
-  event loop (which answers each request) and takes the next batch at once: *group
-  commit*, at the pace of the database rather than of a busy event loop. Writes of a
-  kind that is cheaper done many at once (a :class:`Bulk`, such as the fires of many
-  jobs due together) are gathered into one request while they wait, and run as one
-  call (``executemany`` instead of statements each). If one request fails, the batch
+* **Writes** go through one writer. It takes every request waiting in its queue, runs
+  them in a single transaction, commits once, answers each request and takes the next
+  batch: *group commit*. On PostgreSQL the writer is a thread: it takes the next batch
+  as soon as one is committed and hands the outcomes to the event loop, at the pace of
+  the database rather than of a busy event loop. On SQLite the writer is a task on the
+  event loop, like SQLite's reads: a batch of up to :data:`LOOP_WRITE_MAX` writes is
+  committed there when the database is free and SQLite steps through it within
+  :data:`LOOP_WRITE_STEPS`; a bigger batch, one still stepping past that (interrupted
+  and rolled back), one that finds the database locked by another process or one with
+  a failing request is committed in a worker thread instead. (A thread writing SQLite
+  gives the GIL back at every statement and waits for it behind the busy event loop,
+  which cost more than the writes themselves; the Python around the statements holds
+  the GIL, and so the loop, in a thread as well.) SQLite's WAL checkpoints, which sync
+  the disk, then run in a worker thread every :data:`CHECKPOINT_EVERY` commits instead
+  of inside a commit. Writes of a kind that is cheaper done many at once (a
+  :class:`Bulk`, such as the fires of many jobs due together) are gathered into one
+  request while they wait, and run as one call (``executemany`` instead of statements
+  each). If one request fails, the batch
   is rolled back and every request runs again in a transaction of its own, so a
   failing request never undoes the others. Transient errors (a lock, a lost
   connection) are retried with backoff. The single writer also means SQLite never
@@ -19,10 +30,10 @@
 * **Write timeouts** belong to the callers: a write is never abandoned by the writer
   (its outcome must be known), and whoever waits on behalf of a client bounds that
   wait (the supervisor's request timeout), knowing the write may still complete.
-* Both run in threads (SQLAlchemy's async engine does not support trio). In
-  ``inline`` mode (tests under a virtual clock) they run on the trio thread instead
-  (the writer is then a task), so trio's ``MockClock`` never jumps while a query is
-  in flight.
+* Threads, not SQLAlchemy's async engine (which does not support trio). In ``inline``
+  mode (tests under a virtual clock) everything runs on the trio thread (the writer is
+  a task that never hands a batch to a thread), so trio's ``MockClock`` never jumps
+  while a query is in flight.
 * After a commit, the run events it inserted are handed to ``on_commit`` (the event
   hub) in id order; subscribers never see an event that could still roll back. On
   PostgreSQL the events a transaction records are held and inserted together as it
@@ -37,13 +48,14 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import outcome
 import sqlalchemy as sa
@@ -54,7 +66,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from termjobs.model import RunEvent
 from termjobs.storage import migrate
 from termjobs.storage.base import StorageClosed, StorageRefused, StorageUnavailable
-from termjobs.storage.engine import Engines, create_engines
+from termjobs.storage.engine import SQLITE_BUSY_TIMEOUT_S, Engines, create_engines
 from termjobs.storage.sql import EventOrder, Fences, HeldEvents, WriteTx, driver_errors
 from termjobs.storage.sql.seal import seal
 
@@ -85,6 +97,15 @@ READ_TIMEOUT_S = 10.0
 INLINE_READ_BUDGET_S = 0.002
 _PROGRESS_STEPS = 2_000
 _TRANSIENT_RETRIES = 5
+#: On SQLite, a batch of at most this many writes may be committed on the event loop
+#: (a write costs ~300 steps and ~0.2 ms of Python, which holds the GIL in a thread too)...
+LOOP_WRITE_MAX = 500
+#: ...if SQLite steps through its statements within this many virtual-machine steps
+#: (else it is rolled back and committed again in a worker thread).
+LOOP_WRITE_STEPS = 250_000  # about 5 ms of SQLite's own work
+#: Commits between two WAL checkpoints when the writer runs on the event loop (SQLite's
+#: own automatic checkpoint, every 1,000 pages, would sync the disk inside a commit).
+CHECKPOINT_EVERY = 250
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,6 +146,11 @@ class GatewayStats:
     max_batch: int
     #: heavy SQLite reads that outgrew the event loop's budget and ran in a thread
     reads_moved: int = 0
+    #: SQLite batches committed in a worker thread instead of on the event loop (too
+    #: big, over the budget, the database locked, or a request failed)
+    writes_moved: int = 0
+    #: WAL checkpoints run by the gateway (SQLite, writer on the event loop)
+    checkpoints: int = 0
 
 
 class Gateway:
@@ -138,19 +164,26 @@ class Gateway:
         on_commit: OnCommit | None,
         on_batch: OnBatch | None = None,
         read_timeout: float = READ_TIMEOUT_S,
+        loop_writes: bool = True,
     ) -> None:
         self.engines = engines
         self._inline = inline
+        #: SQLite's writer is a task on the event loop (see the module docstring);
+        #: ``loop_writes=False`` keeps the writer thread PostgreSQL uses
+        self._loop_writes = loop_writes and engines.is_sqlite and not inline
+        #: the writer's DB-API connection once set up for commits on the event loop
+        self._loop_driver: Any = None
+        self._since_checkpoint = 0
         self._read_timeout = read_timeout
         self._on_commit = on_commit
         self._on_batch = on_batch
         #: the writer's queue (``None`` marks its end); the event loop puts requests in,
-        #: the writer thread takes them out (see :meth:`_writer`)
+        #: the writer (a thread on PostgreSQL) takes them out (see :meth:`_writer`)
         self._queue: queue.SimpleQueue[_Request[Any] | None] = queue.SimpleQueue()
         #: places in the queue: a request holds one until it is answered
         self._places = trio.Semaphore(QUEUE_SIZE)
         #: per :class:`Bulk`, its request still in the queue, which new items join;
-        #: guarded by ``_lock``, as the writer thread seals the requests it takes
+        #: guarded by ``_lock``, as a writer thread seals the requests it takes
         self._open: dict[Bulk[Any, Any], _Request[Any]] = {}
         self._lock = threading.Lock()
         #: set when a request is queued (the writer task of ``inline`` mode waits on it)
@@ -162,7 +195,7 @@ class Gateway:
         self._in_flight: list[_Request[Any]] = []
         self._read_limiter = trio.CapacityLimiter(engines.readers)
         self._batches = self._writes = self._max_batch = 0
-        self._reads_moved = 0
+        self._reads_moved = self._writes_moved = self._checkpoints = 0
         self._point: PoolProxiedConnection | None = None
         #: how many connections :meth:`read_point` has opened (the current one's number)
         self.point_connections = 0
@@ -176,6 +209,8 @@ class Gateway:
             writes=self._writes,
             max_batch=self._max_batch,
             reads_moved=self._reads_moved,
+            writes_moved=self._writes_moved,
+            checkpoints=self._checkpoints,
         )
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any, limiter: trio.CapacityLimiter) -> T:
@@ -290,7 +325,7 @@ class Gateway:
         """:meth:`write` of ``bulk.one(tx, item)``, gathered with the other items of
         ``bulk`` written meanwhile (see :class:`Bulk`): thousands of them cost one
         request in the queue and one ``many`` call."""
-        with self._lock:  # the writer thread seals requests under it (see _take)
+        with self._lock:  # a writer thread seals requests under it (see _take)
             request = self._open.get(bulk)
             if request is not None and len(request.items) < MAX_BULK_ITEMS:
                 index = len(request.items)
@@ -390,7 +425,7 @@ class Gateway:
         """Commit what is queued until the gateway closes. Cancelled, it stops after the
         commit under way (its outcome must be known) and fails what is left with
         :class:`StorageClosed`, so that nobody waits forever."""
-        if self._inline:
+        if self._inline or self._loop_writes:
             await self._write_on_the_loop(task_status)
             return
         token = trio.lowlevel.current_trio_token()
@@ -431,13 +466,19 @@ class Gateway:
                     token.run_sync_soon(self._fail, left, StorageClosed())
                 return
             self._in_flight, started = batch, time.perf_counter()
-            for delay in self._attempts(batch):
-                time.sleep(delay)  # noqa: TID251 (the writer thread, not the event loop)
+            self._commit_blocking(batch)
             token.run_sync_soon(self._answer, batch, time.perf_counter() - started)
             self._in_flight = []
 
+    def _commit_blocking(self, batch: list[_Request[Any]], each: bool = False) -> None:
+        """Commit ``batch`` with retries, waiting out each delay (in a thread); with
+        ``each``, its requests in transactions of their own from the start."""
+        for delay in self._attempts(batch, each):
+            time.sleep(delay)  # noqa: TID251 (a thread, not the event loop)
+
     async def _write_on_the_loop(self, task_status: trio.TaskStatus[None]) -> None:
-        """The writer in ``inline`` mode: a task on the event loop."""
+        """The writer as a task on the event loop: SQLite's (batches it cannot commit
+        there go to a worker thread), and every writer in ``inline`` mode."""
         task_status.started()
         batch: list[_Request[Any]] = []
         try:
@@ -452,21 +493,88 @@ class Gateway:
                     await self._wakeup.wait()
                     continue
                 started = time.perf_counter()
-                for delay in self._attempts(batch):
-                    await trio.sleep(delay)
+                if not self._loop_writes:
+                    for delay in self._attempts(batch):
+                        await trio.sleep(delay)
+                elif (tried := self._commit_on_loop(batch)) != "committed":
+                    self._writes_moved += 1
+                    # in a thread, never abandoned; after a request's failure, each alone
+                    await trio.to_thread.run_sync(self._commit_blocking, batch, tried == "failed")
                 self._answer(batch, time.perf_counter() - started)
+                if self._loop_writes:
+                    self._since_checkpoint += 1
+                    if self._since_checkpoint >= CHECKPOINT_EVERY:
+                        self._since_checkpoint = 0
+                        self._checkpoints += await trio.to_thread.run_sync(self._checkpoint)
         finally:
             self._closing = True
             left = [request for request in batch if not request.done.is_set()]
             self._fail(left + self._left(), StorageClosed())
 
-    def _attempts(self, batch: list[_Request[Any]]) -> Iterator[float]:
+    def _commit_on_loop(self, batch: list[_Request[Any]]) -> Literal["committed", "moved", "failed"]:
+        """Commit ``batch`` in one transaction on the event loop if it is small enough,
+        SQLite takes its write lock at once and steps through its statements within
+        :data:`LOOP_WRITE_STEPS`. Else the transaction is rolled back and the batch must
+        be committed in a thread: ``"moved"`` (too big, locked, interrupted or another
+        driver error, retried there as ever), or ``"failed"`` when a request raised (the
+        thread runs each request on its own, as after any batch that failed). The Python
+        around the statements is not counted: it holds the GIL, and so the event loop,
+        in a thread too."""
+        if sum(_size(request) for request in batch) > LOOP_WRITE_MAX:
+            return "moved"
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += _PROGRESS_STEPS
+            return int(steps > LOOP_WRITE_STEPS)  # non-zero interrupts the statement
+
+        with self.engines.writer.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            try:
+                if driver is not self._loop_driver:
+                    driver.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
+                    self._loop_driver = driver
+                driver.execute("PRAGMA busy_timeout=0")  # locked: the thread waits instead
+                driver.set_progress_handler(count, _PROGRESS_STEPS)
+                with conn.begin():
+                    shared = self._shared(conn)
+                    for request in batch:
+                        self._apply(shared, request)
+                    self._before_commit(shared)
+                return "committed"
+            except (sa.exc.OperationalError, sqlite3.OperationalError):  # also through the driver
+                return "moved"  # rolled back: the thread runs the batch again from the start
+            except Exception:
+                return "failed"
+            finally:
+                with suppress(Exception):  # a broken connection is the thread's to report
+                    driver.set_progress_handler(None, 0)
+                    driver.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+
+    def _checkpoint(self) -> bool:
+        """Copy the WAL's pages into the database file (in a thread: it syncs the disk);
+        whether it ran. PASSIVE: it never waits for readers, and what it could not copy
+        waits for the next one."""
+        try:
+            with self.engines.writer.connect() as conn:
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            return True
+        except Exception as exc:
+            logger.warning("WAL checkpoint failed (%s); the next one tries again", exc)
+            return False
+
+    def _attempts(self, batch: list[_Request[Any]], each: bool = False) -> Iterator[float]:
         """Commit ``batch``, retrying transient errors with backoff: yields each delay
-        to wait before the next attempt. Outcomes are left in the requests."""
+        to wait before the next attempt. Outcomes are left in the requests. ``each``:
+        see :meth:`_commit`."""
         delay = 0.05
         for attempt in range(1, _TRANSIENT_RETRIES + 1):
             try:
-                self._commit(batch)
+                self._commit(batch, each)
                 return
             except sa.exc.OperationalError as exc:
                 if attempt == _TRANSIENT_RETRIES:
@@ -483,13 +591,14 @@ class Gateway:
                 self._settle(batch, exc)
                 return
 
-    def _commit(self, batch: list[_Request[Any]]) -> None:
+    def _commit(self, batch: list[_Request[Any]], each: bool = False) -> None:
         """Run the whole batch in one transaction. If any request fails, the batch is
         rolled back and each request runs again in a transaction of its own, so one
         failing request never undoes the others (failures are rare; savepoints around
-        every request would cost two statements each on the hot path)."""
+        every request would cost two statements each on the hot path). ``each``: the
+        whole batch already failed (on the event loop): each request at once."""
         together = len(batch) > 1 or len(batch[0].items) > 1
-        if together:
+        if together and not each:
             try:
                 with self.engines.writer.begin() as conn:
                     shared = self._shared(conn)
@@ -660,6 +769,7 @@ async def open_gateway(
     on_commit: OnCommit | None = None,
     on_batch: OnBatch | None = None,
     read_timeout: float = READ_TIMEOUT_S,
+    loop_writes: bool = True,
 ) -> AsyncIterator[Gateway]:
     """Open the database at ``url``, apply migrations and run the writer.
 
@@ -668,7 +778,12 @@ async def open_gateway(
     engines = create_engines(url, readers=readers)
     try:
         gateway = Gateway(
-            engines, inline=inline, on_commit=on_commit, on_batch=on_batch, read_timeout=read_timeout
+            engines,
+            inline=inline,
+            on_commit=on_commit,
+            on_batch=on_batch,
+            read_timeout=read_timeout,
+            loop_writes=loop_writes,
         )
         await gateway._in_thread(migrate.upgrade, engines.writer, limiter=trio.CapacityLimiter(1))
         async with trio.open_nursery() as nursery:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import shutil
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -132,7 +134,7 @@ async def test_writes_waiting_when_the_writer_is_cancelled_fail_instead_of_hangi
     engines = create_engines(sa.make_url(f"sqlite:///{tmp_path / 'cut.db'}"))
     try:
         migrate.upgrade(engines.writer)
-        gateway = Gateway(engines, inline=False, on_commit=None)
+        gateway = Gateway(engines, inline=False, on_commit=None, loop_writes=False)  # PostgreSQL's writer
         bulk: Bulk[int, int] = Bulk(one=lambda tx, i: i, many=lambda tx, items: list(items))
         committing, release = threading.Event(), threading.Event()
         outcomes: list[object] = []
@@ -158,6 +160,7 @@ async def test_writes_waiting_when_the_writer_is_cancelled_fail_instead_of_hangi
                     waiters.start_soon(wait, partial(gateway.write_bulk, bulk, i))
                 await trio.testing.wait_all_tasks_blocked()
                 writer.cancel_scope.cancel()  # the writer dies once the commit under way ends
+                await trio.testing.wait_all_tasks_blocked()  # it has seen the cancel
                 release.set()
             assert len(outcomes) == 5 and outcomes.count("committed") == 1
             assert sum(isinstance(o, StorageClosed) for o in outcomes) == 4
@@ -192,7 +195,8 @@ async def test_the_writer_commits_the_next_batch_while_the_event_loop_is_held(tm
 
     with trio.fail_after(20):
         async with (
-            open_gateway(sa.make_url(f"sqlite:///{tmp_path / 'busy.db'}")) as gateway,
+            # the writer thread (PostgreSQL's), here on a SQLite file
+            open_gateway(sa.make_url(f"sqlite:///{tmp_path / 'busy.db'}"), loop_writes=False) as gateway,
             trio.open_nursery() as nursery,
         ):
             nursery.start_soon(write, first)
@@ -227,7 +231,10 @@ async def test_a_full_queue_makes_writers_wait_for_room_and_loses_nothing(
         submitted.append(name)
 
     with trio.fail_after(20):
-        async with open_gateway(sa.make_url(f"sqlite:///{tmp_path / 'full.db'}")) as gateway:
+        # The writer thread (PostgreSQL's; the queue is the same for SQLite's writer on
+        # the event loop), as a commit held here must not hold the event loop.
+        full = sa.make_url(f"sqlite:///{tmp_path / 'full.db'}")
+        async with open_gateway(full, loop_writes=False) as gateway:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(submit, "a")
                 await trio.to_thread.run_sync(committing.wait)
@@ -515,3 +522,121 @@ async def test_event_loop_reads_never_wait_for_a_connection_the_reader_threads_h
                     )
             finally:
                 release.set()
+
+
+# ---------------------------------------------------------------- SQLite's writer on the loop
+
+
+def _on_loop() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _insert(value: int, where: list[bool]) -> Callable[[WriteTx], int]:
+    """A write that notes where it ran and stores ``value`` in a scratch table."""
+
+    def op(tx: WriteTx) -> int:
+        where.append(_on_loop())
+        tx.conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS scratch (x INTEGER)")
+        tx.conn.exec_driver_sql("INSERT INTO scratch (x) VALUES (?)", (value,))
+        return value
+
+    return op
+
+
+async def _scratch(gw: Gateway) -> list[int]:
+    return [row[0] for row in await gw.read(lambda c: c.exec_driver_sql("SELECT x FROM scratch").all())]
+
+
+async def test_sqlite_writes_commit_on_the_event_loop_and_big_batches_in_a_thread(
+    sqlite_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where: list[bool] = []
+    with trio.fail_after(20):
+        async with open_gateway(sqlite_url) as gw:
+            assert await gw.write(_insert(1, where)) == 1
+            assert where == [True] and gw.statistics().writes_moved == 0
+            monkeypatch.setattr("termjobs.storage.gateway.LOOP_WRITE_MAX", 3)
+            async with trio.open_nursery() as nursery:  # five writes queued in one turn
+                for value in range(2, 7):
+                    nursery.start_soon(gw.write, _insert(value, where))
+            assert where[1:] == [False] * 5  # one batch of five: over the size, in a thread
+            assert gw.statistics().writes_moved == 1
+            assert sorted(await _scratch(gw)) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_batch_stepping_past_its_budget_is_rolled_back_and_committed_once_in_a_thread(
+    sqlite_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where: list[bool] = []
+
+    def heavy(tx: WriteTx) -> int:
+        _insert(7, where)(tx)
+        return int(tx.conn.execute(sa.text(_LONG_QUERY)).scalar_one())
+
+    with trio.fail_after(30):
+        async with open_gateway(sqlite_url) as gw:
+            await gw.write(_insert(1, where))
+            monkeypatch.setattr("termjobs.storage.gateway.LOOP_WRITE_STEPS", 100_000)
+            assert await gw.write(heavy) == 3_000_000
+            assert where[1:] == [True, False]  # interrupted on the loop, then in a thread
+            assert gw.statistics().writes_moved == 1
+            assert sorted(await _scratch(gw)) == [1, 7]  # the first try left nothing behind
+            assert await gw.write(_insert(8, where)) == 8  # and the next is on the loop again
+            assert where[-1] is True
+
+
+async def test_a_database_locked_by_another_process_keeps_the_loop_free_until_it_is_released(
+    sqlite_url: URL,
+) -> None:
+    """A lock held elsewhere (a backup, a sqlite3 shell) would stall the event loop for
+    the busy timeout: the write waits in a thread instead, and the loop goes on."""
+    where: list[bool] = []
+    done: list[int] = []
+    assert sqlite_url.database is not None
+    with trio.fail_after(20):
+        async with open_gateway(sqlite_url) as gw, trio.open_nursery() as nursery:
+            await gw.write(_insert(1, where))
+            other = sqlite3.connect(sqlite_url.database, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # holds the write lock
+                nursery.start_soon(_write_into, done, gw, _insert(2, where))
+                turns = 0
+                while gw.statistics().writes_moved == 0:  # the loop runs meanwhile
+                    turns += 1
+                    await trio.sleep(0.01)
+                await trio.sleep(0.2)
+                assert done == [] and turns >= 1  # still waiting for the lock, in its thread
+            finally:
+                other.execute("COMMIT")
+                other.close()
+        assert done == [2] and where == [True, False]  # it never ran on the loop: locked at BEGIN
+        async with open_gateway(sqlite_url) as gw:
+            assert sorted(await _scratch(gw)) == [1, 2]
+
+
+async def _write_into(into: list[int], gw: Gateway, op: Callable[[WriteTx], int]) -> None:
+    into.append(await gw.write(op))
+
+
+async def test_checkpoints_carry_the_writes_into_the_database_file(
+    sqlite_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commits on the event loop do not checkpoint the WAL (that syncs the disk):
+    the gateway does, in a thread, every CHECKPOINT_EVERY commits."""
+    monkeypatch.setattr("termjobs.storage.gateway.CHECKPOINT_EVERY", 3)
+    where: list[bool] = []
+    assert sqlite_url.database is not None
+    with trio.fail_after(20):
+        async with open_gateway(sqlite_url) as gw:
+            for value in range(1, 11):  # ten commits: checkpoints after the 3rd, 6th and 9th
+                await gw.write(_insert(value, where))
+            assert gw.statistics().checkpoints == 3 and all(where)
+            # The database file alone (no WAL beside it) holds what was checkpointed.
+            alone = tmp_path / "alone.db"
+            shutil.copyfile(sqlite_url.database, alone)
+            copy = sqlite3.connect(alone)
+            try:
+                stored = sorted(row[0] for row in copy.execute("SELECT x FROM scratch"))
+            finally:
+                copy.close()
+    assert stored == list(range(1, 10))
