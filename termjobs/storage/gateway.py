@@ -13,11 +13,12 @@
   gives the GIL back at every statement and waits for it behind the busy event loop,
   which cost more than the writes themselves; the Python around the statements holds
   the GIL, and so the loop, in a thread as well.) SQLite's WAL checkpoints, which sync
-  the disk, then run in a worker thread every :data:`CHECKPOINT_EVERY` commits instead
-  of inside a commit. Writes of a kind that is cheaper done many at once (a
-  :class:`Bulk`, such as the fires of many jobs due together) are gathered into one
-  request while they wait, and run as one call (``executemany`` instead of statements
-  each). If one request fails, the batch
+  the disk, then run in a worker thread every :data:`CHECKPOINT_WRITES` writes instead
+  of inside a commit, and the commit after a complete one (which syncs the WAL's header
+  as it starts the file again) is made in the thread too. Writes of a kind that is
+  cheaper done many at once (a :class:`Bulk`, such as the fires of many jobs due
+  together) are gathered into one request while they wait, and run as one call
+  (``executemany`` instead of statements each). If one request fails, the batch
   is rolled back and every request runs again in a transaction of its own, so a
   failing request never undoes the others. Transient errors (a lock, a lost
   connection) are retried with backoff. The single writer also means SQLite never
@@ -98,14 +99,15 @@ INLINE_READ_BUDGET_S = 0.002
 _PROGRESS_STEPS = 2_000
 _TRANSIENT_RETRIES = 5
 #: On SQLite, a batch of at most this many writes may be committed on the event loop
-#: (a write costs ~300 steps and ~0.2 ms of Python, which holds the GIL in a thread too)...
-LOOP_WRITE_MAX = 500
+#: (a write costs ~300 steps and ~0.2 ms of Python, which holds the GIL in a thread too,
+#: where it gives the loop a turn every 5 ms: a batch holds the loop 20 ms at most)...
+LOOP_WRITE_MAX = 100
 #: ...if SQLite steps through its statements within this many virtual-machine steps
 #: (else it is rolled back and committed again in a worker thread).
 LOOP_WRITE_STEPS = 250_000  # about 5 ms of SQLite's own work
-#: Commits between two WAL checkpoints when the writer runs on the event loop (SQLite's
+#: Writes between two WAL checkpoints when the writer runs on the event loop (SQLite's
 #: own automatic checkpoint, every 1,000 pages, would sync the disk inside a commit).
-CHECKPOINT_EVERY = 250
+CHECKPOINT_WRITES = 1000
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,7 +175,11 @@ class Gateway:
         self._loop_writes = loop_writes and engines.is_sqlite and not inline
         #: the writer's DB-API connection once set up for commits on the event loop
         self._loop_driver: Any = None
+        #: writes since the last checkpoint; whether the next commit starts the WAL again
         self._since_checkpoint = 0
+        self._wal_restarts = False
+        #: the writer's worker threads (one at a time), apart from everyone else's
+        self._writer_thread = trio.CapacityLimiter(1)
         self._read_timeout = read_timeout
         self._on_commit = on_commit
         self._on_batch = on_batch
@@ -499,13 +505,19 @@ class Gateway:
                 elif (tried := self._commit_on_loop(batch)) != "committed":
                     self._writes_moved += 1
                     # in a thread, never abandoned; after a request's failure, each alone
-                    await trio.to_thread.run_sync(self._commit_blocking, batch, tried == "failed")
+                    await trio.to_thread.run_sync(
+                        self._commit_blocking, batch, tried == "failed", limiter=self._writer_thread
+                    )
                 self._answer(batch, time.perf_counter() - started)
                 if self._loop_writes:
-                    self._since_checkpoint += 1
-                    if self._since_checkpoint >= CHECKPOINT_EVERY:
+                    self._wal_restarts = False  # whichever commit came after the checkpoint
+                    self._since_checkpoint += sum(_size(request) for request in batch)
+                    if self._since_checkpoint >= CHECKPOINT_WRITES:
                         self._since_checkpoint = 0
-                        self._checkpoints += await trio.to_thread.run_sync(self._checkpoint)
+                        ran, self._wal_restarts = await trio.to_thread.run_sync(
+                            self._checkpoint, limiter=self._writer_thread
+                        )
+                        self._checkpoints += ran
         finally:
             self._closing = True
             left = [request for request in batch if not request.done.is_set()]
@@ -516,11 +528,12 @@ class Gateway:
         SQLite takes its write lock at once and steps through its statements within
         :data:`LOOP_WRITE_STEPS`. Else the transaction is rolled back and the batch must
         be committed in a thread: ``"moved"`` (too big, locked, interrupted or another
-        driver error, retried there as ever), or ``"failed"`` when a request raised (the
+        driver error, or the commit after a complete checkpoint, which syncs the disk;
+        retried there as ever), or ``"failed"`` when a request raised (the
         thread runs each request on its own, as after any batch that failed). The Python
         around the statements is not counted: it holds the GIL, and so the event loop,
         in a thread too."""
-        if sum(_size(request) for request in batch) > LOOP_WRITE_MAX:
+        if self._wal_restarts or sum(_size(request) for request in batch) > LOOP_WRITE_MAX:
             return "moved"
         steps = 0
 
@@ -529,7 +542,11 @@ class Gateway:
             steps += _PROGRESS_STEPS
             return int(steps > LOOP_WRITE_STEPS)  # non-zero interrupts the statement
 
-        with self.engines.writer.connect() as conn:
+        try:
+            conn = self.engines.writer.connect()  # a new connection after a lost one
+        except sa.exc.DBAPIError:
+            return "moved"  # the thread retries it, as ever
+        with conn:
             driver = conn.connection.driver_connection
             assert driver is not None
             try:
@@ -553,19 +570,20 @@ class Gateway:
                     driver.set_progress_handler(None, 0)
                     driver.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
 
-    def _checkpoint(self) -> bool:
-        """Copy the WAL's pages into the database file (in a thread: it syncs the disk);
-        whether it ran. PASSIVE: it never waits for readers, and what it could not copy
-        waits for the next one."""
+    def _checkpoint(self) -> tuple[bool, bool]:
+        """Copy the WAL's pages into the database file (in a thread: it syncs the disk):
+        whether it ran, and whether it copied them all (the next commit then starts the
+        WAL again, and syncs its header). PASSIVE: it never waits for readers, and what
+        it could not copy waits for the next one."""
         try:
             with self.engines.writer.connect() as conn:
                 driver = conn.connection.driver_connection
                 assert driver is not None
-                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            return True
+                busy, pages, copied = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return True, busy == 0 and pages == copied
         except Exception as exc:
             logger.warning("WAL checkpoint failed (%s); the next one tries again", exc)
-            return False
+            return False, False
 
     def _attempts(self, batch: list[_Request[Any]], each: bool = False) -> Iterator[float]:
         """Commit ``batch``, retrying transient errors with backoff: yields each delay

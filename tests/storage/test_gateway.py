@@ -589,7 +589,8 @@ async def test_a_database_locked_by_another_process_keeps_the_loop_free_until_it
     sqlite_url: URL,
 ) -> None:
     """A lock held elsewhere (a backup, a sqlite3 shell) would stall the event loop for
-    the busy timeout: the write waits in a thread instead, and the loop goes on."""
+    the busy timeout: the loop's attempt gives up at once and the write waits in a
+    thread instead, with the usual busy timeout."""
     where: list[bool] = []
     done: list[int] = []
     assert sqlite_url.database is not None
@@ -599,17 +600,17 @@ async def test_a_database_locked_by_another_process_keeps_the_loop_free_until_it
             other = sqlite3.connect(sqlite_url.database, isolation_level=None)
             try:
                 other.execute("BEGIN IMMEDIATE")  # holds the write lock
+                asked = trio.current_time()
                 nursery.start_soon(_write_into, done, gw, _insert(2, where))
-                turns = 0
-                while gw.statistics().writes_moved == 0:  # the loop runs meanwhile
-                    turns += 1
-                    await trio.sleep(0.01)
-                await trio.sleep(0.2)
-                assert done == [] and turns >= 1  # still waiting for the lock, in its thread
+                await trio.testing.wait_all_tasks_blocked()  # the writer waits for its thread
+                assert trio.current_time() - asked < 1  # the loop's try: not the 5 s busy timeout
+                assert gw.statistics().writes_moved == 1 and done == []  # waiting for the lock
             finally:
                 other.execute("COMMIT")
                 other.close()
         assert done == [2] and where == [True, False]  # it never ran on the loop: locked at BEGIN
+        with gw.engines.writer.connect() as conn:  # the writer's connection got its timeout back
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
         async with open_gateway(sqlite_url) as gw:
             assert sorted(await _scratch(gw)) == [1, 2]
 
@@ -618,25 +619,43 @@ async def _write_into(into: list[int], gw: Gateway, op: Callable[[WriteTx], int]
     into.append(await gw.write(op))
 
 
-async def test_checkpoints_carry_the_writes_into_the_database_file(
+def _in_file_alone(database: str, tmp_path: Path, query: str) -> list[Any]:
+    """``query``'s rows in a copy of the database file without its WAL: what the
+    checkpoints carried into the file."""
+    alone = tmp_path / "alone.db"
+    shutil.copyfile(database, alone)
+    copy = sqlite3.connect(alone)
+    try:
+        return [row[0] for row in copy.execute(query)]
+    finally:
+        copy.close()
+
+
+async def test_checkpoints_carry_the_writes_into_the_database_file_from_a_thread(
     sqlite_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The commits on the event loop do not checkpoint the WAL (that syncs the disk):
-    the gateway does, in a thread, every CHECKPOINT_EVERY commits."""
-    monkeypatch.setattr("termjobs.storage.gateway.CHECKPOINT_EVERY", 3)
+    the gateway does, in a thread, every CHECKPOINT_WRITES writes, and the commit after a
+    complete checkpoint (which syncs the WAL's header) is made in the thread too."""
+
+    def big(tx: WriteTx) -> None:
+        tx.conn.exec_driver_sql("CREATE TABLE blobs (b BLOB)")
+        tx.conn.exec_driver_sql("INSERT INTO blobs (b) VALUES (zeroblob(6000000))")
+
     where: list[bool] = []
     assert sqlite_url.database is not None
     with trio.fail_after(20):
         async with open_gateway(sqlite_url) as gw:
-            for value in range(1, 11):  # ten commits: checkpoints after the 3rd, 6th and 9th
+            # ~1,500 pages in one commit: SQLite's own checkpoint (at 1,000) would have
+            # copied them into the file at once
+            await gw.write(big)
+            tables = "SELECT count(*) FROM sqlite_master WHERE name = 'blobs'"
+            assert _in_file_alone(sqlite_url.database, tmp_path, tables) == [0]
+            monkeypatch.setattr("termjobs.storage.gateway.CHECKPOINT_WRITES", 3)
+            for value in range(1, 10):  # checkpoints after the 3rd, 6th and 9th write
                 await gw.write(_insert(value, where))
-            assert gw.statistics().checkpoints == 3 and all(where)
-            # The database file alone (no WAL beside it) holds what was checkpointed.
-            alone = tmp_path / "alone.db"
-            shutil.copyfile(sqlite_url.database, alone)
-            copy = sqlite3.connect(alone)
-            try:
-                stored = sorted(row[0] for row in copy.execute("SELECT x FROM scratch"))
-            finally:
-                copy.close()
-    assert stored == list(range(1, 10))
+            assert gw.statistics().checkpoints == 3 and gw.statistics().writes_moved == 3
+            assert where == [True, True, False] * 3  # the first commit after each in a thread
+            stored = _in_file_alone(sqlite_url.database, tmp_path, "SELECT x FROM scratch")
+            assert _in_file_alone(sqlite_url.database, tmp_path, tables) == [1]
+    assert sorted(stored) == list(range(1, 9))
