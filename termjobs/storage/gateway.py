@@ -149,7 +149,8 @@ class GatewayStats:
     #: heavy SQLite reads that outgrew the event loop's budget and ran in a thread
     reads_moved: int = 0
     #: SQLite batches committed in a worker thread instead of on the event loop (too
-    #: big, over the budget, the database locked, or a request failed)
+    #: big, over the budget, the database locked, a request failed, or the first commit
+    #: after a complete checkpoint)
     writes_moved: int = 0
     #: WAL checkpoints run by the gateway (SQLite, writer on the event loop)
     checkpoints: int = 0
@@ -529,10 +530,10 @@ class Gateway:
         :data:`LOOP_WRITE_STEPS`. Else the transaction is rolled back and the batch must
         be committed in a thread: ``"moved"`` (too big, locked, interrupted or another
         driver error, or the commit after a complete checkpoint, which syncs the disk;
-        retried there as ever), or ``"failed"`` when a request raised (the
-        thread runs each request on its own, as after any batch that failed). The Python
-        around the statements is not counted: it holds the GIL, and so the event loop,
-        in a thread too."""
+        retried there as ever), or ``"failed"`` when a request raised (the thread runs
+        each request on its own, as after any batch that failed). The Python around the
+        statements is not counted: it holds the GIL, and so the event loop, in a thread
+        too."""
         if self._wal_restarts or sum(_size(request) for request in batch) > LOOP_WRITE_MAX:
             return "moved"
         steps = 0
