@@ -13,12 +13,13 @@
   gives the GIL back at every statement and waits for it behind the busy event loop,
   which cost more than the writes themselves; the Python around the statements holds
   the GIL, and so the loop, in a thread as well.) SQLite's WAL checkpoints, which sync
-  the disk, then run in a worker thread every :data:`CHECKPOINT_WRITES` writes instead
-  of inside a commit, and the commit after a complete one (which syncs the WAL's header
-  as it starts the file again) is made in the thread too. Writes of a kind that is
-  cheaper done many at once (a :class:`Bulk`, such as the fires of many jobs due
-  together) are gathered into one request while they wait, and run as one call
-  (``executemany`` instead of statements each). If one request fails, the batch
+  the disk, then run in a worker thread every :data:`CHECKPOINT_WRITES` writes (or
+  :data:`CHECKPOINT_WAL_GROWTH` bytes of WAL) instead of inside a commit, and the commit
+  after a complete one (which syncs the WAL's header as it starts the file again) is
+  made in the thread too. Writes of a kind that is cheaper done many at once (a
+  :class:`Bulk`, such as the fires of many jobs due together) are gathered into one
+  request while they wait, and run as one call (``executemany`` instead of statements
+  each). If one request fails, the batch
   is rolled back and every request runs again in a transaction of its own, so a
   failing request never undoes the others. Transient errors (a lock, a lost
   connection) are retried with backoff. The single writer also means SQLite never
@@ -48,6 +49,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -106,8 +108,11 @@ LOOP_WRITE_MAX = 100
 #: (else it is rolled back and committed again in a worker thread).
 LOOP_WRITE_STEPS = 250_000  # about 5 ms of SQLite's own work
 #: Writes between two WAL checkpoints when the writer runs on the event loop (SQLite's
-#: own automatic checkpoint, every 1,000 pages, would sync the disk inside a commit).
+#: own automatic checkpoint, every 1,000 pages, would sync the disk inside a commit)...
 CHECKPOINT_WRITES = 1000
+#: ...or sooner, once the WAL file has grown this much since the last one (a few big
+#: writes: the WAL would otherwise take the disk, and a full disk keeps it there).
+CHECKPOINT_WAL_GROWTH = 4 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,6 +184,9 @@ class Gateway:
         #: writes since the last checkpoint; whether the next commit starts the WAL again
         self._since_checkpoint = 0
         self._wal_restarts = False
+        #: the WAL file, and its size after the last checkpoint
+        self._wal_path = f"{engines.url.database}-wal" if engines.is_sqlite else ""
+        self._wal_checkpointed_size = 0
         #: the writer's worker threads (one at a time), apart from everyone else's
         self._writer_thread = trio.CapacityLimiter(1)
         self._read_timeout = read_timeout
@@ -513,12 +521,14 @@ class Gateway:
                 if self._loop_writes:
                     self._wal_restarts = False  # whichever commit came after the checkpoint
                     self._since_checkpoint += sum(_size(request) for request in batch)
-                    if self._since_checkpoint >= CHECKPOINT_WRITES:
+                    grown = _file_size(self._wal_path) - self._wal_checkpointed_size
+                    if self._since_checkpoint >= CHECKPOINT_WRITES or grown >= CHECKPOINT_WAL_GROWTH:
                         self._since_checkpoint = 0
                         ran, self._wal_restarts = await trio.to_thread.run_sync(
                             self._checkpoint, limiter=self._writer_thread
                         )
                         self._checkpoints += ran
+                        self._wal_checkpointed_size = _file_size(self._wal_path)
         finally:
             self._closing = True
             left = [request for request in batch if not request.done.is_set()]
@@ -741,6 +751,14 @@ class Gateway:
             request.done.set()
             self._places.release()
         self._log_detached_failures(batch)
+
+
+def _file_size(path: str) -> int:
+    """``path``'s size in bytes, 0 if it is not there."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _size(request: _Request[Any]) -> int:

@@ -619,6 +619,14 @@ async def _write_into(into: list[int], gw: Gateway, op: Callable[[WriteTx], int]
     into.append(await gw.write(op))
 
 
+def _blob(size: int) -> Callable[[WriteTx], None]:
+    def op(tx: WriteTx) -> None:
+        tx.conn.exec_driver_sql("CREATE TABLE blobs (b BLOB)")
+        tx.conn.exec_driver_sql(f"INSERT INTO blobs (b) VALUES (zeroblob({size}))")
+
+    return op
+
+
 def _in_file_alone(database: str, tmp_path: Path, query: str) -> list[Any]:
     """``query``'s rows in a copy of the database file without its WAL: what the
     checkpoints carried into the file."""
@@ -638,17 +646,14 @@ async def test_checkpoints_carry_the_writes_into_the_database_file_from_a_thread
     the gateway does, in a thread, every CHECKPOINT_WRITES writes, and the commit after a
     complete checkpoint (which syncs the WAL's header) is made in the thread too."""
 
-    def big(tx: WriteTx) -> None:
-        tx.conn.exec_driver_sql("CREATE TABLE blobs (b BLOB)")
-        tx.conn.exec_driver_sql("INSERT INTO blobs (b) VALUES (zeroblob(6000000))")
-
     where: list[bool] = []
     assert sqlite_url.database is not None
+    monkeypatch.setattr("termjobs.storage.gateway.CHECKPOINT_WAL_GROWTH", 1 << 40)  # by writes here
     with trio.fail_after(20):
         async with open_gateway(sqlite_url) as gw:
             # ~1,500 pages in one commit: SQLite's own checkpoint (at 1,000) would have
             # copied them into the file at once
-            await gw.write(big)
+            await gw.write(_blob(6_000_000))
             tables = "SELECT count(*) FROM sqlite_master WHERE name = 'blobs'"
             assert _in_file_alone(sqlite_url.database, tmp_path, tables) == [0]
             monkeypatch.setattr("termjobs.storage.gateway.CHECKPOINT_WRITES", 3)
@@ -659,3 +664,20 @@ async def test_checkpoints_carry_the_writes_into_the_database_file_from_a_thread
             stored = _in_file_alone(sqlite_url.database, tmp_path, "SELECT x FROM scratch")
             assert _in_file_alone(sqlite_url.database, tmp_path, tables) == [1]
     assert sorted(stored) == list(range(1, 9))
+
+
+async def test_a_wal_grown_by_big_writes_is_checkpointed_at_once(
+    sqlite_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few big writes must not let the WAL take the disk before CHECKPOINT_WRITES
+    writes have come: a WAL grown by CHECKPOINT_WAL_GROWTH is checkpointed at once."""
+    monkeypatch.setattr("termjobs.storage.gateway.CHECKPOINT_WAL_GROWTH", 1 << 20)
+    where: list[bool] = []
+    assert sqlite_url.database is not None
+    with trio.fail_after(20):
+        async with open_gateway(sqlite_url) as gw:
+            await gw.write(_blob(2_000_000))  # one write, about 500 pages
+            await gw.write(_insert(1, where))  # committed after the checkpoint, in a thread
+            assert gw.statistics().checkpoints == 1 and where == [False]
+            tables = "SELECT count(*) FROM sqlite_master WHERE name = 'blobs'"
+            assert _in_file_alone(sqlite_url.database, tmp_path, tables) == [1]
