@@ -181,8 +181,8 @@ class Gateway:
         self._loop_writes = loop_writes and engines.is_sqlite and not inline
         #: the writer's DB-API connection once set up for commits on the event loop
         self._loop_driver: Any = None
-        #: writes since the last checkpoint; whether the next commit starts the WAL again
-        self._since_checkpoint = 0
+        #: the write count at the last checkpoint; whether the next commit starts the WAL again
+        self._writes_checkpointed = 0
         self._wal_restarts = False
         #: the WAL file, and its size after the last checkpoint
         self._wal_path = f"{engines.url.database}-wal" if engines.is_sqlite else ""
@@ -519,16 +519,7 @@ class Gateway:
                     )
                 self._answer(batch, time.perf_counter() - started)
                 if self._loop_writes:
-                    self._wal_restarts = False  # whichever commit came after the checkpoint
-                    self._since_checkpoint += sum(_size(request) for request in batch)
-                    grown = _file_size(self._wal_path) - self._wal_checkpointed_size
-                    if self._since_checkpoint >= CHECKPOINT_WRITES or grown >= CHECKPOINT_WAL_GROWTH:
-                        self._since_checkpoint = 0
-                        ran, self._wal_restarts = await trio.to_thread.run_sync(
-                            self._checkpoint, limiter=self._writer_thread
-                        )
-                        self._checkpoints += ran
-                        self._wal_checkpointed_size = _file_size(self._wal_path)
+                    await self._checkpoint_if_due()
         finally:
             self._closing = True
             left = [request for request in batch if not request.done.is_set()]
@@ -580,6 +571,19 @@ class Gateway:
                 with suppress(Exception):  # a broken connection is the thread's to report
                     driver.set_progress_handler(None, 0)
                     driver.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+
+    async def _checkpoint_if_due(self) -> None:
+        """After a commit: a checkpoint in a thread once :data:`CHECKPOINT_WRITES` writes
+        (counted by :meth:`_answer`) or :data:`CHECKPOINT_WAL_GROWTH` bytes of WAL have
+        come since the last one."""
+        self._wal_restarts = False  # whichever commit came after the checkpoint made it
+        grown = _file_size(self._wal_path) - self._wal_checkpointed_size
+        if self._writes - self._writes_checkpointed < CHECKPOINT_WRITES and grown < CHECKPOINT_WAL_GROWTH:
+            return
+        self._writes_checkpointed = self._writes
+        ran, self._wal_restarts = await trio.to_thread.run_sync(self._checkpoint, limiter=self._writer_thread)
+        self._checkpoints += ran
+        self._wal_checkpointed_size = _file_size(self._wal_path)
 
     def _checkpoint(self) -> tuple[bool, bool]:
         """Copy the WAL's pages into the database file (in a thread: it syncs the disk):
