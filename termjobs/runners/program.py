@@ -42,6 +42,10 @@ logger = logging.getLogger(__name__)
 #: Variables of the server that a job must never see.
 SECRET_ENV = PROTECTED_ENV
 MARKER_ENV = "TERMJOBS_RUN_MARKER"
+#: Variables every run sets for itself (see ProgramRunner._env)
+RUN_ENV = frozenset(
+    {"TERM_LLM_JOB_ID", "TERM_LLM_JOB_NAME", "TERM_LLM_RUN_ID", "TERM_LLM_RUN_ATTEMPT", MARKER_ENV}
+)
 SHELL = "/bin/sh"
 PIPE_DRAIN_S = 1.0
 #: How long finished runs are collected before one /proc scan serves them all.
@@ -76,7 +80,10 @@ class ProgramRunner:
     def __init__(
         self, *, base_env: Mapping[str, str], sweep_proc: bool = True, run_as: RunAs | None = None
     ) -> None:
-        self._base_env = {k: v for k, v in base_env.items() if k not in SECRET_ENV}
+        # A run's own variables are set by _env; the rest is the same for every run
+        # (and must not change: spawn.Environ).
+        self._base_env = {k: v for k, v in base_env.items() if k not in SECRET_ENV and k not in RUN_ENV}
+        self._base_env["PYTHONUNBUFFERED"] = "1"
         self._run_as = run_as
         if run_as is not None:
             self._base_env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
@@ -111,20 +118,19 @@ class ProgramRunner:
             )
         return await _Execution(ctx, config, proc, marker, self.sweeper).run()
 
-    def _env(self, ctx: RunContext, config: ProgramConfig, marker: str) -> dict[str, str]:
-        env = dict(self._base_env)
-        env.update(
-            TERM_LLM_JOB_ID=ctx.job.id,
-            TERM_LLM_JOB_NAME=ctx.job.spec.name,
-            TERM_LLM_RUN_ID=ctx.run.id,
-            TERM_LLM_RUN_ATTEMPT=str(ctx.run.attempt),
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(config.env)
-        env[MARKER_ENV] = marker
-        return env
+    def _env(self, ctx: RunContext, config: ProgramConfig, marker: str) -> spawn.Environ:
+        """The server's variables, then the run's (the job's own win over both)."""
+        own = {
+            "TERM_LLM_JOB_ID": ctx.job.id,
+            "TERM_LLM_JOB_NAME": ctx.job.spec.name,
+            "TERM_LLM_RUN_ID": ctx.run.id,
+            "TERM_LLM_RUN_ATTEMPT": str(ctx.run.attempt),
+        }
+        own.update(config.env)
+        own[MARKER_ENV] = marker
+        return spawn.Environ(self._base_env, own)
 
-    async def _spawn(self, config: ProgramConfig, env: dict[str, str]) -> Child:
+    async def _spawn(self, config: ProgramConfig, env: spawn.Environ) -> Child:
         if config.cwd is not None and not await trio.Path(config.cwd).is_dir():
             raise FileNotFoundError(errno.ENOENT, "working directory does not exist", config.cwd)
         argv = (
@@ -142,7 +148,7 @@ class ProgramRunner:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=config.cwd,
-            env=env,
+            env=env.merged(),
             start_new_session=True,
             user=run_as.uid if run_as else None,
             group=run_as.gid if run_as else None,

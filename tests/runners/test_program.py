@@ -158,6 +158,74 @@ async def test_a_command_is_looked_up_in_the_path_the_job_sets(
     )
 
 
+ENVIRON = "import os; print(open('/proc/self/environ').read().replace(chr(0), chr(10)), end='')"
+
+
+@pytest.mark.parametrize(
+    ("cwd", "libc"),
+    [(None, True), (None, False), ("{tmp}", True)],
+    ids=["posix_spawn-ctypes", "posix_spawn-os", "open_process"],
+)
+async def test_a_program_sees_the_servers_variables_then_the_runs_then_the_jobs(
+    cwd: str | None, libc: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server's variables are laid out once for every run (spawn.Environ); a run's
+    # own, and its job's, come on top, each variable once, the job's winning.
+    if not libc:
+        monkeypatch.setattr(spawn, "_LIBC", None)
+    base = {"PATH": os.environ["PATH"], "KEEP": "server", "SHARED": "server", "TERM_LLM_RUN_ID": "stale"}
+    where = {} if cwd is None else {"cwd": cwd.format(tmp=tmp_path)}
+    config = {"command": sys.executable, "args": ["-c", ENVIRON], "env": ["SHARED=job"], **where}
+    call = Call(config, env=base)
+    for round_ in range(2):  # the second run reuses the first's layout of the server's part
+        result = await call()
+        assert result.error is None, result.output.stderr
+        entries = (result.output.stdout or "").splitlines()
+        names = [entry.partition("=")[0] for entry in entries]
+        assert len(names) == len(set(names)), entries
+        seen = dict(entry.partition("=")[::2] for entry in entries)
+        assert seen.pop(MARKER_ENV).startswith(f"{call.run.id}-")
+        assert seen == {
+            "PATH": os.environ["PATH"],
+            "KEEP": "server",
+            "SHARED": "job",
+            "PYTHONUNBUFFERED": "1",
+            "TERM_LLM_JOB_ID": call.job.id,
+            "TERM_LLM_JOB_NAME": "prog",
+            "TERM_LLM_RUN_ID": call.run.id,
+            "TERM_LLM_RUN_ATTEMPT": "1",
+        }, round_
+
+
+def test_the_c_librarys_environment_is_the_merged_one() -> None:
+    libc = spawn._LIBC
+    assert libc is not None
+
+    def entries(env: spawn.Environ) -> list[bytes]:
+        array, _held = libc._environ(env)
+        found = []
+        for item in array:
+            if item is None:
+                break
+            found.append(item)
+        return found
+
+    base = {"A": "1", "B": "2"}
+    assert entries(spawn.Environ(base, {"C": "3"})) == [b"A=1", b"B=2", b"C=3"]
+    assert entries(spawn.Environ(base, {"D": "4"})) == [b"A=1", b"B=2", b"D=4"]  # the base kept
+    assert entries(spawn.Environ(base, {"B": "job"})) == [b"A=1", b"B=job"]  # a base variable replaced
+    other = {"Z": "9"}
+    assert entries(spawn.Environ(other, {"C": "3"})) == [b"Z=9", b"C=3"]  # another runner's base
+    for bad, message in [
+        (spawn.Environ(base, {"X=Y": "1"}), "illegal environment variable name"),
+        (spawn.Environ(base, {"X": "a\0b"}), "embedded null byte"),
+        (spawn.Environ({"X": "a\0b"}, {}), "embedded null byte"),
+        (spawn.Environ({"": "1"}, {}), "illegal environment variable name"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            entries(bad)
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
