@@ -100,11 +100,16 @@ print(repr(open(0).read()))
 """
 
 
-@pytest.mark.parametrize(
+#: The three ways a program starts: the C library's posix_spawn through ctypes,
+#: os.posix_spawn where ctypes cannot reach it, and trio's open_process (a working directory)
+SPAWN_PATHS = pytest.mark.parametrize(
     ("cwd", "libc"),
     [(None, True), (None, False), ("{tmp}", True)],
     ids=["posix_spawn-ctypes", "posix_spawn-os", "open_process"],
 )
+
+
+@SPAWN_PATHS
 async def test_a_program_starts_clean_in_its_own_session(
     cwd: str | None, libc: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,11 +166,7 @@ async def test_a_command_is_looked_up_in_the_path_the_job_sets(
 ENVIRON = "import os; print(open('/proc/self/environ').read().replace(chr(0), chr(10)), end='')"
 
 
-@pytest.mark.parametrize(
-    ("cwd", "libc"),
-    [(None, True), (None, False), ("{tmp}", True)],
-    ids=["posix_spawn-ctypes", "posix_spawn-os", "open_process"],
-)
+@SPAWN_PATHS
 async def test_a_program_sees_the_servers_variables_then_the_runs_then_the_jobs(
     cwd: str | None, libc: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
