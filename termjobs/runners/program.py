@@ -26,6 +26,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import trio
 
@@ -80,13 +81,14 @@ class ProgramRunner:
     def __init__(
         self, *, base_env: Mapping[str, str], sweep_proc: bool = True, run_as: RunAs | None = None
     ) -> None:
-        # A run's own variables are set by _env; the rest is the same for every run
-        # (and must not change: spawn.Environ).
-        self._base_env = {k: v for k, v in base_env.items() if k not in SECRET_ENV and k not in RUN_ENV}
-        self._base_env["PYTHONUNBUFFERED"] = "1"
-        self._run_as = run_as
+        # A run's own variables are set by _env; the rest is the same for every run,
+        # read-only (spawn keeps it laid out while it is the same object: spawn.Environ).
+        base = {k: v for k, v in base_env.items() if k not in SECRET_ENV and k not in RUN_ENV}
+        base["PYTHONUNBUFFERED"] = "1"
         if run_as is not None:
-            self._base_env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
+            base.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
+        self._base_env: Mapping[str, str] = MappingProxyType(base)
+        self._run_as = run_as
         self.sweeper = Sweeper() if sweep_proc and Path("/proc/self/environ").exists() else None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

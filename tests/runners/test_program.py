@@ -167,18 +167,20 @@ ENVIRON = "import os; print(open('/proc/self/environ').read().replace(chr(0), ch
 
 
 @SPAWN_PATHS
+@pytest.mark.parametrize("job_sets", ["NEW", "SHARED"], ids=["job-adds", "job-replaces-a-server-variable"])
 async def test_a_program_sees_the_servers_variables_then_the_runs_then_the_jobs(
-    cwd: str | None, libc: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cwd: str | None, libc: bool, job_sets: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The server's variables are laid out once for every run (spawn.Environ); a run's
-    # own, and its job's, come on top, each variable once, the job's winning.
+    # own, and its job's, come on top, each variable once, the job's winning. A job that
+    # replaces a server variable has its whole environment laid out for it.
     if not libc:
         monkeypatch.setattr(spawn, "_LIBC", None)
     base = {"PATH": os.environ["PATH"], "KEEP": "server", "SHARED": "server", "TERM_LLM_RUN_ID": "stale"}
     where = {} if cwd is None else {"cwd": cwd.format(tmp=tmp_path)}
-    config = {"command": sys.executable, "args": ["-c", ENVIRON], "env": ["SHARED=job"], **where}
+    config = {"command": sys.executable, "args": ["-c", ENVIRON], "env": [f"{job_sets}=job"], **where}
     call = Call(config, env=base)
-    for round_ in range(2):  # the second run reuses the first's layout of the server's part
+    for round_ in range(2):  # the second run with the first's layout of the server's part
         result = await call()
         assert result.error is None, result.output.stderr
         entries = (result.output.stdout or "").splitlines()
@@ -189,7 +191,8 @@ async def test_a_program_sees_the_servers_variables_then_the_runs_then_the_jobs(
         assert seen == {
             "PATH": os.environ["PATH"],
             "KEEP": "server",
-            "SHARED": "job",
+            "SHARED": "server",
+            job_sets: "job",
             "PYTHONUNBUFFERED": "1",
             "TERM_LLM_JOB_ID": call.job.id,
             "TERM_LLM_JOB_NAME": "prog",
