@@ -250,15 +250,15 @@ def _encoded(key: str, value: str) -> bytes:
 
 class Environ:
     """A program's environment: ``base``, the same for every program a runner starts
-    (the server's variables, 35 on the project's machine), and ``own``, a run's (its ids, its job's
-    variables, its marker), which win over the base's.
+    (the server's variables), and ``own``, a run's (its ids, its job's variables, its
+    marker), which win over the base's.
 
     ``posix_spawn`` takes an environment as an array of ``NAME=value`` strings. Encoded,
     checked and copied into a new array for every program, the server's variables cost
-    about 5% of the event loop's samples with no-op programs fired together (34 µs a
-    spawn with 35 variables, 120 µs with 135; 7 µs now: ``RESULTS.md``); kept apart,
-    the base is laid out once (:class:`_Libc` keeps it while the runner's ``base`` is the
-    same object; it must not change) and a run encodes only its own."""
+    the event loop a few per cent of its time with no-op programs fired together, more
+    the more variables the server has (``benchmarks/RESULTS.md``); kept apart, the base is
+    laid out once (:class:`_Libc` keeps it while the runner's ``base`` is the same
+    object, which must not change) and a run encodes only its own."""
 
     __slots__ = ("base", "own")
 
