@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -42,16 +42,28 @@ FIRE_LEAD_PER_JOB_S = 0.0002
 async def process_limit(runs: int, concurrency: int) -> tuple[float, float]:
     """Spawns of `true` per second with bare trio at this concurrency, and the CPU
     milliseconds each cost this process."""
-    limiter = trio.CapacityLimiter(concurrency)
 
     async def one() -> None:
+        await trio.run_process(["true"])
+
+    return await concurrent_rate(runs, concurrency, one)
+
+
+async def concurrent_rate(
+    runs: int, concurrency: int, one: Callable[[], Awaitable[None]]
+) -> tuple[float, float]:
+    """Calls of ``one`` per second, ``runs`` of them at ``concurrency`` at a time, and
+    the CPU milliseconds each cost this process."""
+    limiter = trio.CapacityLimiter(concurrency)
+
+    async def limited() -> None:
         async with limiter:
-            await trio.run_process(["true"])
+            await one()
 
     start, cpu = time.perf_counter(), time.process_time()
     async with trio.open_nursery() as nursery:
         for _ in range(runs):
-            nursery.start_soon(one)
+            nursery.start_soon(limited)
     return runs / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / runs
 
 

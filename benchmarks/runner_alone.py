@@ -16,33 +16,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
-import time
-from collections.abc import Awaitable, Callable
 
 import trio
 
 from benchmarks._build import once_jobs
 from benchmarks._server import progress, report
+from benchmarks.run_throughput import concurrent_rate, process_limit
 from termjobs.model import EventType, JSONValue, RunTrigger
 from termjobs.rundomain import new_run
 from termjobs.runners.base import RunContext, StopSignal
 from termjobs.runners.program import ProgramRunner
-
-
-async def _rate(runs: int, concurrency: int, one: Callable[[], Awaitable[None]]) -> tuple[float, float]:
-    """Runs of ``one`` per second at ``concurrency``, and this process's CPU ms each."""
-    limiter = trio.CapacityLimiter(concurrency)
-
-    async def limited() -> None:
-        async with limiter:
-            await one()
-
-    start, cpu = time.perf_counter(), time.process_time()
-    async with trio.open_nursery() as nursery:
-        for _ in range(runs):
-            nursery.start_soon(limited)
-    return runs / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / runs
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -53,22 +38,21 @@ async def main(args: argparse.Namespace) -> None:
     async def emit(event_type: EventType, message: str | None, data: JSONValue) -> None:
         pass  # `true` prints nothing
 
-    async def bare() -> None:
-        await trio.run_process(["true"])
-
     async def through_runner() -> None:
         run = new_run(job.id, trigger=RunTrigger.MANUAL, scheduled_for=now, now=now)
         result = await runner.run(RunContext(job=job, run=run, stop=StopSignal(), emit=emit))
         if result.error is not None:
             raise SystemExit(f"a run failed: {result.error}")
 
+    bare = functools.partial(process_limit, args.runs, args.concurrency)
+    through = functools.partial(concurrent_rate, args.runs, args.concurrency, through_runner)
     figures: dict[str, object] = {"runs": args.runs, "concurrency": args.concurrency}
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.serve)  # the descendants' sweep, as in the server
         for round_ in range(1, args.rounds + 1):
-            for name, one in (("limit: bare spawns", bare), ("program runner", through_runner)):
+            for name, measure in (("limit: bare spawns", bare), ("program runner", through)):
                 progress(f"round {round_}: {args.runs} x {name}")
-                rate, cpu_ms = await _rate(args.runs, args.concurrency, one)
+                rate, cpu_ms = await measure()
                 figures[f"round {round_}: {name}/s"] = round(rate, 1)
                 figures[f"round {round_}: {name}, CPU µs each"] = round(1000 * cpu_ms, 1)
         nursery.cancel_scope.cancel()
